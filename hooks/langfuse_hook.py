@@ -1,0 +1,1567 @@
+#!/usr/bin/env python3
+"""claude-code-langfuse: every Claude Code turn as a back-dated Langfuse trace.
+
+Registered as a Claude Code command hook for Stop, SubagentStop and SessionEnd. On the
+critical path (hook mode) it only uses the standard library: it reads the new bytes of the
+session's transcript, groups them into turns, turns those into plain-data trace records,
+appends them to a local queue and starts a detached sender. The sender (same file, `send`)
+imports the langfuse SDK and delivers the queue oldest first, removing a record only once the
+server accepted it.
+
+Sections, in the order data flows:
+  settings -> event -> new bytes -> rows -> turns -> observations -> redaction -> queue
+  -> state -> hook -> send -> sender loop -> status / drain / doctor / backfill -> main
+
+Usage:
+  langfuse_hook.py                      hook mode: event JSON on stdin, prints nothing, exits 0
+  langfuse_hook.py status [--json]      queue, dead letters, last success / error, sender
+  langfuse_hook.py drain [--retry-dead] send the queue now, in the foreground
+  langfuse_hook.py doctor               check the installation end to end
+  langfuse_hook.py backfill [...]       queue sessions from before the hook was installed
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator
+
+HOOK_VERSION = "0.1.0"
+RECORD_VERSION = 1
+
+# ============================================================================ settings
+
+FALSE_WORDS = {"0", "false", "no", "off", "disable", "disabled"}
+DEFAULT_BASE_URL = "http://localhost:3050"
+DEFAULT_MAX_FIELD_CHARS = 100_000
+DEFAULT_QUEUE_WARN_BYTES = 50 * 1024 * 1024
+LOG_MAX_BYTES = 1024 * 1024
+LOG_BACKUPS = 3
+LOCK_TIMEOUT_S = 3.0
+
+
+def _home() -> str:
+    return os.path.expanduser("~")
+
+
+def claude_dir() -> str:
+    return os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(_home(), ".claude")
+
+
+def default_config_path() -> str:
+    return os.environ.get("CC_LANGFUSE_CONFIG") or os.path.join(_home(), ".claude", "langfuse", "config.json")
+
+
+def default_state_dir() -> str:
+    return os.environ.get("CC_LANGFUSE_STATE_DIR") or os.path.join(_home(), ".claude", "state")
+
+
+@dataclass
+class Settings:
+    enabled: bool = True
+    public_key: str = ""
+    secret_key: str = ""
+    base_url: str = DEFAULT_BASE_URL
+    debug: bool = False
+    user_id: str = ""
+    max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
+    redact: bool = True
+    redact_patterns: list[str] = field(default_factory=list)
+    timeout: float = 10.0
+    queue_warn_bytes: int = DEFAULT_QUEUE_WARN_BYTES
+    state_dir: str = ""
+    config_path: str = ""
+    config_error: str = ""
+
+    @property
+    def has_keys(self) -> bool:
+        return bool(self.public_key and self.secret_key)
+
+
+def _read_config_file(path: str) -> tuple[dict, str]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return {}, ""
+    except (OSError, ValueError) as e:
+        return {}, f"cannot read config file {path}: {e}"
+    if not isinstance(data, dict):
+        return {}, f"config file {path} must hold a JSON object"
+    return data, ""
+
+
+def load_settings(environ: dict | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    config_path = env.get("CC_LANGFUSE_CONFIG") or default_config_path()
+    conf, error = _read_config_file(config_path)
+
+    def get(*names: str) -> str | None:
+        for source in (env, conf):
+            for name in names:
+                value = source.get(name)
+                if value not in (None, ""):
+                    return value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else str(value)
+        return None
+
+    def number(name: str, default: float, cast=float) -> float:
+        raw = get(name)
+        try:
+            return cast(raw) if raw is not None else default
+        except ValueError:
+            return default
+
+    patterns_raw = env.get("CC_LANGFUSE_REDACT_PATTERNS")
+    if patterns_raw:
+        patterns = [p for p in patterns_raw.splitlines() if p.strip()]
+    else:
+        conf_patterns = conf.get("CC_LANGFUSE_REDACT_PATTERNS") or []
+        patterns = [conf_patterns] if isinstance(conf_patterns, str) else [p for p in conf_patterns if isinstance(p, str)]
+    user_id = get("CC_LANGFUSE_USER_ID") or ""
+    if not user_id:
+        try:
+            import getpass
+
+            user_id = getpass.getuser()
+        except Exception:
+            user_id = "unknown"
+    return Settings(
+        enabled=(get("TRACE_TO_LANGFUSE") or "true").strip().lower() not in FALSE_WORDS,
+        public_key=get("CC_LANGFUSE_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
+        secret_key=get("CC_LANGFUSE_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "",
+        base_url=(get("CC_LANGFUSE_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL).rstrip("/"),
+        debug=(get("CC_LANGFUSE_DEBUG") or "false").strip().lower() not in FALSE_WORDS,
+        user_id=user_id,
+        max_field_chars=max(1000, int(number("CC_LANGFUSE_MAX_FIELD_CHARS", DEFAULT_MAX_FIELD_CHARS, int))),
+        redact=(get("CC_LANGFUSE_REDACT") or "true").strip().lower() not in FALSE_WORDS,
+        redact_patterns=patterns,
+        timeout=max(0.5, number("CC_LANGFUSE_TIMEOUT", 10.0)),
+        queue_warn_bytes=int(number("CC_LANGFUSE_QUEUE_WARN_MB", DEFAULT_QUEUE_WARN_BYTES / 1048576) * 1048576),
+        state_dir=env.get("CC_LANGFUSE_STATE_DIR") or default_state_dir(),
+        config_path=config_path,
+        config_error=error,
+    )
+
+
+# ============================================================================ log
+
+_LOGGER = None
+
+
+def get_logger(settings: Settings):
+    """A size-rotated file log in the state folder; never stdout (Claude Code reads it)."""
+    global _LOGGER
+    if _LOGGER is not None:
+        return _LOGGER
+    import logging
+    import logging.handlers
+
+    logger = logging.getLogger("claude_code_langfuse")
+    logger.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+    logger.propagate = False
+    try:
+        ensure_state_dir(settings.state_dir)
+        handler: Any = logging.handlers.RotatingFileHandler(
+            os.path.join(settings.state_dir, "langfuse_hook.log"), maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
+    except OSError:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    logger.addHandler(handler)
+    _LOGGER = logger
+    return logger
+
+
+def ensure_state_dir(path: str) -> None:
+    os.makedirs(os.path.join(path, "locks"), mode=0o700, exist_ok=True)
+    for p in (path, os.path.join(path, "locks")):
+        try:
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o700)
+        except OSError:
+            pass
+
+
+# ============================================================================ event
+
+
+@dataclass
+class HookEvent:
+    name: str
+    session_id: str
+    transcript_path: str
+    cwd: str = ""
+    prompt_id: str = ""
+    last_assistant_message: str | None = None
+    stop_hook_active: bool = False
+    agent_id: str = ""
+    agent_transcript_path: str = ""
+    permission_mode: str = ""
+    raw: dict = field(default_factory=dict)
+
+
+class BadEvent(ValueError):
+    pass
+
+
+def parse_event(data: bytes) -> HookEvent:
+    try:
+        obj = json.loads(data.decode("utf-8", errors="replace") or "null")
+    except ValueError as e:
+        raise BadEvent(f"hook stdin is not JSON ({e}); is this file registered as a command hook?") from None
+    if not isinstance(obj, dict):
+        raise BadEvent("hook stdin is not a JSON object")
+    path = obj.get("transcript_path") or ""
+    session = obj.get("session_id") or ""
+    if not isinstance(path, str) or not isinstance(session, str) or not path or not session:
+        raise BadEvent("hook event has no transcript_path/session_id")
+    lam = obj.get("last_assistant_message")
+    return HookEvent(
+        name=str(obj.get("hook_event_name") or ""),
+        session_id=session,
+        transcript_path=os.path.expanduser(path),
+        cwd=str(obj.get("cwd") or ""),
+        prompt_id=str(obj.get("prompt_id") or ""),
+        last_assistant_message=lam if isinstance(lam, str) else None,
+        stop_hook_active=bool(obj.get("stop_hook_active")),
+        agent_id=str(obj.get("agent_id") or ""),
+        agent_transcript_path=os.path.expanduser(str(obj.get("agent_transcript_path") or "")),
+        permission_mode=str(obj.get("permission_mode") or ""),
+        raw=obj,
+    )
+
+
+# ============================================================================ new bytes -> rows
+
+
+@dataclass
+class Row:
+    """One complete transcript line: where it sits in the file and what it says."""
+
+    start: int
+    end: int
+    data: dict
+
+    @property
+    def type(self) -> str:
+        return self.data.get("type") or ""
+
+    @property
+    def ts(self) -> str:
+        return self.data.get("timestamp") or ""
+
+
+READ_CHUNK = 1 << 20
+
+
+def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = None) -> Iterator[Row]:
+    """Complete JSON lines of an open binary file from byte `start` (up to `stop`).
+
+    A last line without its newline is still being written: it is not yielded, so the caller's
+    offset stays before it. Lines that are not JSON objects are skipped (and counted).
+    """
+    f.seek(start)
+    pos = start
+    buf = b""
+    while True:
+        want = READ_CHUNK if stop is None else min(READ_CHUNK, stop - pos - len(buf))
+        if want <= 0:
+            break
+        chunk = f.read(want)
+        if not chunk:
+            break
+        buf += chunk
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line, buf = buf[:nl], buf[nl + 1 :]
+            line_start, pos = pos, pos + nl + 1
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = None
+            if isinstance(obj, dict):
+                yield Row(line_start, pos, obj)
+            elif bad_lines is not None:
+                bad_lines.append(line_start)
+
+
+def read_all_rows(path: str) -> list[Row]:
+    try:
+        with open(path, "rb") as f:
+            return list(iter_rows(f, 0))
+    except OSError:
+        return []
+
+
+# ============================================================================ turns
+
+INTERRUPT_PREFIX = "[Request interrupted by user"
+LOCAL_CAVEAT_PREFIX = "Caveat: The messages below were generated by the user while running local commands"
+STOP_FEEDBACK_PREFIX = "Stop hook feedback:"
+AGENT_TOOL_NAMES = ("Agent", "Task")
+
+
+def parse_ts(value: str | None) -> _dt.datetime | None:
+    if not value or not isinstance(value, str):
+        return None
+    try:
+        t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+
+
+def iso_ms(t: _dt.datetime) -> str:
+    t = t.astimezone(_dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def norm_ts(value: str | None) -> str:
+    t = parse_ts(value)
+    return iso_ms(t) if t else ""
+
+
+def content_text(content: Any) -> str:
+    """The text of a message content: a string, or the text blocks of a block list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+    return ""
+
+
+def user_row_kind(data: dict, previous_kind: str = "") -> str:
+    """What a `user` line is. Only `prompt` and the synthetic starters open a turn."""
+    msg = data.get("message") or {}
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if data.get("isCompactSummary"):
+        return "compact-summary"
+    if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        return "tool-result"
+    text = content_text(content).lstrip()
+    origin = data.get("origin") if isinstance(data.get("origin"), dict) else {}
+    origin_kind = origin.get("kind") or ""
+    if origin_kind == "task-notification" or text.startswith("<task-notification>"):
+        return "task-notification"
+    if data.get("isMeta"):
+        if text.startswith(STOP_FEEDBACK_PREFIX):
+            return "stop-hook-feedback"
+        if text.startswith(LOCAL_CAVEAT_PREFIX):
+            return "local-caveat"
+        return "meta"
+    if data.get("isVisibleInTranscriptOnly"):
+        return "meta"
+    if text.startswith(INTERRUPT_PREFIX):
+        return "interrupt"
+    if text.startswith("<local-command-stdout>") or text.startswith("<local-command-stderr>"):
+        return "local-command-output"
+    if text.startswith("<bash-input>") or text.startswith("<bash-stdout>") or text.startswith("<bash-stderr>"):
+        return "bash-mode"
+    if text.startswith("<command-name>") or text.startswith("<command-message>"):
+        return "local-command" if previous_kind == "local-caveat" else "slash-command"
+    if text.startswith("<teammate-message>") or text.startswith("<agent-message>") or origin_kind not in ("", "human"):
+        return "synthetic"
+    if not text and not (isinstance(content, list) and content):
+        return "empty"
+    return "prompt"
+
+
+TURN_STARTERS = {"prompt", "slash-command", "task-notification", "synthetic"}
+
+
+@dataclass
+class Generation:
+    """One API response, merged from its per-block lines."""
+
+    message_id: str
+    model: str
+    blocks: list = field(default_factory=list)
+    usage: dict = field(default_factory=dict)
+    usage_output_tokens: int = -1
+    stop_reason: str | None = None
+    request_id: str = ""
+    start: str = ""
+    first_ts: str = ""
+    end: str = ""
+    synthetic: bool = False
+    api_error: bool = False
+
+    @property
+    def text(self) -> str:
+        return "\n".join(b.get("text", "") for b in self.blocks if b.get("type") == "text" and b.get("text"))
+
+    @property
+    def last_text(self) -> str:
+        texts = [b.get("text", "") for b in self.blocks if b.get("type") == "text" and b.get("text")]
+        return texts[-1] if texts else ""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    input: Any
+    start: str
+    message_id: str = ""
+    end: str = ""
+    output: Any = None
+    is_error: bool = False
+    has_result: bool = False
+    result_meta: Any = None
+    agent: "Turn | None" = None
+    agent_id: str = ""
+    agent_meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    name: str
+    ts: str
+    uid: str
+    level: str = "DEFAULT"
+    input: Any = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Turn:
+    key: str
+    kind: str
+    start_offset: int
+    prompt: Any = None
+    prompt_row: dict = field(default_factory=dict)
+    start: str = ""
+    end: str = ""
+    end_offset: int = 0
+    items: list = field(default_factory=list)  # Generation | ToolCall | Event, in file order
+    generations: dict = field(default_factory=dict)
+    tools: dict = field(default_factory=dict)
+    sidechain_rows: list = field(default_factory=list)
+    orphan_results: list = field(default_factory=list)
+    command_expansion: str = ""
+    interrupted: bool = False
+    finished: bool = False  # a turn_duration line or a following prompt closed it
+    hook_durations_ms: list = field(default_factory=list)
+    meta_row: dict = field(default_factory=dict)
+    last_row_ts: str = ""
+
+    @property
+    def final_text(self) -> str:
+        for item in reversed(self.items):
+            if isinstance(item, Generation) and not item.synthetic and item.last_text:
+                return item.last_text
+        return ""
+
+    @property
+    def last_generation(self) -> Generation | None:
+        for item in reversed(self.items):
+            if isinstance(item, Generation) and not item.synthetic:
+                return item
+        return None
+
+    @property
+    def pending_tools(self) -> list[ToolCall]:
+        return [t for t in self.tools.values() if not t.has_result]
+
+    def looks_complete(self) -> bool:
+        """Final answer on disk: a turn_duration line, or a last response with no open tool call."""
+        if self.finished:
+            return True
+        gen = self.last_generation
+        return bool(gen and not self.pending_tools and gen.stop_reason != "tool_use" and gen.last_text)
+
+
+class TurnBuilder:
+    """The one turn grammar. Feed rows in file order; completed turns come out of feed().
+
+    single_turn=True treats every row as part of one turn (a subagent transcript).
+    """
+
+    def __init__(self, single_turn: bool = False):
+        self.single_turn = single_turn
+        self.current: Turn | None = None
+        self.previous_user_kind = ""
+        self.last_ts = ""
+
+    # -- helpers
+    def _new_turn(self, row: Row, kind: str) -> Turn:
+        d = row.data
+        key = d.get("promptId") or d.get("uuid") or f"offset-{row.start}"
+        msg = d.get("message") or {}
+        return Turn(
+            key=str(key), kind=kind, start_offset=row.start, prompt=msg.get("content") if isinstance(msg, dict) else None,
+            prompt_row=d, start=norm_ts(d.get("timestamp")), end=norm_ts(d.get("timestamp")), end_offset=row.end, meta_row=d,
+        )
+
+    def feed(self, row: Row) -> Turn | None:
+        d = row.data
+        kind_of_row = row.type
+        if kind_of_row not in ("user", "assistant", "system"):
+            return None
+        ts = norm_ts(d.get("timestamp"))
+        if d.get("isSidechain") and not self.single_turn:
+            if self.current is not None:
+                self.current.sidechain_rows.append(row)
+                self.current.end_offset = row.end
+            return None
+        finished: Turn | None = None
+        if kind_of_row == "user":
+            ukind = user_row_kind(d, self.previous_user_kind)
+            self.previous_user_kind = ukind
+            starts = ukind in TURN_STARTERS or (self.single_turn and self.current is None)
+            if starts and self.current is not None and not self.single_turn:
+                same_prompt = d.get("promptId") and d.get("promptId") == self.current.prompt_row.get("promptId")
+                if not same_prompt:
+                    finished = self.current
+                    finished.finished = True
+                    self.current = None
+                elif ukind in TURN_STARTERS:
+                    ukind = "meta"
+            if self.current is None:
+                if not starts:
+                    # rows before any prompt (or after an offset reset mid-turn) have no turn to join
+                    if ts:
+                        self.last_ts = ts
+                    return finished
+                self.current = self._new_turn(row, ukind if ukind in TURN_STARTERS else "prompt")
+                self.last_ts = ts or self.last_ts
+                return finished
+            self._user_row(row, ukind, ts)
+        elif kind_of_row == "assistant":
+            if self.current is None:
+                return None
+            self._assistant_row(row, ts)
+        else:
+            if self.current is None:
+                return None
+            self._system_row(row, ts)
+        if self.current is not None:
+            self.current.end_offset = row.end
+            if ts:
+                self.current.end = max(self.current.end, ts)
+                self.current.last_row_ts = ts
+        if ts:
+            self.last_ts = ts
+        return finished
+
+    def finish(self) -> Turn | None:
+        turn, self.current = self.current, None
+        return turn
+
+    def _user_row(self, row: Row, ukind: str, ts: str) -> None:
+        turn = self.current
+        d = row.data
+        content = (d.get("message") or {}).get("content")
+        uid = str(d.get("uuid") or row.start)
+        if ukind == "tool-result":
+            blocks = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+            for b in blocks:
+                call = turn.tools.get(b.get("tool_use_id"))
+                result_meta = d.get("toolUseResult") if len(blocks) == 1 else None
+                if call is None:
+                    turn.orphan_results.append((b, ts, uid))
+                    turn.items.append(Event("tool-result-without-call", ts, uid, "WARNING", tool_result_output(b.get("content")), {"tool_use_id": b.get("tool_use_id")}))
+                    continue
+                call.has_result = True
+                call.end = ts or call.start
+                call.output = tool_result_output(b.get("content"))
+                call.is_error = bool(b.get("is_error"))
+                call.result_meta = result_meta
+                if call.name in AGENT_TOOL_NAMES:
+                    call.agent_id = agent_id_from_result(result_meta, call.output)
+        elif ukind == "meta":
+            text = content_text(content)
+            if turn.kind == "slash-command" and not turn.command_expansion and not turn.generations:
+                turn.command_expansion = text
+            elif d.get("sourceToolUseID"):
+                turn.items.append(Event("skill-instructions", ts, uid, "DEBUG", text, {"tool_use_id": d.get("sourceToolUseID")}))
+            else:
+                turn.items.append(Event("context", ts, uid, "DEBUG", text))
+        elif ukind == "stop-hook-feedback":
+            turn.items.append(Event("stop-hook-feedback", ts, uid, "DEFAULT", content_text(content)))
+        elif ukind == "interrupt":
+            turn.interrupted = True
+            turn.items.append(Event("interrupted", ts, uid, "WARNING", content_text(content)))
+        elif ukind == "compact-summary":
+            turn.items.append(Event("compaction-summary", ts, uid, "DEFAULT", content_text(content)))
+        elif ukind in ("local-command", "local-command-output", "bash-mode"):
+            turn.items.append(Event(ukind, ts, uid, "DEBUG", content_text(content)))
+        # local-caveat and empty rows carry nothing worth keeping
+
+    def _assistant_row(self, row: Row, ts: str) -> None:
+        turn = self.current
+        d = row.data
+        msg = d.get("message") or {}
+        if not isinstance(msg, dict):
+            return
+        mid = str(msg.get("id") or d.get("requestId") or d.get("uuid") or row.start)
+        gen = turn.generations.get(mid)
+        model = str(msg.get("model") or "")
+        if gen is None:
+            gen = Generation(message_id=mid, model=model, request_id=str(d.get("requestId") or ""), start=self.last_ts or ts, first_ts=ts)
+            gen.synthetic = model == "<synthetic>" or bool(d.get("isApiErrorMessage"))
+            gen.api_error = bool(d.get("isApiErrorMessage"))
+            turn.generations[mid] = gen
+            turn.items.append(gen)
+        gen.end = max(gen.end, ts) if gen.end else ts
+        usage = msg.get("usage")
+        if isinstance(usage, dict):
+            out = usage.get("output_tokens") or 0
+            if isinstance(out, int) and out > gen.usage_output_tokens:
+                gen.usage, gen.usage_output_tokens = usage, out
+        if msg.get("stop_reason"):
+            gen.stop_reason = msg.get("stop_reason")
+        content = msg.get("content")
+        blocks = content if isinstance(content, list) else ([{"type": "text", "text": content}] if isinstance(content, str) else [])
+        for b in blocks:
+            if not isinstance(b, dict):
+                continue
+            gen.blocks.append(b)
+            if b.get("type") in ("tool_use", "server_tool_use") and b.get("id"):
+                call = turn.tools.get(b["id"])
+                if call is None:
+                    call = ToolCall(id=str(b["id"]), name=str(b.get("name") or "tool"), input=b.get("input"), start=ts, message_id=mid)
+                    turn.tools[call.id] = call
+                    turn.items.append(call)
+            elif b.get("type") == "web_search_tool_result" and b.get("tool_use_id") in turn.tools:
+                call = turn.tools[b["tool_use_id"]]
+                call.has_result, call.end, call.output = True, ts, b.get("content")
+
+    def _system_row(self, row: Row, ts: str) -> None:
+        turn = self.current
+        d = row.data
+        sub = d.get("subtype") or ""
+        uid = str(d.get("uuid") or row.start)
+        if sub == "turn_duration":
+            turn.finished = True
+        elif sub == "stop_hook_summary":
+            for info in d.get("hookInfos") or []:
+                if isinstance(info, dict) and isinstance(info.get("durationMs"), (int, float)):
+                    turn.hook_durations_ms.append({"command": str(info.get("command", ""))[:200], "durationMs": info["durationMs"]})
+        elif sub in ("compact_boundary", "microcompact_boundary"):
+            meta = d.get("compactMetadata") or d.get("microcompactMetadata") or {}
+            turn.items.append(Event("compaction" if sub == "compact_boundary" else "microcompaction", ts, uid, "DEFAULT", d.get("content"), meta if isinstance(meta, dict) else {}))
+        elif sub == "api_error":
+            meta = {k: d.get(k) for k in ("retryAttempt", "retryInMs", "maxRetries") if k in d}
+            turn.items.append(Event("api-error", ts, uid, "WARNING", d.get("error") or d.get("content"), meta))
+        elif sub == "local_command":
+            turn.items.append(Event("local-command", ts, uid, "DEBUG", d.get("content")))
+
+
+def tool_result_output(content: Any) -> Any:
+    """A tool_result's content as text; images become placeholders, never base64."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for b in content:
+            if not isinstance(b, dict):
+                continue
+            if b.get("type") == "text":
+                parts.append(b.get("text", ""))
+            elif b.get("type") == "image":
+                parts.append(image_placeholder(b))
+            else:
+                parts.append(json.dumps(b, ensure_ascii=False)[:2000])
+        return "\n".join(parts)
+    return content
+
+
+AGENT_ID_RE = re.compile(r"agentId:\s*([0-9a-zA-Z_-]+)")
+
+
+def agent_id_from_result(result_meta: Any, output: Any) -> str:
+    if isinstance(result_meta, dict) and result_meta.get("agentId"):
+        return str(result_meta["agentId"])
+    if isinstance(output, str):
+        m = AGENT_ID_RE.search(output)
+        if m:
+            return m.group(1)
+    return ""
+
+
+def group_turns(rows: Iterable[Row], single_turn: bool = False) -> Iterator[Turn]:
+    """All turns of a row stream; the last one may still be open (check looks_complete)."""
+    builder = TurnBuilder(single_turn=single_turn)
+    for row in rows:
+        done = builder.feed(row)
+        if done is not None:
+            yield done
+    last = builder.finish()
+    if last is not None:
+        yield last
+
+
+# ---------------------------------------------------------------------------- subagents
+
+
+class SubagentFinder:
+    """Links Agent/Task calls to their subagent transcripts, for every layout Claude Code used.
+
+    2.1.x: <session>/subagents/agent-<id>.jsonl + agent-<id>.meta.json (toolUseId)
+    2.0.x: agent-<id>.jsonl next to the session file (agentId in the tool result)
+    1.0.x: inline isSidechain rows in the session file (matched by prompt text, then order)
+    """
+
+    def __init__(self, transcript_path: str, session_id: str):
+        base = transcript_path[:-6] if transcript_path.endswith(".jsonl") else transcript_path
+        self.session_dir = base
+        self.subagents_dir = os.path.join(base, "subagents")
+        self.flat_dir = os.path.dirname(transcript_path)
+        self._meta_by_tool: dict | None = None
+
+    def _scan_meta(self) -> dict:
+        if self._meta_by_tool is None:
+            self._meta_by_tool = {}
+            for root, _dirs, files in os.walk(self.subagents_dir):
+                for name in files:
+                    if name.endswith(".meta.json"):
+                        path = os.path.join(root, name)
+                        try:
+                            with open(path, encoding="utf-8") as f:
+                                meta = json.load(f)
+                        except (OSError, ValueError):
+                            continue
+                        if isinstance(meta, dict) and meta.get("toolUseId"):
+                            meta["_path"] = path[: -len(".meta.json")] + ".jsonl"
+                            self._meta_by_tool[meta["toolUseId"]] = meta
+        return self._meta_by_tool
+
+    def meta_for_agent(self, agent_id: str) -> dict:
+        path = os.path.join(self.subagents_dir, f"agent-{agent_id}.meta.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                meta = json.load(f)
+            return meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def find(self, call: ToolCall) -> tuple[str, dict]:
+        meta = self._scan_meta().get(call.id)
+        if meta:
+            return meta["_path"], meta
+        if call.agent_id:
+            for path in (os.path.join(self.subagents_dir, f"agent-{call.agent_id}.jsonl"), os.path.join(self.flat_dir, f"agent-{call.agent_id}.jsonl")):
+                if os.path.exists(path):
+                    return path, self.meta_for_agent(call.agent_id)
+        return "", {}
+
+    def attach(self, turn: Turn, depth: int = 0) -> None:
+        calls = [c for c in turn.tools.values() if c.name in AGENT_TOOL_NAMES]
+        if not calls:
+            return
+        if turn.sidechain_rows:
+            attach_inline_sidechains(turn, calls)
+        for call in calls:
+            if call.agent is not None:
+                continue
+            path, meta = self.find(call)
+            if not path:
+                continue
+            rows = read_all_rows(path)
+            if not rows:
+                continue
+            agent_turn = next(group_turns(rows, single_turn=True), None)
+            if agent_turn is None:
+                continue
+            call.agent, call.agent_meta = agent_turn, {k: v for k, v in meta.items() if not k.startswith("_")}
+            if not call.agent_id:
+                call.agent_id = str(rows[0].data.get("agentId") or meta.get("agentId") or "")
+            if depth < 4:
+                self.attach(agent_turn, depth + 1)
+
+
+def attach_inline_sidechains(turn: Turn, calls: list[ToolCall]) -> None:
+    """1.0.x kept subagents inline: split the sidechain rows into chains and match them to calls."""
+    chains: list[list[Row]] = []
+    chain_of: dict[str, int] = {}
+    for row in turn.sidechain_rows:
+        parent = row.data.get("parentUuid")
+        if parent in chain_of:
+            idx = chain_of[parent]
+        elif parent is None or not chains:
+            chains.append([])
+            idx = len(chains) - 1
+        else:
+            idx = len(chains) - 1
+        chains[idx].append(row)
+        if row.data.get("uuid"):
+            chain_of[row.data["uuid"]] = idx
+    unmatched = [c for c in calls if c.agent is None]
+    for rows in chains:
+        first = next((r for r in rows if r.type == "user"), None)
+        prompt = content_text(((first.data.get("message") or {}).get("content")) if first else "").strip()
+        match = next((c for c in unmatched if isinstance(c.input, dict) and str(c.input.get("prompt", "")).strip() == prompt), None)
+        if match is None and unmatched:
+            match = unmatched[0]
+        if match is None:
+            continue
+        unmatched.remove(match)
+        match.agent = next(group_turns(rows, single_turn=True), None)
+
+
+# ============================================================================ observations
+
+
+def trace_id_for(session_id: str, turn_key: str) -> str:
+    tid = hashlib.sha256(f"{session_id}:{turn_key}".encode()).hexdigest()[:32]
+    return tid if tid.strip("0") else "1" * 32
+
+
+def observation_id(trace_id: str, kind: str, natural_id: str) -> str:
+    oid = hashlib.sha256(f"{trace_id}:{kind}:{natural_id}".encode()).hexdigest()[:16]
+    return oid if oid.strip("0") else "1" * 16
+
+
+def usage_details(usage: dict) -> dict | None:
+    """Anthropic usage -> the keys Langfuse's price table knows (notes/langfuse-v5.md section 4)."""
+    if not usage:
+        return None
+    out: dict[str, int] = {}
+    for src, dst in (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_input_tokens", "cache_read_input_tokens")):
+        if isinstance(usage.get(src), int):
+            out[dst] = usage[src]
+    breakdown = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else None
+    if breakdown and (breakdown.get("ephemeral_5m_input_tokens") or breakdown.get("ephemeral_1h_input_tokens")):
+        out["input_cache_creation_5m"] = int(breakdown.get("ephemeral_5m_input_tokens") or 0)
+        out["input_cache_creation_1h"] = int(breakdown.get("ephemeral_1h_input_tokens") or 0)
+    elif isinstance(usage.get("cache_creation_input_tokens"), int):
+        out["cache_creation_input_tokens"] = usage["cache_creation_input_tokens"]
+    return out or None
+
+
+def block_for_output(b: dict) -> dict:
+    t = b.get("type")
+    if t == "text":
+        return {"type": "text", "text": b.get("text", "")}
+    if t == "thinking":
+        return {"type": "thinking", "thinking": b.get("thinking", "")}
+    if t == "redacted_thinking":
+        return {"type": "redacted_thinking"}
+    if t in ("tool_use", "server_tool_use"):
+        return {"type": t, "id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
+    if t == "image":
+        return {"type": "image", "placeholder": image_placeholder(b)}
+    return {k: v for k, v in b.items() if k not in ("signature", "data")}
+
+
+def prompt_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for b in content:
+            if isinstance(b, dict):
+                if b.get("type") == "text":
+                    parts.append(b.get("text", ""))
+                elif b.get("type") == "image":
+                    parts.append(image_placeholder(b))
+        return "\n".join(parts)
+    return ""
+
+
+COMMAND_RE = re.compile(r"<command-name>\s*(.*?)\s*</command-name>", re.S)
+COMMAND_ARGS_RE = re.compile(r"<command-args>\s*(.*?)\s*</command-args>", re.S)
+TASK_SUMMARY_RE = re.compile(r"<summary>\s*(.*?)\s*</summary>", re.S)
+
+
+def turn_title(turn: Turn) -> str:
+    text = prompt_text(turn.prompt)
+    if turn.kind == "slash-command":
+        m = COMMAND_RE.search(text)
+        if m:
+            args = COMMAND_ARGS_RE.search(text)
+            text = m.group(1) + (" " + args.group(1) if args and args.group(1) else "")
+    elif turn.kind == "task-notification":
+        m = TASK_SUMMARY_RE.search(text)
+        return ("Task notification: " + (m.group(1) if m else "background task finished"))[:120]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        first = "(empty prompt)"
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
+def _bump(ts: str, fallback: str) -> str:
+    return ts or fallback
+
+
+@dataclass
+class TraceContext:
+    session_id: str
+    user_id: str
+    project: str
+    turn_number: int
+    trace_id: str
+
+
+def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) -> list[dict]:
+    """Children of a turn (or of a subagent run): generations, tools, agents, events."""
+    obs: list[dict] = []
+    for item in turn.items:
+        if isinstance(item, Generation):
+            if item.synthetic:
+                obs.append(_obs(observation_id(trace_id, "event", item.message_id), parent_id, "event",
+                                "api-error" if item.api_error else "synthetic-message", item.first_ts or item.end, item.first_ts or item.end,
+                                output=item.text, level="WARNING" if item.api_error else "DEFAULT", metadata={"message_id": item.message_id}))
+                continue
+            meta = {"message_id": item.message_id, "request_id": item.request_id, "stop_reason": item.stop_reason}
+            for k in ("service_tier", "speed"):
+                if item.usage.get(k):
+                    meta[k] = item.usage[k]
+            thinking = (item.usage.get("output_tokens_details") or {}).get("thinking_tokens") if isinstance(item.usage.get("output_tokens_details"), dict) else None
+            if thinking:
+                meta["thinking_tokens"] = thinking
+            obs.append(_obs(observation_id(trace_id, "gen", item.message_id), parent_id, "generation", item.model or "claude",
+                            item.start or item.first_ts, item.end, output={"role": "assistant", "content": [block_for_output(b) for b in item.blocks]},
+                            metadata=meta, model=item.model, usage=usage_details(item.usage), completion_start=item.first_ts))
+        elif isinstance(item, ToolCall):
+            tool_id = observation_id(trace_id, "tool", item.id)
+            meta: dict = {"tool_use_id": item.id}
+            if isinstance(item.result_meta, dict):
+                meta.update({f"result.{k}": v for k, v in item.result_meta.items() if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)})
+            level, status = "DEFAULT", None
+            if item.is_error:
+                level, status = "ERROR", (item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False))[:500]
+            elif not item.has_result:
+                level, status = "WARNING", "no tool result in the transcript (interrupted or still running)"
+            end = item.end or turn_end or item.start
+            obs.append(_obs(tool_id, parent_id, "tool", item.name, item.start, end, input=item.input, output=item.output, metadata=meta, level=level, status=status))
+            if item.agent is not None:
+                obs.extend(agent_observations(item, trace_id, tool_id))
+        elif isinstance(item, Event):
+            obs.append(_obs(observation_id(trace_id, "event", item.uid), parent_id, "event", item.name, item.ts, item.ts,
+                            input=item.input, level=item.level, metadata=item.metadata))
+    return obs
+
+
+def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[dict]:
+    agent = call.agent
+    natural = call.agent_id or call.id
+    agent_obs_id = observation_id(trace_id, "agent", natural)
+    meta = {"agent_id": call.agent_id, **{k: v for k, v in call.agent_meta.items() if isinstance(v, (str, int, float, bool))}}
+    description = call.agent_meta.get("description") or (call.input or {}).get("description") if isinstance(call.input, dict) else None
+    agent_type = call.agent_meta.get("agentType") or ((call.input or {}).get("subagent_type") if isinstance(call.input, dict) else None)
+    name = "Subagent: " + str(description or agent_type or natural)
+    end = max(agent.end, agent.last_row_ts or "") or agent.start
+    meta["complete"] = agent.looks_complete()
+    out = [_obs(agent_obs_id, parent_id, "agent", name, agent.start, end, input=prompt_text(agent.prompt), output=agent.final_text, metadata=meta)]
+    out.extend(turn_observations(agent, trace_id, agent_obs_id, end))
+    return out
+
+
+def _obs(oid, parent, typ, name, start, end, *, input=None, output=None, metadata=None, level="DEFAULT", status=None, model=None, usage=None, completion_start=None) -> dict:
+    start = start or end
+    end = end or start
+    if end and start and end < start:
+        end = start
+    return {
+        "id": oid, "parent_id": parent, "type": typ, "name": name, "start": start, "end": end,
+        "input": input, "output": output, "metadata": metadata or {}, "level": level, "status_message": status,
+        "model": model, "usage_details": usage, "completion_start_time": completion_start if typ == "generation" else None,
+    }
+
+
+def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -> dict:
+    """A turn as one self-contained queue record (docs/design.md, "Queue record")."""
+    trace_id = ctx.trace_id
+    root_id = observation_id(trace_id, "root", turn.key)
+    prompt = prompt_text(turn.prompt)
+    if turn.command_expansion:
+        prompt = prompt + "\n\n" + turn.command_expansion
+    output = turn.final_text
+    complete = turn.looks_complete()
+    meta_extra: dict = {}
+    if event is not None and event.name == "Stop" and event.last_assistant_message and not turn.finished:
+        on_disk = output.strip()
+        if event.last_assistant_message.strip() != on_disk:
+            # Stop ran before Claude Code flushed the final answer: use what the event says
+            output, complete = event.last_assistant_message, False
+            meta_extra["output_source"] = "last_assistant_message"
+    row = turn.meta_row
+    end = max(turn.end, turn.last_row_ts or "") or turn.start
+    trace_meta = {
+        "project": ctx.project, "cwd": row.get("cwd") or "", "git_branch": row.get("gitBranch") or "",
+        "claude_code_version": row.get("version") or "", "permission_mode": row.get("permissionMode") or (event.permission_mode if event else ""),
+        "entrypoint": row.get("entrypoint") or "", "prompt_id": row.get("promptId") or "", "turn_number": ctx.turn_number,
+        "turn_kind": turn.kind,
+    }
+    root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
+    if turn.hook_durations_ms:
+        root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms
+    level = "WARNING" if turn.interrupted else "DEFAULT"
+    root = _obs(root_id, None, "span", turn_title(turn), turn.start, end, input=prompt, output=output, metadata=root_meta, level=level,
+                status="interrupted by the user" if turn.interrupted else None)
+    observations = [root] + turn_observations(turn, trace_id, root_id, end)
+    tags = ["claude-code"] + ([ctx.project] if ctx.project else [])
+    if turn.kind == "task-notification":
+        tags.append("task-notification")
+    return {
+        "v": RECORD_VERSION,
+        "key": f"turn:{trace_id}",
+        "kind": "turn",
+        "trace": {"id": trace_id, "name": turn_title(turn), "session_id": ctx.session_id, "user_id": ctx.user_id, "tags": tags,
+                  "metadata": {k: v for k, v in trace_meta.items() if v not in ("", None)}},
+        "observations": observations,
+    }
+
+
+_PROJECT_CACHE: dict[str, str] = {}
+
+
+def project_name(cwd: str) -> str:
+    """Git top level's folder name when cwd is in a repository, else cwd's folder name."""
+    if not cwd:
+        return ""
+    if cwd in _PROJECT_CACHE:
+        return _PROJECT_CACHE[cwd]
+    path = os.path.abspath(cwd)
+    name = os.path.basename(path.rstrip(os.sep)) or path
+    probe = path
+    for _ in range(64):
+        if os.path.exists(os.path.join(probe, ".git")):
+            name = os.path.basename(probe.rstrip(os.sep)) or probe
+            break
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    _PROJECT_CACHE[cwd] = name
+    return name
+
+
+# ============================================================================ redaction
+
+# (replaced by the full rule set; see tests/test_redaction.py)
+
+
+class Redactor:
+    def __init__(self, enabled: bool = True, extra_patterns: list[str] | None = None):
+        self.enabled = enabled
+        self.extra = [re.compile(p) for p in (extra_patterns or [])]
+
+    def redact_text(self, text: str) -> tuple[str, int]:
+        if not self.enabled:
+            return text, 0
+        count = 0
+        for rx in self.extra:
+            text, n = rx.subn("[REDACTED:custom]", text)
+            count += n
+        return text, count
+
+    def redact_value(self, obj: Any) -> tuple[Any, int]:
+        if isinstance(obj, str):
+            return self.redact_text(obj)
+        if isinstance(obj, list):
+            total, out = 0, []
+            for v in obj:
+                v, n = self.redact_value(v)
+                out.append(v)
+                total += n
+            return out, total
+        if isinstance(obj, dict):
+            total, res = 0, {}
+            for k, v in obj.items():
+                v, n = self.redact_value(v)
+                res[k] = v
+                total += n
+            return res, total
+        return obj, 0
+
+
+def truncate_field(value: str, max_chars: int) -> tuple[str, dict | None]:
+    if not isinstance(value, str) or len(value) <= max_chars:
+        return value, None
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return value[:max_chars] + f"…[truncated: {len(value)} chars, sha256 {digest[:16]}]", {"original_length": len(value), "sha256": digest}
+
+
+def image_placeholder(block: dict) -> str:
+    src = block.get("source") or {}
+    if src.get("type") == "base64":
+        data = src.get("data") or ""
+        size = len(data) * 3 // 4 - data[-2:].count("=") if data else 0
+        return f"[image: {src.get('media_type', 'unknown')}, {size} bytes]"
+    if src.get("type") == "url":
+        return f"[image: url {src.get('url', '')}]"
+    return "[image]"
+
+
+def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
+    """Redact secrets and cut oversized fields in every text a record carries."""
+    total = 0
+    for ob in record["observations"]:
+        for fname in ("input", "output", "metadata", "status_message"):
+            value = ob.get(fname)
+            if value is None:
+                continue
+            value, n = redactor.redact_value(value)
+            total += n
+            if fname in ("input", "output"):
+                if isinstance(value, str):
+                    value, info = truncate_field(value, max_chars)
+                else:
+                    encoded = json.dumps(value, ensure_ascii=False)
+                    info = None
+                    if len(encoded) > max_chars:
+                        value, info = truncate_field(encoded, max_chars)
+                if info:
+                    ob["metadata"][f"{fname}_truncated"] = info
+            ob[fname] = value
+    trace = record["trace"]
+    trace["name"], n = redactor.redact_text(trace["name"])
+    total += n
+    trace["metadata"], n = redactor.redact_value(trace["metadata"])
+    total += n
+    if total and record["observations"] and record["observations"][0]["parent_id"] is None:
+        record["observations"][0]["metadata"]["redactions"] = total
+    return record
+
+
+def record_rev(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k not in ("queued_at", "rev")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+# ============================================================================ locks, atomic files
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class FileLock:
+    """An fcntl lock on a file; waits up to `timeout` seconds, never proceeds unlocked."""
+
+    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_S, shared: bool = False):
+        self.path, self.timeout, self.shared = path, timeout, shared
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+        deadline = time.monotonic() + (self.timeout if blocking else 0)
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                self.fd = fd
+                return True
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self):
+        if not self.acquire():
+            raise LockTimeout(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """tmp + fsync + rename: readers see the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def read_json_file(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError):
+        return default
+
+
+def now_iso() -> str:
+    return iso_ms(_dt.datetime.now(_dt.timezone.utc))
+
+
+# ============================================================================ queue
+
+
+class Paths:
+    def __init__(self, state_dir: str):
+        self.dir = state_dir
+        self.state = os.path.join(state_dir, "langfuse_state.json")
+        self.queue = os.path.join(state_dir, "pending_traces.jsonl")
+        self.dead = os.path.join(state_dir, "dead_traces.jsonl")
+        self.sender_status = os.path.join(state_dir, "langfuse_sender.json")
+        self.log = os.path.join(state_dir, "langfuse_hook.log")
+        self.locks = os.path.join(state_dir, "locks")
+        self.state_lock = os.path.join(self.locks, "state.lock")
+        self.queue_lock = os.path.join(self.locks, "queue.lock")
+        self.sender_lock = os.path.join(self.locks, "sender.lock")
+
+    def session_lock(self, session_id: str) -> str:
+        return os.path.join(self.locks, "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".lock")
+
+
+def _append_lines(path: str, lines: list[bytes]) -> None:
+    """Append whole lines, fsynced; on failure (disk full) cut back so no half line remains."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        prefix = b""
+        if size:
+            os.lseek(fd, size - 1, os.SEEK_SET)
+            if os.read(fd, 1) != b"\n":
+                prefix = b"\n"  # a crash left a half line: never glue a record to it
+        data = prefix + b"".join(lines)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def queue_append(paths: Paths, records: list[dict]) -> None:
+    if not records:
+        return
+    stamp = now_iso()
+    lines = []
+    for r in records:
+        r = dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))
+        lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+    with FileLock(paths.queue_lock, timeout=10):
+        _append_lines(paths.queue, lines)
+
+
+@dataclass
+class QueueEntry:
+    line_no: int
+    raw: bytes
+    record: dict | None
+    error: str = ""
+
+
+def queue_read(path: str) -> list[QueueEntry]:
+    entries = []
+    try:
+        with open(path, "rb") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n"):
+                    # an append is in flight or was cut by a crash; the next read decides
+                    entries.append(QueueEntry(i, line, None, "incomplete last line"))
+                    continue
+                try:
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict) or "key" not in rec or "observations" not in rec or "trace" not in rec:
+                        raise ValueError("not a trace record")
+                    entries.append(QueueEntry(i, line, rec))
+                except ValueError as e:
+                    entries.append(QueueEntry(i, line, None, f"corrupt queue line: {e}"))
+    except FileNotFoundError:
+        pass
+    return entries
+
+
+def queue_remove(paths: Paths, done: dict[str, str], dead: list[dict]) -> int:
+    """Rewrite the queue without delivered records (and older versions of them) and moved-out lines.
+
+    `done` maps record key -> rev delivered. Lines appended since the sender read the queue stay.
+    """
+    with FileLock(paths.queue_lock, timeout=30):
+        if dead:
+            _append_lines(paths.dead, [json.dumps(d, ensure_ascii=False).encode() + b"\n" for d in dead])
+        dead_raw = {d.get("raw") for d in dead if d.get("raw")}
+        entries = queue_read(paths.queue)
+        last_index: dict[str, int] = {}
+        for idx, e in enumerate(entries):
+            if e.record is not None and done.get(e.record["key"]) == e.record.get("rev"):
+                last_index[e.record["key"]] = idx
+        keep: list[bytes] = []
+        removed = 0
+        for idx, e in enumerate(entries):
+            if e.record is not None and e.record["key"] in last_index and idx <= last_index[e.record["key"]]:
+                removed += 1
+                continue
+            if e.record is None and e.raw.decode("utf-8", "replace") in dead_raw:
+                removed += 1
+                continue
+            keep.append(e.raw if e.raw.endswith(b"\n") else e.raw + b"\n")
+        if removed:
+            write_atomic(paths.queue, b"".join(keep))
+        return removed
+
+
+# ============================================================================ state
+
+
+def state_key(session_id: str, path: str) -> str:
+    return hashlib.sha256(f"{session_id}::{path}".encode()).hexdigest()[:24]
+
+
+def load_state(paths: Paths) -> dict:
+    data = read_json_file(paths.state, {})
+    if not isinstance(data, dict) or not isinstance(data.get("transcripts"), dict):
+        data = {"version": 1, "transcripts": {}}
+    return data
+
+
+def update_state_entry(paths: Paths, key: str, entry: dict) -> None:
+    """Read-modify-write of one transcript's entry under the state lock (other sessions untouched)."""
+    with FileLock(paths.state_lock, timeout=10):
+        data = load_state(paths)
+        data["transcripts"][key] = entry
+        cutoff = time.time() - 30 * 86400
+        data["transcripts"] = {k: v for k, v in data["transcripts"].items() if v.get("updated_epoch", time.time()) >= cutoff}
+        write_atomic(paths.state, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+MAX_EMITTED = 400
+
+
+# ============================================================================ hook (critical path)
+
+
+@dataclass
+class CollectResult:
+    records: list
+    entry: dict
+    turns_seen: int = 0
+    bad_lines: int = 0
+
+
+def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None) -> CollectResult:
+    """New bytes of the session transcript -> new or changed turn records; pure apart from reading files."""
+    path = event.transcript_path
+    entry = dict(entry or {})
+    entry.setdefault("session_id", event.session_id)
+    entry.setdefault("path", path)
+    emitted: dict = dict(entry.get("emitted") or {})
+    agents: dict = dict(entry.get("agents") or {})
+    offset = int(entry.get("offset") or 0)
+    turns_before = int(entry.get("turns_before") or 0)
+    records: list[dict] = []
+    bad: list[int] = []
+    finder = SubagentFinder(path, event.session_id)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        if log:
+            log.warning("transcript %s does not exist (yet); nothing to read", path)
+        return CollectResult([], entry)
+    with f:
+        st = os.fstat(f.fileno())
+        if st.st_size < offset or (entry.get("inode") and entry.get("inode") != st.st_ino):
+            if log:
+                log.info("transcript %s shrank or was replaced (size %d < offset %d): re-reading from the start", path, st.st_size, offset)
+            offset, turns_before = 0, 0
+        turns = list(group_turns(iter_rows(f, offset, bad_lines=bad)))
+
+    def emit(turn: Turn, number: int, ev: HookEvent | None) -> None:
+        finder.attach(turn)
+        tid = trace_id_for(event.session_id, turn.key)
+        ctx = TraceContext(event.session_id, settings.user_id, project_name(turn.meta_row.get("cwd") or event.cwd), number, tid)
+        rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
+        rev = record_rev(rec)
+        for call in turn.tools.values():
+            if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
+                agents[call.agent_id or call.id] = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
+        if emitted.get(turn.key) == rev:
+            return
+        rec["rev"] = rev
+        records.append(rec)
+        emitted[turn.key] = rev
+
+    new_offset, new_before = offset, turns_before
+    for i, turn in enumerate(turns):
+        number = turns_before + i + 1
+        is_last = i == len(turns) - 1
+        if not is_last:
+            emit(turn, number, None)
+            new_offset, new_before = turns[i + 1].start_offset, number
+            continue
+        # the trailing turn stays open: re-read next time, upserted under the same ids
+        new_offset, new_before = turn.start_offset, number - 1
+        if event.name == "SubagentStop" and not turn.looks_complete():
+            continue
+        emit(turn, number, event)
+
+    if event.name == "SubagentStop" and event.agent_id:
+        link = agents.get(event.agent_id)
+        if link is None:
+            meta = finder.meta_for_agent(event.agent_id)
+            link = next((v for k, v in agents.items() if k == meta.get("toolUseId")), None)
+        if link and link["start"] < new_offset:
+            # the turn that launched this (background) agent is already behind us: re-emit it whole
+            with open(path, "rb") as f:
+                old = next(group_turns(iter_rows(f, link["start"], link["end"])), None)
+            if old is not None:
+                emit(old, link["turn_number"], None)
+
+    if len(emitted) > MAX_EMITTED:
+        emitted = dict(list(emitted.items())[-MAX_EMITTED:])
+    if len(agents) > MAX_EMITTED:
+        agents = dict(list(agents.items())[-MAX_EMITTED:])
+    entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents,
+                 updated=now_iso(), updated_epoch=time.time(), cwd=event.cwd or entry.get("cwd", ""))
+    return CollectResult(records, entry, len(turns), len(bad))
+
+
+def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
+    log = get_logger(settings)
+    try:
+        event = parse_event(stdin_bytes)
+    except BadEvent as e:
+        log.error("ignored a hook call: %s", e)
+        return
+    if settings.config_error:
+        log.error("%s (keys from the environment still apply)", settings.config_error)
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    if event.name == "SubagentStop" and not event.agent_id:
+        log.debug("SubagentStop without agent_id (a main-thread stop); treated as a Stop")
+    key = state_key(event.session_id, event.transcript_path)
+    lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire():
+        log.warning("session %s is being processed by another hook run for over %.0fs: skipped this run; "
+                    "the next Stop (or SessionEnd) picks the turns up, nothing is lost", event.session_id, LOCK_TIMEOUT_S)
+        return
+    try:
+        state = load_state(paths)
+        entry = state["transcripts"].get(key, {})
+        try:
+            redactor = Redactor(settings.redact, settings.redact_patterns)
+        except ValueError as e:
+            log.error("%s; fix CC_LANGFUSE_REDACT_PATTERNS. Using the built-in rules only.", e)
+            redactor = Redactor(settings.redact, [])
+        result = collect_records(event, entry, settings, redactor, log)
+        if result.bad_lines:
+            log.warning("skipped %d unreadable line(s) in %s", result.bad_lines, event.transcript_path)
+        queue_append(paths, result.records)  # durable before the cursor moves
+        update_state_entry(paths, key, result.entry)
+        log.debug("%s %s: %d turn(s) read, %d record(s) queued", event.name, event.session_id, result.turns_seen, len(result.records))
+    finally:
+        lock.release()
+    if settings.enabled and os.path.exists(paths.queue) and os.path.getsize(paths.queue) > 0:
+        start_sender(paths, settings, log)
+
+
+def start_sender(paths: Paths, settings: Settings, log) -> None:
+    """Start a detached sender unless one runs or the last failure asked us to wait."""
+    probe = FileLock(paths.sender_lock, timeout=0)
+    if not probe.acquire(blocking=False):
+        return  # a sender is running; it re-checks the queue before it exits
+    probe.release()
+    status = read_json_file(paths.sender_status, {})
+    if isinstance(status, dict) and time.time() < float(status.get("next_attempt_epoch") or 0):
+        failed_keys = status.get("auth_failed_keys")
+        if not failed_keys or failed_keys == key_fingerprint(settings):
+            return  # backing off; keys that changed since an auth failure are tried at once
+    import subprocess
+
+    try:
+        subprocess.Popen(
+            [sys.executable, os.path.abspath(__file__), "send"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True, close_fds=True, cwd="/",
+        )
+    except OSError as e:
+        log.error("could not start the sender (%s); the queue is kept; run `%s drain`", e, os.path.abspath(__file__))
+
+
+def key_fingerprint(settings: Settings) -> str:
+    return hashlib.sha256(f"{settings.public_key}:{settings.secret_key}:{settings.base_url}".encode()).hexdigest()[:16]
+
+
+def hook_main() -> None:
+    """Hook mode: whatever happens, print nothing and exit 0."""
+    os.umask(0o077)
+    settings = None
+    try:
+        data = sys.stdin.buffer.read(64 * 1024 * 1024)
+        settings = load_settings()
+        if not settings.enabled:
+            return
+        run_hook(data, settings)
+    except BaseException as e:  # the hook must never hurt Claude Code
+        try:
+            log = get_logger(settings or load_settings())
+            log.exception("hook failed: %s (the transcript keeps the data; the next run retries)", e)
+        except BaseException:
+            pass
+
+
+# ============================================================================ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        hook_main()
+        return 0
+    return cli_main(argv)
+
+
+def cli_main(argv: list[str]) -> int:
+    raise SystemExit("subcommands are not available yet")
+
+
+if __name__ == "__main__":
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1544,7 +1544,454 @@ def hook_main() -> None:
             pass
 
 
-# ============================================================================ main
+# ============================================================================ send
+
+# (the SDK-based Sender is merged here from the sender draft)
+
+
+def open_sender(settings: Settings):
+    from _draft_send import Sender, Settings as SendSettings  # replaced when the draft is merged
+
+    return Sender(SendSettings(public_key=settings.public_key, secret_key=settings.secret_key, base_url=settings.base_url, timeout=settings.timeout))
+
+
+# ============================================================================ sender loop
+
+AUTH_ADVICE = ("Langfuse rejected the keys: check CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY (config file {config}) "
+               "match an API key of the project at {url}; the queue is kept and resumes by itself once they work")
+RETRY_ADVICE = "Langfuse at {url} is not accepting traces right now ({detail}); the queue is kept and retried with backoff. Is the server up? `docker compose ps`"
+DEAD_ADVICE = "Langfuse refused a record for good ({detail}); it was moved to {dead}. `drain --retry-dead` tries again"
+NOKEYS_ADVICE = "no Langfuse keys configured: run scripts/install-hook.sh or set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY; the queue is kept"
+NOSDK_ADVICE = "the langfuse SDK is not importable by {python}: rerun scripts/install-hook.sh (it creates ~/.claude/langfuse/venv); the queue is kept"
+
+
+@dataclass
+class DrainSummary:
+    sent: int = 0
+    dead: int = 0
+    kept: int = 0
+    corrupt: int = 0
+    stopped_by: str = ""  # "", "auth", "retry", "nokeys", "nosdk", "unreachable", "busy"
+    detail: str = ""
+
+
+def reachable(base_url: str, timeout: float = 1.5) -> tuple[bool, str]:
+    """A TCP connect to the server: cheap, and enough to skip a doomed SDK start."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True, ""
+    except OSError as e:
+        return False, f"cannot connect to {host}:{port}: {e.strerror or e}"
+
+
+def update_sender_status(paths: Paths, **changes) -> dict:
+    status = read_json_file(paths.sender_status, {})
+    if not isinstance(status, dict):
+        status = {}
+    status.update(changes)
+    try:
+        write_atomic(paths.sender_status, json.dumps(status, ensure_ascii=False, indent=1).encode())
+    except OSError:
+        pass
+    return status
+
+
+def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, detail: str, advice: str, log) -> None:
+    status = read_json_file(paths.sender_status, {}) if os.path.exists(paths.sender_status) else {}
+    failures = int((status or {}).get("consecutive_failures") or 0) + 1
+    wait = 300.0 if kind == "auth" else min(300.0, 5.0 * 2 ** (failures - 1))
+    if kind == "nokeys":
+        wait = 0.0
+    update_sender_status(
+        paths, last_attempt=now_iso(), consecutive_failures=failures, next_attempt_epoch=time.time() + wait,
+        auth_failed_keys=key_fingerprint(settings) if kind == "auth" else None,
+        last_error={"time": now_iso(), "kind": kind, "http_status": http_status, "detail": detail, "advice": advice},
+    )
+    log.error("%s", advice)
+
+
+def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = True) -> DrainSummary:
+    """Send the queue oldest first; a record leaves the queue only after the server accepted it."""
+    paths = Paths(settings.state_dir)
+    summary = DrainSummary()
+    entries = queue_read(paths.queue)
+    dead: list[dict] = []
+    done: dict[str, str] = {}
+    for e in entries:
+        if e.record is None and e.error != "incomplete last line":
+            dead.append({"dead_at": now_iso(), "reason": e.error, "raw": e.raw.decode("utf-8", "replace")})
+            summary.corrupt += 1
+    latest: dict[str, dict] = {}
+    for e in entries:
+        if e.record is not None:
+            latest.pop(e.record["key"], None)  # re-insert: a newer version keeps the first slot's age order below
+            latest[e.record["key"]] = e.record
+    order = sorted(latest.values(), key=lambda r: r.get("queued_at") or "")
+    if summary.corrupt:
+        log.error("moved %d corrupt queue line(s) to %s; the rest of the queue is unaffected", summary.corrupt, paths.dead)
+    if not order:
+        queue_remove(paths, done, dead)
+        return summary
+    if not settings.has_keys:
+        summary.stopped_by, summary.kept = "nokeys", len(order)
+        _record_failure(paths, settings, "nokeys", None, "no keys", NOKEYS_ADVICE, log)
+        queue_remove(paths, done, dead)
+        return summary
+    ok, why = reachable(settings.base_url)
+    if not ok:
+        summary.stopped_by, summary.kept, summary.detail = "retry", len(order), why
+        _record_failure(paths, settings, "retry", None, why, RETRY_ADVICE.format(url=settings.base_url, detail=why), log)
+        queue_remove(paths, done, dead)
+        return summary
+    try:
+        sender = open_sender(settings)
+    except ImportError as e:
+        summary.stopped_by, summary.kept, summary.detail = "nosdk", len(order), str(e)
+        _record_failure(paths, settings, "nosdk", None, str(e), NOSDK_ADVICE.format(python=sys.executable), log)
+        queue_remove(paths, done, dead)
+        return summary
+    last_commit = time.monotonic()
+    try:
+        for i, record in enumerate(order):
+            delivery = sender.send(record)
+            if delivery.outcome == "accepted":
+                done[record["key"]] = record.get("rev", "")
+                summary.sent += 1
+            elif delivery.outcome == "dead":
+                done[record["key"]] = record.get("rev", "")
+                dead.append({"dead_at": now_iso(), "reason": delivery.detail, "http_status": delivery.http_status, "record": record})
+                summary.dead += 1
+                log.error("%s", DEAD_ADVICE.format(detail=delivery.detail, dead=paths.dead))
+            else:
+                summary.stopped_by, summary.detail = delivery.outcome, delivery.detail
+                summary.kept = len(order) - i
+                if delivery.outcome == "auth":
+                    advice = AUTH_ADVICE.format(config=settings.config_path, url=settings.base_url)
+                else:
+                    advice = RETRY_ADVICE.format(url=settings.base_url, detail=delivery.detail)
+                _record_failure(paths, settings, delivery.outcome, delivery.http_status, delivery.detail, advice, log)
+                break
+            if progress:
+                progress(i + 1, len(order), summary)
+            if time.monotonic() - last_commit > 1.0:
+                queue_remove(paths, done, dead)
+                done, dead = {}, []
+                last_commit = time.monotonic()
+    finally:
+        try:
+            sender.close()
+        except Exception as e:  # closing must not lose the bookkeeping below
+            log.warning("closing the Langfuse client failed: %s", e)
+        queue_remove(paths, done, dead)
+    if summary.sent or summary.dead:
+        changes: dict = {"last_attempt": now_iso()}
+        if summary.sent:
+            changes.update(last_success=now_iso(), sent_total=int((read_json_file(paths.sender_status, {}) or {}).get("sent_total") or 0) + summary.sent)
+        if not summary.stopped_by:
+            changes.update(consecutive_failures=0, next_attempt_epoch=0, auth_failed_keys=None, last_error=None)
+        update_sender_status(paths, **changes)
+    return summary
+
+
+def sender_main(settings: Settings) -> int:
+    """The detached sender: one at a time; drains until the queue is empty or the server says stop."""
+    os.umask(0o077)
+    log = get_logger(settings)
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    for _round in range(20):
+        lock = FileLock(paths.sender_lock, timeout=0)
+        if not lock.acquire(blocking=False):
+            return 0
+        try:
+            update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
+            summary = drain_queue(settings, log)
+            log.info("sender: %d sent, %d dead-lettered, %d kept%s", summary.sent, summary.dead, summary.kept,
+                     f" ({summary.stopped_by}: {summary.detail})" if summary.stopped_by else "")
+            update_sender_status(paths, pid=None)
+        finally:
+            lock.release()
+        # A hook that appended while we held the lock did not start a sender: look again.
+        if summary.stopped_by or not any(e.record is not None for e in queue_read(paths.queue)):
+            return 0
+    return 0
+
+
+# ============================================================================ status, drain, doctor
+
+
+def _age(epoch_or_iso: Any) -> str:
+    if not epoch_or_iso:
+        return "never"
+    t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.timezone.utc)
+    if t is None:
+        return str(epoch_or_iso)
+    secs = max(0, int((_dt.datetime.now(_dt.timezone.utc) - t).total_seconds()))
+    if secs < 90:
+        ago = f"{secs} s ago"
+    elif secs < 5400:
+        ago = f"{secs // 60} min ago"
+    elif secs < 172800:
+        ago = f"{secs // 3600} h ago"
+    else:
+        ago = f"{secs // 86400} days ago"
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')} UTC ({ago})"
+
+
+def _last_log_problem(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        if " ERROR " in line or " WARNING " in line:
+            return line.strip()
+    return ""
+
+
+def _mask_key(key: str) -> str:
+    return (key[:9] + "…") if key else "(not set)"
+
+
+def collect_status(settings: Settings) -> dict:
+    paths = Paths(settings.state_dir)
+    entries = queue_read(paths.queue)
+    records = [e.record for e in entries if e.record is not None]
+    keys = {r["key"] for r in records}
+    oldest = min((r.get("queued_at") or "" for r in records), default="")
+    dead_count = 0
+    try:
+        with open(paths.dead, "rb") as f:
+            dead_count = sum(1 for line in f if line.strip())
+    except OSError:
+        pass
+    queue_bytes = os.path.getsize(paths.queue) if os.path.exists(paths.queue) else 0
+    sender = read_json_file(paths.sender_status, {}) or {}
+    lock = FileLock(paths.sender_lock, timeout=0)
+    running = False
+    if os.path.isdir(paths.locks):
+        running = not lock.acquire(blocking=False)
+        if not running:
+            lock.release()
+    state = load_state(paths)
+    sessions = {v.get("session_id") for v in state["transcripts"].values()}
+    warnings = []
+    if queue_bytes > settings.queue_warn_bytes:
+        warnings.append(f"the queue is {queue_bytes / 1048576:.1f} MB (over {settings.queue_warn_bytes / 1048576:.0f} MB): "
+                        "Langfuse has not taken traces for a while; nothing is dropped, but check the last error")
+    if dead_count:
+        warnings.append(f"{dead_count} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")
+    if settings.config_error:
+        warnings.append(settings.config_error)
+    if not settings.has_keys:
+        warnings.append(NOKEYS_ADVICE)
+    return {
+        "enabled": settings.enabled, "base_url": settings.base_url, "public_key": _mask_key(settings.public_key),
+        "secret_key_set": bool(settings.secret_key), "config_path": settings.config_path, "state_dir": settings.state_dir,
+        "queue_records": len(records), "queue_turns": len(keys), "queue_bytes": queue_bytes, "queue_oldest": oldest or None,
+        "queue_corrupt_lines": sum(1 for e in entries if e.record is None and e.error != "incomplete last line"),
+        "dead_letters": dead_count, "last_success": sender.get("last_success"), "last_error": sender.get("last_error"),
+        "next_attempt_epoch": sender.get("next_attempt_epoch") or 0, "sent_total": sender.get("sent_total") or 0,
+        "sender_running": running, "sessions_tracked": len(sessions), "last_log_problem": _last_log_problem(paths.log),
+        "log": paths.log, "warnings": warnings,
+    }
+
+
+def format_status(st: dict) -> str:
+    err = st["last_error"]
+    rows = [
+        ("Langfuse", f"{st['base_url']}  (public key {st['public_key']}, secret {'set' if st['secret_key_set'] else 'NOT SET'})"),
+        ("Tracing", "on" if st["enabled"] else "off (TRACE_TO_LANGFUSE=false)"),
+        ("Queue", f"{st['queue_turns']} trace(s) waiting, {st['queue_bytes'] / 1024:.1f} KB" + (f", oldest queued {_age(st['queue_oldest'])}" if st["queue_oldest"] else "")),
+        ("Dead letters", str(st["dead_letters"])),
+        ("Last success", _age(st["last_success"])),
+        ("Last error", "none" if not err else f"{_age(err.get('time'))}: {err.get('advice') or err.get('detail')}"),
+        ("Sessions", f"{st['sessions_tracked']} tracked"),
+        ("Sender", "running" if st["sender_running"] else ("waiting (backoff) until " + _age(st["next_attempt_epoch"]).split(" (")[0] if st["next_attempt_epoch"] and st["next_attempt_epoch"] > time.time() else "idle")),
+        ("Log", st["log"] + (f"\n{'':16}last problem: {st['last_log_problem']}" if st["last_log_problem"] else "")),
+    ]
+    out = ["claude-code-langfuse status"] + [f"  {k:<14}{v}" for k, v in rows]
+    out += [f"  WARNING: {w}" for w in st["warnings"]]
+    return "\n".join(out)
+
+
+def cmd_status(settings: Settings, as_json: bool) -> int:
+    st = collect_status(settings)
+    print(json.dumps(st, indent=1) if as_json else format_status(st))
+    return 0
+
+
+def retry_dead_letters(paths: Paths) -> int:
+    """Move dead letters that still hold a record back into the queue."""
+    with FileLock(paths.queue_lock, timeout=30):
+        try:
+            with open(paths.dead, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return 0
+        back, keep = [], []
+        for line in lines:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                keep.append(line + b"\n")
+                continue
+            if isinstance(d, dict) and isinstance(d.get("record"), dict):
+                back.append(json.dumps(d["record"], ensure_ascii=False).encode() + b"\n")
+            else:
+                keep.append(line + b"\n")
+        if back:
+            _append_lines(paths.queue, back)
+            write_atomic(paths.dead, b"".join(keep))
+        return len(back)
+
+
+def cmd_drain(settings: Settings, retry_dead: bool) -> int:
+    os.umask(0o077)
+    log = get_logger(settings)
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    if retry_dead:
+        n = retry_dead_letters(paths)
+        print(f"moved {n} dead letter(s) back into the queue", file=sys.stderr)
+    lock = FileLock(paths.sender_lock, timeout=60)
+    if not lock.acquire():
+        print("a background sender is busy for over 60 s; try again, or see `status`", file=sys.stderr)
+        return 1
+    try:
+        def progress(done: int, total: int, s: DrainSummary) -> None:
+            print(f"\rsending {done}/{total}  (sent {s.sent}, dead {s.dead})", end="", file=sys.stderr, flush=True)
+
+        summary = drain_queue(settings, log, progress=progress if sys.stderr.isatty() else None)
+    finally:
+        lock.release()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    left = collect_status(settings)["queue_turns"]
+    print(f"drain: {summary.sent} sent, {summary.dead} moved to dead letters, {summary.corrupt} corrupt line(s) set aside, {left} left in the queue")
+    if summary.stopped_by:
+        err = (read_json_file(paths.sender_status, {}) or {}).get("last_error") or {}
+        print(f"stopped: {err.get('advice') or summary.detail}")
+        return 1
+    return 0
+
+
+MIN_SERVER_VERSION = (4, 59, 0)
+
+
+def _http_get(url: str, timeout: float, auth: tuple[str, str] | None = None) -> tuple[int | None, str]:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"User-Agent": f"claude-code-langfuse/{HOOK_VERSION}"})
+    if auth:
+        req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(65536).decode("utf-8", "replace") if e.fp else ""
+    except (OSError, ValueError) as e:
+        return None, str(getattr(e, "reason", e))
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
+
+
+def hook_registrations(settings_path: str) -> dict[str, bool]:
+    found = {"Stop": False, "SubagentStop": False, "SessionEnd": False}
+    data = read_json_file(settings_path, {})
+    hooks = data.get("hooks") if isinstance(data, dict) else None
+    if not isinstance(hooks, dict):
+        return found
+    for event in found:
+        for group in hooks.get(event) or []:
+            for handler in (group or {}).get("hooks") or [] if isinstance(group, dict) else []:
+                if isinstance(handler, dict) and "langfuse_hook.py" in str(handler.get("command", "")) + " ".join(map(str, handler.get("args") or [])):
+                    found[event] = True
+    return found
+
+
+def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
+    """(check, ok, detail or how to fix) for every part a trace passes through."""
+    checks: list[tuple[str, bool, str]] = []
+    settings_path = os.path.join(claude_dir(), "settings.json")
+    regs = hook_registrations(settings_path)
+    missing = [k for k, v in regs.items() if not v]
+    plugin_data = os.environ.get("CLAUDE_PLUGIN_ROOT")
+    checks.append(("hook registered in Claude Code", not missing or bool(plugin_data),
+                   f"{settings_path}: Stop, SubagentStop, SessionEnd" if not missing else
+                   f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh"))
+    checks.append(("tracing enabled", settings.enabled, "on" if settings.enabled else "TRACE_TO_LANGFUSE is false in this environment"))
+    checks.append(("config", not settings.config_error and settings.has_keys,
+                   settings.config_error or (f"keys from env/{settings.config_path}" if settings.has_keys else NOKEYS_ADVICE)))
+    try:
+        import importlib.metadata as md
+
+        version = md.version("langfuse")
+        ok = version.split(".")[0] == "5"
+        checks.append(("langfuse SDK", ok, f"langfuse {version} in {sys.executable}" if ok else
+                       f"langfuse {version} in {sys.executable}, but 5.x is required: rerun scripts/install-hook.sh"))
+    except Exception:
+        checks.append(("langfuse SDK", False, NOSDK_ADVICE.format(python=sys.executable)))
+    code, body = _http_get(settings.base_url + "/api/public/health", timeout=5)
+    server_ok = code == 200
+    version_text = ""
+    if server_ok:
+        try:
+            version_text = str(json.loads(body).get("version") or "")
+        except ValueError:
+            version_text = ""
+    if code is None:
+        checks.append(("server reachable", False, f"{settings.base_url}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL"))
+    elif not server_ok:
+        checks.append(("server reachable", False, f"{settings.base_url}/api/public/health answered {code}: the server is starting or unhealthy; `docker compose ps` and `docker compose logs langfuse-web`"))
+    else:
+        new_enough = _version_tuple(version_text) >= MIN_SERVER_VERSION if version_text else False
+        checks.append(("server reachable", True, f"{settings.base_url} (Langfuse {version_text or 'unknown version'})"))
+        checks.append(("server version >= 4.59", new_enough, f"Langfuse {version_text}" if new_enough else
+                       f"Langfuse {version_text or '(version not reported)'} is too old for SDK 5: upgrade the server images to >= 4.59 (docker-compose.yml)"))
+    if server_ok and settings.has_keys:
+        code, body = _http_get(settings.base_url + "/api/public/projects", timeout=5, auth=(settings.public_key, settings.secret_key))
+        checks.append(("keys accepted", code == 200, "the project accepts the keys" if code == 200 else
+                       (AUTH_ADVICE.format(config=settings.config_path, url=settings.base_url) if code in (401, 403) else f"/api/public/projects answered {code}: {body[:200]}")))
+    st = collect_status(settings)
+    queue_ok = not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])
+    detail = f"{st['queue_turns']} waiting, {st['dead_letters']} dead letter(s)"
+    if st["last_error"] and st["queue_turns"]:
+        detail += "; last error: " + (st["last_error"].get("advice") or "")
+    if st["queue_turns"] and not st["sender_running"]:
+        detail += f"; send now with `{os.path.abspath(__file__)} drain`"
+    checks.append(("queue healthy", queue_ok, detail))
+    modes_ok = True
+    for p in (settings.state_dir,):
+        try:
+            modes_ok = modes_ok and not (os.stat(p).st_mode & 0o077)
+        except OSError:
+            pass
+    checks.append(("private state folder", modes_ok, settings.state_dir + (" is 0700" if modes_ok else f" is readable by others: chmod 700 {settings.state_dir}")))
+    return checks
+
+
+def cmd_doctor(settings: Settings) -> int:
+    checks = run_doctor(settings)
+    for name, ok, detail in checks:
+        print(f"  {'ok  ' if ok else 'FAIL'}  {name:<32} {detail}")
+    failed = [c for c in checks if not c[1]]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + ("" if not failed else "; fix the FAIL lines above"))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1556,7 +2003,28 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli_main(argv: list[str]) -> int:
-    raise SystemExit("subcommands are not available yet")
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="langfuse_hook.py", description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
+                                     "Without a command it runs as the Claude Code hook (event JSON on stdin).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("status", help="queue, dead letters, last success and error, sender")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("drain", help="send the queue now, in the foreground")
+    p.add_argument("--retry-dead", action="store_true", help="first move dead letters back into the queue")
+    sub.add_parser("doctor", help="check settings, SDK, server, keys and queue; say how to fix what fails")
+    sub.add_parser("send", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "status":
+        return cmd_status(settings, args.json)
+    if args.command == "drain":
+        return cmd_drain(settings, args.retry_dead)
+    if args.command == "doctor":
+        return cmd_doctor(settings)
+    if args.command == "send":
+        return sender_main(settings)
+    return 2
 
 
 if __name__ == "__main__":

@@ -1383,8 +1383,13 @@ class CollectResult:
     bad_lines: int = 0
 
 
-def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None) -> CollectResult:
-    """New bytes of the session transcript -> new or changed turn records; pure apart from reading files."""
+def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None, sink=None) -> CollectResult:
+    """New bytes of the session transcript -> new or changed turn records.
+
+    Streams: one turn is held in memory at a time; records go to `sink` (default: the result's
+    list). The trailing turn is emitted but not consumed: the next run re-reads it, so a turn
+    that grows (Stop ladders, late flushes, background agents) is upserted under the same ids.
+    """
     path = event.transcript_path
     entry = dict(entry or {})
     entry.setdefault("session_id", event.session_id)
@@ -1394,21 +1399,13 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
     offset = int(entry.get("offset") or 0)
     turns_before = int(entry.get("turns_before") or 0)
     records: list[dict] = []
+    sink = sink or records.append
     bad: list[int] = []
     finder = SubagentFinder(path, event.session_id)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
+    if not os.path.isfile(path):
         if log:
-            log.warning("transcript %s does not exist (yet); nothing to read", path)
+            log.warning("transcript %s does not exist (yet) or is not a file; nothing to read", path)
         return CollectResult([], entry)
-    with f:
-        st = os.fstat(f.fileno())
-        if st.st_size < offset or (entry.get("inode") and entry.get("inode") != st.st_ino):
-            if log:
-                log.info("transcript %s shrank or was replaced (size %d < offset %d): re-reading from the start", path, st.st_size, offset)
-            offset, turns_before = 0, 0
-        turns = list(group_turns(iter_rows(f, offset, bad_lines=bad)))
 
     def emit(turn: Turn, number: int, ev: HookEvent | None) -> None:
         finder.attach(turn)
@@ -1418,38 +1415,47 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
         rev = record_rev(rec)
         for call in turn.tools.values():
             if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
-                agents[call.agent_id or call.id] = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
+                link = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
+                agents[call.id] = link
+                if call.agent_id:
+                    agents[call.agent_id] = link
         if emitted.get(turn.key) == rev:
             return
         rec["rev"] = rev
-        records.append(rec)
+        emitted.pop(turn.key, None)
         emitted[turn.key] = rev
+        sink(rec)
 
-    new_offset, new_before = offset, turns_before
-    for i, turn in enumerate(turns):
-        number = turns_before + i + 1
-        is_last = i == len(turns) - 1
-        if not is_last:
-            emit(turn, number, None)
-            new_offset, new_before = turns[i + 1].start_offset, number
-            continue
-        # the trailing turn stays open: re-read next time, upserted under the same ids
-        new_offset, new_before = turn.start_offset, number - 1
-        if event.name == "SubagentStop" and not turn.looks_complete():
-            continue
-        emit(turn, number, event)
+    seen = 0
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size < offset or (entry.get("inode") and entry.get("inode") != st.st_ino):
+            if log:
+                log.info("transcript %s shrank or was replaced (size %d < offset %d): re-reading from the start", path, st.st_size, offset)
+            offset, turns_before = 0, 0
+        new_offset, new_before = offset, turns_before
+        previous: Turn | None = None
+        for turn in group_turns(iter_rows(f, offset, bad_lines=bad)):
+            if previous is not None:
+                emit(previous, new_before + 1, None)
+                new_offset, new_before = turn.start_offset, new_before + 1
+            previous = turn
+            seen += 1
+        if previous is not None:
+            # the trailing turn stays open: new_offset points at its first line
+            new_offset = previous.start_offset
+            if event.name == "SubagentStop" and not previous.looks_complete():
+                pass  # mid-turn (a foreground agent finished): the parent's Stop will emit it
+            else:
+                emit(previous, new_before + 1, event if _event_is_about(event, previous) else None)
 
-    if event.name == "SubagentStop" and event.agent_id:
-        link = agents.get(event.agent_id)
-        if link is None:
-            meta = finder.meta_for_agent(event.agent_id)
-            link = next((v for k, v in agents.items() if k == meta.get("toolUseId")), None)
-        if link and link["start"] < new_offset:
-            # the turn that launched this (background) agent is already behind us: re-emit it whole
-            with open(path, "rb") as f:
+        if event.name == "SubagentStop" and event.agent_id:
+            link = agents.get(event.agent_id) or agents.get(str(finder.meta_for_agent(event.agent_id).get("toolUseId") or ""))
+            if link and link["start"] < new_offset:
+                # the turn that launched this background agent is behind us: re-emit it whole
                 old = next(group_turns(iter_rows(f, link["start"], link["end"])), None)
-            if old is not None:
-                emit(old, link["turn_number"], None)
+                if old is not None:
+                    emit(old, link["turn_number"], None)
 
     if len(emitted) > MAX_EMITTED:
         emitted = dict(list(emitted.items())[-MAX_EMITTED:])
@@ -1457,7 +1463,15 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
         agents = dict(list(agents.items())[-MAX_EMITTED:])
     entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents,
                  updated=now_iso(), updated_epoch=time.time(), cwd=event.cwd or entry.get("cwd", ""))
-    return CollectResult(records, entry, len(turns), len(bad))
+    return CollectResult(records, entry, seen, len(bad))
+
+
+def _event_is_about(event: HookEvent, turn: Turn) -> bool:
+    """Does the event's last_assistant_message belong to this turn (and not to a prompt not yet on disk)?"""
+    if event.name != "Stop":
+        return False
+    turn_prompt = turn.prompt_row.get("promptId")
+    return not (event.prompt_id and turn_prompt and event.prompt_id != turn_prompt)
 
 
 def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
@@ -1886,6 +1900,198 @@ def cmd_drain(settings: Settings, retry_dead: bool) -> int:
     return 0
 
 
+# ============================================================================ backfill
+
+SINCE_RE = re.compile(r"^\s*(\d+)\s*([hdw])\s*$")
+
+
+def parse_since(text: str | None) -> float | None:
+    """'30d', '12h', '2w' or an ISO date -> epoch seconds; None for no limit."""
+    if not text:
+        return None
+    m = SINCE_RE.match(text)
+    if m:
+        return time.time() - int(m.group(1)) * {"h": 3600, "d": 86400, "w": 7 * 86400}[m.group(2)]
+    t = parse_ts(text if "T" in text else text + "T00:00:00+00:00")
+    if t is None:
+        raise ValueError(f"--since {text!r}: use a duration like 30d, 12h, 2w or a date like 2026-10-01")
+    return t.timestamp()
+
+
+def projects_roots() -> list[str]:
+    roots = []
+    for base in (os.environ.get("CLAUDE_CONFIG_DIR") or "").split(","):
+        if base.strip():
+            roots.append(os.path.join(os.path.expanduser(base.strip()), "projects"))
+    roots.append(os.path.join(_home(), ".claude", "projects"))
+    roots.append(os.path.join(_home(), ".config", "claude", "projects"))
+    out = []
+    for r in roots:
+        if os.path.isdir(r) and os.path.realpath(r) not in {os.path.realpath(o) for o in out}:
+            out.append(r)
+    return out
+
+
+def session_files(roots: list[str]) -> Iterator[str]:
+    """Main session transcripts: <root>/<slug>/<session>.jsonl (agent files are reached through their parents)."""
+    for root in roots:
+        for slug in sorted(os.listdir(root)):
+            d = os.path.join(root, slug)
+            if not os.path.isdir(d):
+                continue
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".jsonl") and not name.startswith("agent-"):
+                    yield os.path.join(d, name)
+
+
+def transcript_cwd(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            for i, row in enumerate(iter_rows(f, 0)):
+                if row.data.get("cwd"):
+                    return str(row.data["cwd"])
+                if i > 200:
+                    break
+    except OSError:
+        pass
+    return ""
+
+
+def project_opted_out(cwd: str) -> bool:
+    """TRACE_TO_LANGFUSE=false in the project's .claude/settings(.local).json env block."""
+    if not cwd:
+        return False
+    value = None
+    for name in ("settings.json", "settings.local.json"):  # local wins
+        data = read_json_file(os.path.join(cwd, ".claude", name), {})
+        env = data.get("env") if isinstance(data, dict) else None
+        if isinstance(env, dict) and "TRACE_TO_LANGFUSE" in env:
+            value = str(env["TRACE_TO_LANGFUSE"])
+    return value is not None and value.strip().lower() in FALSE_WORDS
+
+
+class Progress:
+    """A one-line progress bar on stderr (files, turns, rate, ETA), only on a terminal."""
+
+    def __init__(self, total_bytes: int, total_files: int, enabled: bool):
+        self.total_bytes, self.total_files, self.enabled = max(1, total_bytes), total_files, enabled
+        self.bytes = self.files = self.turns = 0
+        self.t0 = time.monotonic()
+        self.last = 0.0
+
+    def update(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not force and now - self.last < 0.2):
+            return
+        self.last = now
+        elapsed = max(1e-6, now - self.t0)
+        frac = min(1.0, self.bytes / self.total_bytes)
+        eta = (elapsed / frac - elapsed) if frac > 0 else 0
+        bar = "#" * int(frac * 24)
+        sys.stderr.write(f"\r[{bar:<24}] {frac * 100:5.1f}%  files {self.files}/{self.total_files}  turns {self.turns}"
+                         f"  {self.turns / elapsed:6.1f} turns/s  ETA {eta:5.0f}s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            self.update(force=True)
+            sys.stderr.write("\n")
+
+
+def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry_run: bool, roots: list[str] | None = None) -> int:
+    os.umask(0o077)
+    try:
+        since_epoch = parse_since(since)
+    except ValueError as e:
+        print(f"backfill: {e}", file=sys.stderr)
+        return 2
+    roots = roots or projects_roots()
+    if not roots:
+        print("backfill: no Claude Code projects folder found (~/.claude/projects, CLAUDE_CONFIG_DIR)", file=sys.stderr)
+        return 1
+    try:
+        redactor = Redactor(settings.redact, settings.redact_patterns)
+    except ValueError as e:
+        print(f"backfill: {e}", file=sys.stderr)
+        return 2
+    candidates, skipped_opt_out, skipped_project = [], 0, 0
+    for path in session_files(roots):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        if since_epoch and st.st_mtime < since_epoch:
+            continue
+        cwd = transcript_cwd(path)
+        if project and project_name(cwd) != project:
+            skipped_project += 1
+            continue
+        if project_opted_out(cwd):
+            skipped_opt_out += 1
+            continue
+        candidates.append((path, st.st_size, cwd))
+    log = get_logger(settings)
+    paths = Paths(settings.state_dir)
+    if not dry_run:
+        ensure_state_dir(paths.dir)
+    progress = Progress(sum(c[1] for c in candidates), len(candidates), sys.stderr.isatty())
+    totals = {"sessions": 0, "turns": 0, "records": 0, "bytes": 0, "first": "", "last": ""}
+    batch: list[dict] = []
+
+    def flush_batch() -> None:
+        if batch and not dry_run:
+            queue_append(paths, batch)
+        batch.clear()
+
+    for path, size, cwd in candidates:
+        session_id = os.path.basename(path)[: -len(".jsonl")]
+        event = HookEvent(name="Backfill", session_id=session_id, transcript_path=path, cwd=cwd)
+        key = state_key(session_id, path)
+        lock = FileLock(paths.session_lock(session_id), timeout=30) if not dry_run else None
+        if lock and not lock.acquire():
+            print(f"backfill: {path} is busy (a hook is processing it); skipped, run backfill again later", file=sys.stderr)
+            continue
+        try:
+            entry = load_state(paths)["transcripts"].get(key, {}) if not dry_run or os.path.exists(paths.state) else {}
+
+            def sink(rec: dict) -> None:
+                totals["records"] += 1
+                totals["bytes"] += len(json.dumps(rec, ensure_ascii=False))
+                root = rec["observations"][0]
+                totals["first"] = min(totals["first"] or root["start"], root["start"])
+                totals["last"] = max(totals["last"], root["end"] or "")
+                batch.append(rec)
+                if len(batch) >= 50:
+                    flush_batch()
+
+            result = collect_records(event, entry, settings, redactor, log, sink=sink)
+            flush_batch()  # records durable before the cursor moves
+            if not dry_run:
+                update_state_entry(paths, key, result.entry)
+        finally:
+            if lock:
+                lock.release()
+        totals["sessions"] += 1
+        totals["turns"] += result.turns_seen
+        progress.files += 1
+        progress.turns += result.turns_seen
+        progress.bytes += size
+        progress.update()
+    progress.done()
+    what = "would queue" if dry_run else "queued"
+    print(f"backfill: {totals['sessions']} session(s), {totals['turns']} turn(s) read, {totals['records']} trace record(s) {what} "
+          f"({totals['bytes'] / 1048576:.1f} MB)" + (f", {totals['first'][:10]} .. {totals['last'][:10]}" if totals["first"] else ""))
+    if skipped_opt_out:
+        print(f"backfill: {skipped_opt_out} session(s) skipped: their project sets TRACE_TO_LANGFUSE=false")
+    if skipped_project:
+        print(f"backfill: {skipped_project} session(s) of other projects skipped")
+    if not dry_run and totals["records"]:
+        if settings.enabled:
+            start_sender(paths, settings, log)
+        print(f"backfill: the sender delivers them in the background; `{os.path.abspath(__file__)} status` shows progress")
+    return 0
+
+
 MIN_SERVER_VERSION = (4, 59, 0)
 
 
@@ -2013,6 +2219,10 @@ def cli_main(argv: list[str]) -> int:
     p = sub.add_parser("drain", help="send the queue now, in the foreground")
     p.add_argument("--retry-dead", action="store_true", help="first move dead letters back into the queue")
     sub.add_parser("doctor", help="check settings, SDK, server, keys and queue; say how to fix what fails")
+    p = sub.add_parser("backfill", help="queue sessions from before the hook was installed (same ids as the live hook)")
+    p.add_argument("--since", default="30d", help="only sessions changed within this window: 30d, 12h, 2w or a date (default 30d)")
+    p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
     sub.add_parser("send", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -2022,6 +2232,8 @@ def cli_main(argv: list[str]) -> int:
         return cmd_drain(settings, args.retry_dead)
     if args.command == "doctor":
         return cmd_doctor(settings)
+    if args.command == "backfill":
+        return cmd_backfill(settings, args.since, args.project, args.dry_run)
     if args.command == "send":
         return sender_main(settings)
     return 2

@@ -135,9 +135,9 @@ def load_settings(environ: dict | None = None) -> Settings:
             user_id = "unknown"
     return Settings(
         enabled=(get("TRACE_TO_LANGFUSE") or "true").strip().lower() not in FALSE_WORDS,
-        public_key=get("CC_LANGFUSE_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
-        secret_key=get("CC_LANGFUSE_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "",
-        base_url=(get("CC_LANGFUSE_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL).rstrip("/"),
+        public_key=get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
+        secret_key=get("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "",
+        base_url=(get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL).rstrip("/"),
         debug=(get("CC_LANGFUSE_DEBUG") or "false").strip().lower() not in FALSE_WORDS,
         user_id=user_id,
         max_field_chars=max(1000, int(number("CC_LANGFUSE_MAX_FIELD_CHARS", DEFAULT_MAX_FIELD_CHARS, int))),
@@ -1524,16 +1524,73 @@ def start_sender(paths: Paths, settings: Settings, log) -> None:
         failed_keys = status.get("auth_failed_keys")
         if not failed_keys or failed_keys == key_fingerprint(settings):
             return  # backing off; keys that changed since an auth failure are tried at once
+    python, command = sender_python(), "send"
+    if not python:
+        # plugin install without its venv yet: build it in the background, then send
+        python, command = sys.executable, "bootstrap"
+    spawn_detached([python, os.path.abspath(__file__), command], log)
+
+
+def spawn_detached(argv: list[str], log) -> None:
+    """A child that outlives Claude Code (own session, no terminal, no pipes back to the hook)."""
     import subprocess
 
     try:
-        subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "send"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, cwd="/",
-        )
+        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True, cwd="/")
     except OSError as e:
-        log.error("could not start the sender (%s); the queue is kept; run `%s drain`", e, os.path.abspath(__file__))
+        log.error("could not start %s (%s); the queue is kept; run `%s drain`", argv[-1], e, os.path.abspath(__file__))
+
+
+LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
+
+
+def plugin_venv() -> str:
+    data = os.environ.get("CLAUDE_PLUGIN_DATA")
+    return os.path.join(data, "venv") if data else ""
+
+
+def sender_python() -> str:
+    """The interpreter with the SDK: the plugin's venv when run as a plugin, else our own."""
+    venv = plugin_venv()
+    if not venv:
+        return sys.executable
+    python = os.path.join(venv, "bin", "python")
+    return python if os.access(python, os.X_OK) and os.path.exists(os.path.join(venv, ".langfuse-ready")) else ""
+
+
+def bootstrap_main(settings: Settings) -> int:
+    """Create the plugin's venv with the pinned SDK (once, lock-guarded), then run the sender."""
+    import subprocess
+
+    os.umask(0o077)
+    log = get_logger(settings)
+    venv = plugin_venv()
+    if not venv:
+        log.error("bootstrap needs CLAUDE_PLUGIN_DATA (it runs only for the plugin install)")
+        return 1
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    lock = FileLock(os.path.join(os.path.dirname(venv), "bootstrap.lock"), timeout=0)
+    if not lock.acquire(blocking=False):
+        return 0  # another bootstrap is installing
+    try:
+        if not sender_python():
+            log.info("creating the plugin venv %s with %s (first use)", venv, LANGFUSE_REQUIREMENT)
+            try:
+                subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
+                subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                LANGFUSE_REQUIREMENT], check=True, capture_output=True, timeout=900)
+            except (OSError, subprocess.SubprocessError) as e:
+                detail = getattr(e, "stderr", b"") or b""
+                log.error("could not create the plugin venv %s: %s %s; the queue is kept; the next hook run tries again",
+                          venv, e, detail.decode("utf-8", "replace")[-500:] if isinstance(detail, bytes) else detail)
+                return 1
+            with open(os.path.join(venv, ".langfuse-ready"), "w") as f:
+                f.write(LANGFUSE_REQUIREMENT + "\n")
+    finally:
+        lock.release()
+    spawn_detached([os.path.join(venv, "bin", "python"), os.path.abspath(__file__), "send"], log)
+    return 0
 
 
 def key_fingerprint(settings: Settings) -> str:
@@ -2224,6 +2281,7 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
     p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
     sub.add_parser("send", help=argparse.SUPPRESS)
+    sub.add_parser("bootstrap", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "status":
@@ -2236,6 +2294,8 @@ def cli_main(argv: list[str]) -> int:
         return cmd_backfill(settings, args.since, args.project, args.dry_run)
     if args.command == "send":
         return sender_main(settings)
+    if args.command == "bootstrap":
+        return bootstrap_main(settings)
     return 2
 
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs the whole test suite the way CI does: creates .venv if needed, installs the pinned
+# dependencies (langfuse 5.x, pytest, check-jsonschema, pyyaml), installs the pinned Claude Code
+# CLI for the end-to-end tests (they skip with a reason if it cannot be installed), then pytest.
+#
+#   scripts/test.sh              # everything
+#   scripts/test.sh -k delivery  # extra arguments go to pytest
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PYTHON="${PYTHON:-python3}"
+
+if [[ ! -x .venv/bin/python ]]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+
+if [[ -z "${CLAUDE_CLI:-}" ]]; then
+    if CLAUDE_CLI="$(scripts/install-claude-cli.sh)"; then
+        export CLAUDE_CLI
+    else
+        echo "test.sh: the Claude Code CLI could not be installed; end-to-end tests will be skipped" >&2
+    fi
+fi
+
+exec .venv/bin/python -m pytest "$@"

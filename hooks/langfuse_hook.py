@@ -105,8 +105,10 @@ def load_settings(environ: dict | None = None) -> Settings:
     conf, error = _read_config_file(config_path)
 
     def get(*names: str) -> str | None:
-        for source in (env, conf):
-            for name in names:
+        # by name first: a CC_LANGFUSE_* key in the config file beats a LANGFUSE_* variable that
+        # the user exported for their own applications
+        for name in names:
+            for source in (env, conf):
                 value = source.get(name)
                 if value not in (None, ""):
                     return value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else str(value)

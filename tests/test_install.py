@@ -1,0 +1,490 @@
+"""install-hook.sh / uninstall-hook.sh, each run in a temporary HOME with stdin closed.
+
+The real `pip install` runs once per session (fixture `pip_installed_home`); other tests get a
+copy of that virtualenv, which the installer must recognise as already satisfying the pin.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = REPO / "scripts" / "install-hook.sh"
+UNINSTALL = REPO / "scripts" / "uninstall-hook.sh"
+HOOK_SRC = REPO / "hooks" / "langfuse_hook.py"
+EVENTS = ("Stop", "SubagentStop", "SessionEnd")
+
+pytestmark = pytest.mark.skipif(not HOOK_SRC.is_file(), reason="hook not written yet")
+
+PK, SK = "pk-lf-test-public", "sk-lf-test-secret"
+
+
+def _python_ok(p: str | None) -> bool:
+    if not p or not os.path.exists(p):
+        return False
+    r = subprocess.run([p, "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
+                       capture_output=True)
+    return r.returncode == 0
+
+
+def _base_python() -> str:
+    for cand in ("/usr/bin/python3", getattr(sys, "_base_executable", None), sys.executable):
+        if _python_ok(cand):
+            return os.path.realpath(cand)
+    pytest.skip("no Python >= 3.11 with venv/ensurepip to build the hook's virtualenv")
+
+
+BASE_PY = _base_python()
+
+
+def run(script: Path, home: Path, *args: str, env: dict | None = None,
+        python: str | None = BASE_PY) -> subprocess.CompletedProcess:
+    """Run a script like a user on a fresh login would: clean env, no terminal, stdin closed."""
+    e = {"HOME": str(home), "PATH": f"{Path(BASE_PY).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    e.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
+    real_cache = Path.home() / ".cache" / "pip"
+    if "PIP_CACHE_DIR" not in e and real_cache.is_dir():
+        e["PIP_CACHE_DIR"] = str(real_cache)
+    e.update(env or {})
+    argv = ["bash", "-c", 'exec "$@" 0<&-', "bash", "bash", str(script), *args]
+    if python:
+        argv += ["--python", python]
+    return subprocess.run(argv, env=e, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=600)
+
+
+def write_env(path: Path, pk: str = PK, sk: str = SK, port: str | None = "3055") -> Path:
+    lines = ["# written by generate-env.sh", f"LANGFUSE_INIT_PROJECT_PUBLIC_KEY={pk}",
+             f"LANGFUSE_INIT_PROJECT_SECRET_KEY={sk}", "POSTGRES_PASSWORD=unrelated"]
+    if port:
+        lines.append(f"LANGFUSE_PORT={port}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def command_for(home: Path) -> str:
+    return f'"{home}/.claude/langfuse/venv/bin/python" "{home}/.claude/langfuse/langfuse_hook.py"'
+
+
+def ours(home: Path) -> dict:
+    return {"type": "command", "command": command_for(home)}
+
+
+def backups(home: Path) -> list[Path]:
+    return sorted((home / ".claude").glob("settings.json.bak-*"))
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+    return r
+
+
+# --------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="session")
+def pip_installed_home(tmp_path_factory):
+    """A fresh install with the real pip, done once and shared (read-only) by the session."""
+    home = tmp_path_factory.mktemp("fresh-home")
+    env_file = write_env(tmp_path_factory.mktemp("envdir") / ".env")
+    r = run(INSTALL, home, "--env-file", str(env_file))
+    return home, r
+
+
+@pytest.fixture
+def env_file(tmp_path):
+    return write_env(tmp_path / "dot.env")
+
+
+@pytest.fixture
+def home(tmp_path, pip_installed_home):
+    """A temp HOME that already holds a copy of the session's virtualenv."""
+    ok(pip_installed_home[1])
+    h = tmp_path / "home"
+    seed_venv(pip_installed_home[0], h)
+    return h
+
+
+def seed_venv(src_home: Path, dst_home: Path) -> None:
+    src = src_home / ".claude" / "langfuse" / "venv"
+    dst = dst_home / ".claude" / "langfuse" / "venv"
+    dst.parent.mkdir(parents=True)
+    try:
+        shutil.copytree(src, dst, symlinks=True, copy_function=os.link)
+    except OSError:
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst, symlinks=True)
+
+
+# --------------------------------------------------------------------------- install
+
+def test_fresh_install_with_real_pip(pip_installed_home):
+    home, r = pip_installed_home
+    ok(r)
+    lf = home / ".claude" / "langfuse"
+    vpy = lf / "venv" / "bin" / "python"
+    v = subprocess.run([str(vpy), "-c", "import langfuse, importlib.metadata as m; print(m.version('langfuse'))"],
+                       capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr
+    assert v.stdout.strip().split(".")[0] == "5"
+
+    assert (lf / "langfuse_hook.py").read_bytes() == HOOK_SRC.read_bytes()
+    assert mode(lf / "langfuse_hook.py") == 0o644
+    assert mode(lf / "config.json") == 0o600
+    assert json.loads((lf / "config.json").read_text()) == {
+        "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": SK,
+        "CC_LANGFUSE_BASE_URL": "http://localhost:3055"}
+
+    settings = home / ".claude" / "settings.json"
+    assert json.loads(settings.read_text()) == {"hooks": {e: [{"hooks": [ours(home)]}] for e in EVENTS}}
+    assert mode(settings) == 0o600
+    assert backups(home) == []  # nothing existed to back up
+    assert SK not in r.stdout + r.stderr  # the secret is never echoed
+    assert "Hook status" in r.stdout and "uninstall-hook.sh" in r.stdout
+
+
+def test_second_install_writes_nothing(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    claude = home / ".claude"
+    files = [claude / "settings.json", claude / "langfuse" / "config.json",
+             claude / "langfuse" / "langfuse_hook.py"]
+    before = {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
+    listing = sorted(p.name for p in claude.iterdir())
+
+    # pip must not run when the venv already satisfies the pin: make it fail if it did.
+    r = ok(run(INSTALL, home, "--env-file", str(env_file),
+               env={"PIP_CONSTRAINT": str(home / "no-such-constraints.txt"), "PIP_NO_INDEX": "1"}))
+    assert "pip not needed" in r.stdout
+    assert {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == before
+    assert sorted(p.name for p in claude.iterdir()) == listing
+    assert backups(home) == []
+
+
+OTHER_SETTINGS = {
+    "model": "opus",
+    "env": {"FOO": "bar", "LANGFUSE_PUBLIC_KEY": "pk-lf-users-own-app"},
+    "permissions": {"allow": ["Bash(ls:*)"], "deny": ["Read(./.env)"]},
+    "hooks": {
+        "Stop": [{"hooks": [{"type": "command", "command": "notify-send done", "timeout": 5}]}],
+        "PreToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": "~/bin/guard.sh"}]}],
+    },
+    "statusLine": {"type": "command", "command": "echo ✓ ünï"},
+}
+
+
+def write_settings(home: Path, obj, indent=4, file_mode=0o640) -> bytes:
+    p = home / ".claude" / "settings.json"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    raw = (json.dumps(obj, indent=indent, ensure_ascii=False) + "\n").encode()
+    p.write_bytes(raw)
+    p.chmod(file_mode)
+    return raw
+
+
+def test_install_keeps_other_hooks_env_permissions(home, env_file):
+    original = write_settings(home, OTHER_SETTINGS)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    settings = home / ".claude" / "settings.json"
+    new = json.loads(settings.read_text())
+
+    assert set(new) == set(OTHER_SETTINGS)
+    for key in ("model", "env", "permissions", "statusLine"):
+        assert new[key] == OTHER_SETTINGS[key]  # no keys pushed into env (readable by the model)
+    assert new["hooks"]["PreToolUse"] == OTHER_SETTINGS["hooks"]["PreToolUse"]
+    assert new["hooks"]["Stop"] == OTHER_SETTINGS["hooks"]["Stop"] + [{"hooks": [ours(home)]}]
+    assert new["hooks"]["SubagentStop"] == [{"hooks": [ours(home)]}]
+    assert new["hooks"]["SessionEnd"] == [{"hooks": [ours(home)]}]
+    assert mode(settings) == 0o640  # the user's mode is kept
+
+    [b] = backups(home)
+    assert b.read_bytes() == original and mode(b) == 0o600
+
+
+def test_stale_entry_of_ours_is_updated_not_duplicated(home, env_file):
+    old = {"hooks": {"Stop": [{"hooks": [
+        {"type": "command", "command": "python3 ~/.claude/langfuse/langfuse_hook.py"},
+        {"type": "command", "command": "echo other"}]}]}}
+    write_settings(home, old)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    new = json.loads((home / ".claude" / "settings.json").read_text())
+    assert new["hooks"]["Stop"] == [{"hooks": [ours(home), {"type": "command", "command": "echo other"}]}]
+
+
+def test_invalid_settings_is_refused_and_untouched(tmp_path, env_file):
+    home = tmp_path / "home"
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    raw = b'{\n  "model": "opus",\n}\n'
+    settings.write_bytes(raw)
+    r = run(INSTALL, home, "--env-file", str(env_file))
+    assert r.returncode != 0
+    assert str(settings) in r.stderr and "line 3 column 1" in r.stderr
+    assert settings.read_bytes() == raw
+    assert backups(home) == []
+    assert not (home / ".claude" / "langfuse").exists()  # refused before creating anything
+
+
+def test_duplicate_key_in_settings_is_refused(tmp_path, env_file):
+    home = tmp_path / "home"
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    raw = b'{"env": {"A": "1"}, "env": {"B": "2"}}'
+    settings.write_bytes(raw)
+    r = run(INSTALL, home, "--env-file", str(env_file))
+    assert r.returncode != 0 and "duplicate key 'env'" in r.stderr
+    assert settings.read_bytes() == raw
+
+
+def test_environment_overrides_env_file(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file), env={
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud", "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
+        "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com/"}))
+    cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
+    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud", "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
+                   "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com"}
+
+
+def test_reinstall_with_new_keys_updates_config_and_keeps_user_keys(home, env_file, tmp_path):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    cfg_path = home / ".claude" / "langfuse" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["CC_LANGFUSE_REDACT_PATTERNS"] = ["acme-[0-9]+"]
+    cfg_path.write_text(json.dumps(cfg))
+    ok(run(INSTALL, home, "--env-file", str(write_env(tmp_path / "new.env", sk="sk-lf-rotated", port="4000"))))
+    assert json.loads(cfg_path.read_text()) == {
+        "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": "sk-lf-rotated",
+        "CC_LANGFUSE_BASE_URL": "http://localhost:4000", "CC_LANGFUSE_REDACT_PATTERNS": ["acme-[0-9]+"]}
+    assert mode(cfg_path) == 0o600
+
+
+def test_no_keys_anywhere_is_a_clear_error(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    only_port = tmp_path / "port-only.env"
+    only_port.write_text("LANGFUSE_PORT=3050\n")
+    r = run(INSTALL, home, "--env-file", str(only_port))
+    assert r.returncode != 0
+    for needle in ("generate-env.sh", "--env-file", "CC_LANGFUSE_PUBLIC_KEY", "CC_LANGFUSE_SECRET_KEY",
+                   "CC_LANGFUSE_BASE_URL", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY"):
+        assert needle in r.stderr
+    assert not (home / ".claude").exists()
+
+    r = run(INSTALL, home, "--env-file", str(tmp_path / "missing.env"))
+    assert r.returncode != 0 and str(tmp_path / "missing.env") in r.stderr
+
+
+def test_env_file_is_parsed_as_data_never_run(home, tmp_path):
+    marker = tmp_path / "pwned"
+    secret = f'sk-lf-$(touch {marker})`touch {marker}`"x#y\\z'
+    env_file = tmp_path / "tricky.env"
+    env_file.write_text(
+        "# comment line\n"
+        "export LANGFUSE_INIT_PROJECT_PUBLIC_KEY=pk-lf-123   # inline comment\n"
+        f"LANGFUSE_INIT_PROJECT_SECRET_KEY='{secret}'\n"
+        'LANGFUSE_PORT="3077"\n')
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
+    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-123", "CC_LANGFUSE_SECRET_KEY": secret,
+                   "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
+    assert not marker.exists()
+
+
+GENERATE_ENV = REPO / "scripts" / "generate-env.sh"
+
+
+@pytest.mark.skipif(not GENERATE_ENV.is_file(), reason="scripts/generate-env.sh not written yet")
+def test_install_from_the_env_that_generate_env_writes(home, tmp_path):
+    out = tmp_path / "generated.env"
+    g = subprocess.run(["bash", str(GENERATE_ENV), "--non-interactive", "--email", "dev@example.com",
+                        "--password-stdin", "--org-name", 'Acme "R&D" #1 $x \\ y', "--port", "3077",
+                        "--output", str(out)],
+                       input='pa$$"word\\1 #x\n', capture_output=True, text=True, timeout=60)
+    assert g.returncode == 0, g.stderr
+    text = out.read_text()
+    pk = re.search(r'^LANGFUSE_INIT_PROJECT_PUBLIC_KEY="(pk-lf-[0-9a-f]+)"$', text, re.M).group(1)
+    sk = re.search(r'^LANGFUSE_INIT_PROJECT_SECRET_KEY="(sk-lf-[0-9a-f]+)"$', text, re.M).group(1)
+    ok(run(INSTALL, home, "--env-file", str(out)))
+    cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
+    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": pk, "CC_LANGFUSE_SECRET_KEY": sk,
+                   "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
+
+
+def test_compose_quoting_in_env_file(home, tmp_path):
+    env_file = tmp_path / "compose.env"
+    # Compose .env syntax: inside double quotes \\ is \, \" is " and $$ is $.
+    env_file.write_text('LANGFUSE_INIT_PROJECT_PUBLIC_KEY="pk-lf-1"\n'
+                        'LANGFUSE_INIT_PROJECT_SECRET_KEY="sk-lf-a\\\\b\\"c$$d"\n'
+                        'LANGFUSE_BIND_ADDRESS="10.1.2.3"\nLANGFUSE_PORT="3099"\n')
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
+    assert cfg["CC_LANGFUSE_SECRET_KEY"] == 'sk-lf-a\\b"c$d'
+    assert cfg["CC_LANGFUSE_BASE_URL"] == "http://10.1.2.3:3099"  # published only on that address
+
+
+def test_home_with_spaces_and_quotes_gives_a_working_command(tmp_path, pip_installed_home, env_file):
+    ok(pip_installed_home[1])
+    home = tmp_path / """it's a "home" $HOME `x`"""
+    seed_venv(pip_installed_home[0], home)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    new = json.loads((home / ".claude" / "settings.json").read_text())
+    [[handler]] = [g["hooks"] for g in new["hooks"]["Stop"]]
+    # Claude Code runs the command through sh: it must reach our files, then `status` runs.
+    r = subprocess.run(["sh", "-c", handler["command"] + " status"], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+def test_python_too_old_is_refused(tmp_path, env_file):
+    fake = tmp_path / "python3.9"
+    fake.write_text("#!/bin/sh\necho 3.9.18\n")
+    fake.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    r = run(INSTALL, home, "--env-file", str(env_file), python=str(fake))
+    assert r.returncode != 0
+    assert "3.11 or newer" in r.stderr and "3.9.18" in r.stderr and "--python" in r.stderr
+    assert not (home / ".claude").exists()
+
+
+def test_missing_venv_module_names_the_debian_package(tmp_path, env_file):
+    # Debian's python3 without python3-venv: `import ensurepip` fails.
+    shadow = tmp_path / "shadow"
+    (shadow / "ensurepip").mkdir(parents=True)
+    (shadow / "ensurepip" / "__init__.py").write_text("raise ImportError('ensurepip is disabled')\n")
+    wrapper = tmp_path / "python3"
+    wrapper.write_text(f'#!/bin/sh\nPYTHONPATH="{shadow}" exec "{BASE_PY}" "$@"\n')
+    wrapper.chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    r = run(INSTALL, home, "--env-file", str(env_file), python=str(wrapper))
+    assert r.returncode != 0 and "python3-venv" in r.stderr
+    assert not (home / ".claude" / "settings.json").exists()
+
+
+def test_pip_failure_registers_nothing(tmp_path, env_file):
+    home = tmp_path / "home"
+    original = write_settings(home, OTHER_SETTINGS)
+    r = run(INSTALL, home, "--env-file", str(env_file),
+            env={"PIP_CONSTRAINT": str(tmp_path / "no-such-file.txt"), "PIP_NO_INDEX": "1"})
+    assert r.returncode != 0 and "pip could not install" in r.stderr
+    assert (home / ".claude" / "settings.json").read_bytes() == original
+    assert backups(home) == []
+    assert not (home / ".claude" / "langfuse" / "config.json").exists()
+    assert not (home / ".claude" / "langfuse" / "langfuse_hook.py").exists()
+
+
+def test_default_python3_from_path(home, env_file):
+    # No --python: python3 is found on PATH (the case of a user typing just the script name).
+    ok(run(INSTALL, home, "--env-file", str(env_file), python=None))
+    assert (home / ".claude" / "settings.json").exists()
+
+
+# --------------------------------------------------------------------------- uninstall
+
+def test_uninstall_restores_original_bytes(home, env_file):
+    original = b'{"model":"sonnet",   "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo hi"}]}]}}'
+    settings = home / ".claude" / "settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_bytes(original)
+    settings.chmod(0o644)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    assert settings.read_bytes() != original
+
+    r = ok(run(UNINSTALL, home))
+    assert settings.read_bytes() == original
+    assert mode(settings) == 0o644
+    assert not (home / ".claude" / "langfuse").exists()
+    assert len(backups(home)) == 2  # one by install, one by uninstall
+    assert "Uninstalled" in r.stdout
+
+
+def test_uninstall_removes_settings_it_created_and_keeps_queue(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    state = home / ".claude" / "state"
+    state.mkdir()
+    queue = state / "pending_traces.jsonl"
+    queue.write_text('{"v": 1, "key": "turn:abc"}\n')
+    ok(run(UNINSTALL, home))
+    assert not (home / ".claude" / "settings.json").exists()
+    assert backups(home) == []
+    assert not (home / ".claude" / "langfuse").exists()
+    assert queue.read_text() == '{"v": 1, "key": "turn:abc"}\n'
+    # Idempotent: a second run finds nothing to do and succeeds.
+    ok(run(UNINSTALL, home))
+
+
+def test_uninstall_keeps_what_the_user_added_since(home, env_file):
+    write_settings(home, OTHER_SETTINGS)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    settings = home / ".claude" / "settings.json"
+    edited = json.loads(settings.read_text())
+    edited["permissions"]["allow"].append("Bash(git status)")
+    edited["hooks"]["SessionEnd"].insert(0, {"matcher": "clear", "hooks": [{"type": "command", "command": "echo bye"}]})
+    settings.write_text(json.dumps(edited, indent=2))
+
+    ok(run(UNINSTALL, home))
+    after = json.loads(settings.read_text())
+    expected = json.loads(json.dumps(OTHER_SETTINGS))
+    expected["permissions"]["allow"].append("Bash(git status)")
+    expected["hooks"]["SessionEnd"] = [{"matcher": "clear", "hooks": [{"type": "command", "command": "echo bye"}]}]
+    assert after == expected
+    assert mode(settings) == 0o640
+
+
+def test_uninstall_refuses_invalid_settings_and_keeps_hook_files(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    settings = home / ".claude" / "settings.json"
+    broken = settings.read_bytes()[:-5]
+    settings.write_bytes(broken)
+    r = run(UNINSTALL, home)
+    assert r.returncode != 0 and str(settings) in r.stderr
+    assert settings.read_bytes() == broken
+    # The entries still point at the hook, so it must stay runnable.
+    assert (home / ".claude" / "langfuse" / "langfuse_hook.py").exists()
+    assert (home / ".claude" / "langfuse" / "venv" / "bin" / "python").exists()
+
+
+def test_symlinked_settings_from_a_dotfiles_repo_stays_a_symlink(home, env_file, tmp_path):
+    target = tmp_path / "dotfiles" / "claude-settings.json"
+    target.parent.mkdir()
+    original = b'{"model": "opus"}\n'
+    target.write_bytes(original)
+    link = home / ".claude" / "settings.json"
+    link.symlink_to(target)
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert json.loads(target.read_text())["hooks"]["Stop"] == [{"hooks": [ours(home)]}]
+    ok(run(UNINSTALL, home))
+    assert link.is_symlink() and target.read_bytes() == original
+
+
+def test_purge_removes_only_our_state_files(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    state = home / ".claude" / "state"
+    (state / "locks").mkdir(parents=True, exist_ok=True)
+    ours_files = ["langfuse_state.json", "pending_traces.jsonl", "dead_traces.jsonl", "langfuse_hook.log",
+                  "langfuse_hook.log.1", "langfuse_sender.json", "locks/queue.lock"]
+    for name in ours_files:
+        (state / name).write_text("x\n")
+    (state / "other_tool_state.json").write_text("{}")
+    ok(run(UNINSTALL, home, "--purge"))
+    assert sorted(p.name for p in state.iterdir()) == ["other_tool_state.json"]
+
+
+def test_scripts_pass_shellcheck():
+    sc = shutil.which("shellcheck")
+    if not sc:
+        pytest.skip("shellcheck not installed")
+    r = subprocess.run([sc, str(INSTALL), str(UNINSTALL)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout

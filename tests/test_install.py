@@ -486,5 +486,7 @@ def test_scripts_pass_shellcheck():
     sc = shutil.which("shellcheck")
     if not sc:
         pytest.skip("shellcheck not installed")
-    r = subprocess.run([sc, str(INSTALL), str(UNINSTALL)], capture_output=True, text=True)
+    repo = INSTALL.parent.parent
+    scripts = sorted(str(p) for p in (repo / "scripts").glob("*.sh")) + [str(repo / ".ci" / "run")]
+    r = subprocess.run([sc, *scripts], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout

@@ -498,6 +498,7 @@ class TurnBuilder:
         self.current: Turn | None = None
         self.previous_user_kind = ""
         self.last_ts = ""
+        self.held: list = []
 
     # -- helpers
     def _new_turn(self, row: Row, kind: str) -> Turn:
@@ -541,6 +542,18 @@ class TurnBuilder:
                     return finished
                 self.current = self._new_turn(row, ukind if ukind in TURN_STARTERS else "prompt")
                 self.last_ts = ts or self.last_ts
+                held, self.held = self.held, []
+                if held:
+                    self.current.start_offset = held[0][0].start
+                    for h_row, h_kind, h_ts in held:
+                        if h_row.data.get("promptId") == d.get("promptId"):
+                            self._user_row(h_row, h_kind, h_ts)
+                return finished
+            prompt_id, current_prompt = d.get("promptId"), self.current.prompt_row.get("promptId")
+            if ukind == "meta" and not self.single_turn and prompt_id and current_prompt and prompt_id != current_prompt:
+                # context written just before the next turn's first line (e.g. a task notification's
+                # companion) belongs to that turn, not to this one
+                self.held.append((row, ukind, ts))
                 return finished
             self._user_row(row, ukind, ts)
         elif kind_of_row == "assistant":
@@ -696,11 +709,17 @@ def agent_id_from_result(result_meta: Any, output: Any) -> str:
     return ""
 
 
-def group_turns(rows: Iterable[Row], single_turn: bool = False) -> Iterator[Turn]:
+def group_turns(rows: Iterable[Row], single_turn: bool = False, bad_lines: list | None = None) -> Iterator[Turn]:
     """All turns of a row stream; the last one may still be open (check looks_complete)."""
     builder = TurnBuilder(single_turn=single_turn)
     for row in rows:
-        done = builder.feed(row)
+        try:
+            done = builder.feed(row)
+        except (AttributeError, TypeError, ValueError, KeyError):
+            # a line of a shape this version does not know: skip it, never lose the session
+            if bad_lines is not None:
+                bad_lines.append(row.start)
+            continue
         if done is not None:
             yield done
     last = builder.finish()
@@ -985,6 +1004,9 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     if turn.command_expansion:
         prompt = prompt + "\n\n" + turn.command_expansion
     output = turn.final_text
+    if not output:
+        # a turn that ended in an API error: show the error text Claude Code showed the user
+        output = next((g.text for g in reversed(turn.items) if isinstance(g, Generation) and g.synthetic and g.text), "")
     complete = turn.looks_complete()
     meta_extra: dict = {}
     if event is not None and event.name == "Stop" and event.last_assistant_message and not turn.finished:
@@ -2004,13 +2026,16 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
     seen = 0
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
-        if st.st_size < offset or (entry.get("inode") and entry.get("inode") != st.st_ino):
+        replaced = bool(entry.get("inode")) and entry.get("inode") != st.st_ino
+        if st.st_size < offset or replaced or (offset and entry.get("tail") and _tail_hash(f, offset) != entry.get("tail")):
+            # truncated (Claude Code drops a line after a streaming error), replaced, or cut and
+            # regrown: the bytes before our offset are not the ones we read, so start over
             if log:
-                log.info("transcript %s shrank or was replaced (size %d < offset %d): re-reading from the start", path, st.st_size, offset)
+                log.info("transcript %s shrank or was rewritten (size %d, offset %d): re-reading from the start", path, st.st_size, offset)
             offset, turns_before = 0, 0
         new_offset, new_before = offset, turns_before
         previous: Turn | None = None
-        for turn in group_turns(iter_rows(f, offset, bad_lines=bad)):
+        for turn in group_turns(iter_rows(f, offset, bad_lines=bad), bad_lines=bad):
             if previous is not None:
                 emit(previous, new_before + 1, None)
                 new_offset, new_before = turn.start_offset, new_before + 1
@@ -2031,14 +2056,22 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
                 old = next(group_turns(iter_rows(f, link["start"], link["end"])), None)
                 if old is not None:
                     emit(old, link["turn_number"], None)
+        tail = _tail_hash(f, new_offset) if new_offset else ""
 
     if len(emitted) > MAX_EMITTED:
         emitted = dict(list(emitted.items())[-MAX_EMITTED:])
     if len(agents) > MAX_EMITTED:
         agents = dict(list(agents.items())[-MAX_EMITTED:])
-    entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents,
+    entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents, tail=tail,
                  updated=now_iso(), updated_epoch=time.time(), cwd=event.cwd or entry.get("cwd", ""))
     return CollectResult(records, entry, seen, len(bad))
+
+
+def _tail_hash(f, offset: int, span: int = 256) -> str:
+    """Fingerprint of the bytes just before `offset`: tells a file rewritten under our cursor."""
+    start = max(0, offset - span)
+    f.seek(start)
+    return hashlib.sha256(f.read(offset - start)).hexdigest()[:16]
 
 
 def _event_is_about(event: HookEvent, turn: Turn) -> bool:

@@ -3542,7 +3542,7 @@ def hook_registrations(settings_path: str) -> dict[str, bool]:
     for event in found:
         for group in hooks.get(event) or []:
             for handler in (group or {}).get("hooks") or [] if isinstance(group, dict) else []:
-                if isinstance(handler, dict) and "langfuse_hook.py" in str(handler.get("command", "")) + " ".join(map(str, handler.get("args") or [])):
+                if isinstance(handler, dict) and "langfuse_hook" in str(handler.get("command", "")) + " ".join(map(str, handler.get("args") or [])):
                     found[event] = True
     return found
 

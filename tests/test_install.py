@@ -71,7 +71,7 @@ def write_env(path: Path, pk: str = PK, sk: str = SK, port: str | None = "3055")
 
 
 def command_for(home: Path) -> str:
-    return f'"{home}/.claude/langfuse/venv/bin/python" "{home}/.claude/langfuse/langfuse_hook.py"'
+    return f'"{home}/.claude/langfuse/venv/bin/python" -m langfuse_hook'
 
 
 def ours(home: Path) -> dict:
@@ -141,6 +141,10 @@ def test_fresh_install_with_real_pip(pip_installed_home):
 
     assert (lf / "langfuse_hook.py").read_bytes() == HOOK_SRC.read_bytes()
     assert mode(lf / "langfuse_hook.py") == 0o644
+    # the hook runs from bytecode compiled at install time, found through the venv's .pth
+    assert list((lf / "__pycache__").glob("langfuse_hook.cpython-*.pyc"))
+    [pth] = list((lf / "venv").glob("lib/python*/site-packages/claude_code_langfuse.pth"))
+    assert pth.read_text().strip() == str(lf)
     assert mode(lf / "config.json") == 0o600
     assert json.loads((lf / "config.json").read_text()) == {
         "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": SK,

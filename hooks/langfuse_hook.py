@@ -131,12 +131,14 @@ def load_settings(environ: dict | None = None) -> Settings:
         patterns = [conf_patterns] if isinstance(conf_patterns, str) else [p for p in conf_patterns if isinstance(p, str)]
     user_id = get("CC_LANGFUSE_USER_ID") or ""
     if not user_id:
-        try:
-            import getpass
+        user_id = env.get("USER") or env.get("LOGNAME") or ""
+        if not user_id:
+            try:
+                import pwd
 
-            user_id = getpass.getuser()
-        except Exception:
-            user_id = "unknown"
+                user_id = pwd.getpwuid(os.getuid()).pw_name
+            except (ImportError, KeyError):
+                user_id = "unknown"
     return Settings(
         enabled=(get("TRACE_TO_LANGFUSE") or "true").strip().lower() not in FALSE_WORDS,
         public_key=get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
@@ -182,6 +184,20 @@ def get_logger(settings: Settings):
     logger.addHandler(handler)
     _LOGGER = logger
     return logger
+
+
+class LazyLog:
+    """The hook's logger, but `logging` is imported only when a line is really written."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    def debug(self, *args) -> None:
+        if self.settings.debug:
+            get_logger(self.settings).debug(*args)
+
+    def __getattr__(self, level: str):
+        return getattr(get_logger(self.settings), level)
 
 
 def ensure_state_dir(path: str) -> None:
@@ -499,6 +515,7 @@ class TurnBuilder:
         self.previous_user_kind = ""
         self.last_ts = ""
         self.held: list = []
+        self.request_ts: dict[str, str] = {}
 
     # -- helpers
     def _new_turn(self, row: Row, kind: str) -> Turn:
@@ -513,6 +530,11 @@ class TurnBuilder:
     def feed(self, row: Row) -> Turn | None:
         d = row.data
         kind_of_row = row.type
+        if kind_of_row == "api-request":
+            # 2.1.x: written when the request goes out; its id is the assistant lines' requestRef
+            if self.current is not None and d.get("id") and d.get("timestamp"):
+                self.request_ts[str(d["id"])] = norm_ts(d.get("timestamp"))
+            return None
         if kind_of_row not in ("user", "assistant", "system"):
             return None
         ts = norm_ts(d.get("timestamp"))
@@ -627,7 +649,8 @@ class TurnBuilder:
         gen = turn.generations.get(mid)
         model = str(msg.get("model") or "")
         if gen is None:
-            gen = Generation(message_id=mid, model=model, request_id=str(d.get("requestId") or ""), start=self.last_ts or ts, first_ts=ts)
+            start = self.request_ts.get(str(d.get("requestRef") or "")) or self.last_ts or ts
+            gen = Generation(message_id=mid, model=model, request_id=str(d.get("requestId") or ""), start=start, first_ts=ts)
             gen.synthetic = model == "<synthetic>" or bool(d.get("isApiErrorMessage"))
             gen.api_error = bool(d.get("isApiErrorMessage"))
             turn.generations[mid] = gen
@@ -2083,7 +2106,7 @@ def _event_is_about(event: HookEvent, turn: Turn) -> bool:
 
 
 def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
-    log = get_logger(settings)
+    log = LazyLog(settings)
     try:
         event = parse_event(stdin_bytes)
     except BadEvent as e:
@@ -3137,8 +3160,9 @@ def sender_main(settings: Settings) -> int:
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
     for _round in range(20):
-        lock = FileLock(paths.sender_lock, timeout=0)
-        if not lock.acquire(blocking=False):
+        # a `status` or a hook probes this lock for a moment; a real sender holds it for long
+        lock = FileLock(paths.sender_lock, timeout=1.0)
+        if not lock.acquire():
             return 0
         try:
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())

@@ -1,0 +1,223 @@
+"""The repository as a Claude Code plugin marketplace: manifests, and a real install + session.
+
+The end-to-end tests install the plugin with the real CLI (2.1.328) into a temp HOME exactly as a
+user would (`claude plugin marketplace add <path>` + `claude plugin install`), set the userConfig
+options through the CLI, run one `claude -p` turn against the scripted Messages API and wait for
+the turn to arrive at the Langfuse stand-in: hooks.json, ${CLAUDE_PLUGIN_ROOT}, the
+CLAUDE_PLUGIN_OPTION_* variables, ${CLAUDE_PLUGIN_DATA}/venv and the detached sender all have to
+work for that.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+import langfuse_hook
+from fake_messages_api import reply
+from fixtures_claude_cli import claude_env, read_jsonl, run_claude
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+PLUGIN = "langfuse-tracing"
+MARKETPLACE = "claude-code-langfuse"
+PLUGIN_ID = f"{PLUGIN}@{MARKETPLACE}"
+# where Claude Code 2.1.328 puts ${CLAUDE_PLUGIN_DATA} for this plugin (observed: <name>-<marketplace>)
+DATA_DIR = pathlib.Path(".claude") / "plugins" / "data" / f"{PLUGIN}-{MARKETPLACE}"
+HOOK_COMMAND = 'PYTHONPATH="${CLAUDE_PLUGIN_ROOT}/hooks" python3 -m langfuse_hook'
+
+
+def load(path: str) -> dict:
+    return json.loads((REPO / path).read_text())
+
+
+# ---------------------------------------------------------------------------- manifests
+
+
+def test_hooks_json_registers_the_hook_for_stop_subagentstop_sessionend():
+    hooks = load("hooks/hooks.json")["hooks"]
+    assert set(hooks) == {"Stop", "SubagentStop", "SessionEnd"}
+    for event, groups in hooks.items():
+        commands = [h["command"] for g in groups for h in g["hooks"] if h["type"] == "command"]
+        assert commands == [HOOK_COMMAND], event
+    assert (REPO / "hooks" / "langfuse_hook.py").is_file()
+
+
+def test_user_config_options_reach_the_hook_settings():
+    options = load(".claude-plugin/plugin.json")["userConfig"]
+    assert options["secret_key"]["sensitive"] is True
+    assert not options["public_key"].get("sensitive") and not options["base_url"].get("sensitive")
+    # Claude Code exports option KEY to hooks as CLAUDE_PLUGIN_OPTION_<KEY upper-cased>
+    env = {f"CLAUDE_PLUGIN_OPTION_{k.upper()}": v for k, v in
+           {"public_key": "pk-lf-plugin", "secret_key": "sk-lf-plugin", "base_url": "http://127.0.0.1:3999/"}.items()}
+    settings = langfuse_hook.load_settings({**env, "CC_LANGFUSE_CONFIG": "/nonexistent/config.json"})
+    assert (settings.public_key, settings.secret_key, settings.base_url) == ("pk-lf-plugin", "sk-lf-plugin", "http://127.0.0.1:3999")
+    assert set(options) == {"public_key", "secret_key", "base_url"}
+    assert options["base_url"]["default"] == langfuse_hook.DEFAULT_BASE_URL
+
+
+def test_marketplace_lists_this_repository_as_the_plugin():
+    market = load(".claude-plugin/marketplace.json")
+    plugin = load(".claude-plugin/plugin.json")
+    assert market["name"] == MARKETPLACE
+    entry = next(p for p in market["plugins"] if p["name"] == plugin["name"] == PLUGIN)
+    assert entry["source"] == "./"
+    assert entry.get("version", plugin["version"]) == plugin["version"]
+
+
+def test_skill_has_frontmatter_and_points_at_both_installs():
+    text = (REPO / "skills" / "langfuse-insights" / "SKILL.md").read_text()
+    _, front, body = text.split("---", 2)
+    meta = yaml.safe_load(front)
+    assert meta["name"] == "langfuse-insights"
+    assert "most complex sessions" in meta["description"] and len(meta["description"]) <= 1024
+    assert '${CLAUDE_PLUGIN_ROOT}/hooks/insights.py' in body
+    assert "~/.claude/langfuse/venv/bin/python ~/.claude/langfuse/insights.py" in body
+    for report in ("sessions", "tools", "search", "prompts", "usage"):
+        assert f"INSIGHTS {report}" in body
+
+
+# ---------------------------------------------------------------------------- real CLI
+
+
+def plugin_tree(dest: pathlib.Path) -> pathlib.Path:
+    """The files the plugin consists of, copied like a checkout (the CLI copies the marketplace dir)."""
+    for name in (".claude-plugin", "hooks", "skills"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return dest
+
+
+def cli(claude: str, home: pathlib.Path, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run([claude, *argv], env=claude_env(home, "http://127.0.0.1:9"), input=stdin, capture_output=True,
+                          text=True, timeout=120, cwd=str(home))
+    assert proc.returncode == 0, f"claude {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}"
+    return proc
+
+
+@pytest.mark.e2e
+def test_claude_plugin_validate_accepts_the_manifests(claude_cli, tmp_path):
+    tree = plugin_tree(tmp_path / "repo")
+    proc = subprocess.run([claude_cli, "plugin", "validate", "--json", str(tree)], capture_output=True, text=True, timeout=120,
+                          env=claude_env(tmp_path, "http://127.0.0.1:9"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["success"] is True and report["manifest"]["errors"] == []
+    assert sorted(h["event"] for h in report["provides"]["hooks"]) == ["SessionEnd", "Stop", "SubagentStop"]
+    assert report["provides"]["skills"] == [f"{PLUGIN}:langfuse-insights"]
+
+
+@pytest.fixture
+def installed_plugin(claude_cli, claude_home, tmp_path, langfuse_standin):
+    """marketplace add + install, keys set through the CLI the way a user sets them."""
+    tree = plugin_tree(tmp_path / "repo")
+    cli(claude_cli, claude_home, "plugin", "marketplace", "add", str(tree))
+    cli(claude_cli, claude_home, "plugin", "install", PLUGIN_ID, "--config", f"public_key={langfuse_standin.public_key}",
+        "--config", f"base_url={langfuse_standin.base_url}")
+    # the secret goes through stdin, never argv (it would show in `ps`)
+    cli(claude_cli, claude_home, "plugin", "configure", PLUGIN_ID, "--values-stdin",
+        stdin=json.dumps({"secret_key": langfuse_standin.secret_key}))
+    shown = json.loads(cli(claude_cli, claude_home, "plugin", "configure", PLUGIN_ID, "--json").stdout)
+    assert langfuse_standin.secret_key not in json.dumps(shown), "configure --json must not print the secret"
+    settings = json.loads((claude_home / ".claude" / "settings.json").read_text())
+    assert settings["enabledPlugins"][PLUGIN_ID] is True
+    assert langfuse_standin.secret_key not in json.dumps(settings), "a sensitive option must not land in settings.json"
+    yield claude_home / DATA_DIR
+    _stop_leftovers(tmp_path)
+
+
+def _stop_leftovers(tmp_path: pathlib.Path) -> None:
+    """Senders/bootstraps this test started (detached, so not our children any more): stop them by pid."""
+    marker = str(tmp_path)
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "langfuse_hook.py" in cmdline or marker in cmdline and "pip" in cmdline:
+            try:
+                os.kill(int(entry.name), signal.SIGTERM)
+            except OSError:
+                pass
+
+
+def prepare_venv(data_dir: pathlib.Path) -> None:
+    """${CLAUDE_PLUGIN_DATA}/venv as the bootstrap leaves it, with the dev venv's packages instead of a pip install."""
+    venv = data_dir / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    import langfuse
+
+    (site / "dev-venv.pth").write_text(str(pathlib.Path(langfuse.__file__).resolve().parent.parent) + "\n")
+    (venv / ".langfuse-ready").write_text(langfuse_hook.LANGFUSE_REQUIREMENT + "\n")
+
+
+def wait_for_trace(standin, session_id: str, timeout: float) -> list:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for observations in standin.traces().values():
+            if any(o.is_root and o.session_id == session_id for o in observations):
+                return observations
+        time.sleep(0.5)
+    return []
+
+
+def hook_log(home: pathlib.Path) -> str:
+    path = home / ".claude" / "state" / "langfuse_hook.log"
+    return path.read_text()[-3000:] if path.exists() else "(no hook log)"
+
+
+def assert_turn_arrived(run, standin, home: pathlib.Path, timeout: float) -> None:
+    observations = wait_for_trace(standin, run.session_id, timeout)
+    assert observations, (f"no trace for session {run.session_id} reached the stand-in within {timeout:.0f}s; "
+                          f"stand-in statuses {standin.statuses()}\nhook log:\n{hook_log(home)}")
+    root = next(o for o in observations if o.is_root)
+    prompt_row = next(r for r in read_jsonl(run.transcript) if r.get("type") == "user" and r.get("promptId"))
+    assert root.trace_id == langfuse_hook.trace_id_for(run.session_id, prompt_row["promptId"])
+    assert "hello from the plugin" in str(root.input)
+    assert "Hi from the plugin!" in str(root.output)
+    generations = [o for o in observations if o.type == "generation"]
+    assert generations and generations[0].usage_details.get("output") == 7
+    queue = home / ".claude" / "state" / "pending_traces.jsonl"
+    deadline = time.monotonic() + 20
+    while queue.exists() and queue.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert not queue.exists() or queue.stat().st_size == 0, "the delivered record must leave the queue"
+
+
+@pytest.mark.e2e
+def test_plugin_install_sends_a_turn_to_langfuse(installed_plugin, claude_home, claude_project, langfuse_standin):
+    prepare_venv(installed_plugin)
+    run = run_claude(claude_home, claude_project, "hello from the plugin", [reply("Hi from the plugin!")])
+    assert_turn_arrived(run, langfuse_standin, claude_home, timeout=60)
+
+
+def _pypi_reachable() -> bool:
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/")
+    try:
+        with urllib.request.urlopen(index + "/langfuse/", timeout=5) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.e2e
+def test_plugin_bootstraps_its_venv_on_first_use(installed_plugin, claude_home, claude_project, langfuse_standin):
+    """The slow path a real user takes: no venv yet, the hook builds it in the background (pip install)."""
+    if not _pypi_reachable():
+        pytest.skip("pip cannot reach the package index (PyPI or PIP_INDEX_URL): the plugin's first-use bootstrap needs it")
+    assert not (installed_plugin / "venv").exists()
+    started = time.monotonic()
+    run = run_claude(claude_home, claude_project, "hello from the plugin", [reply("Hi from the plugin!")])
+    assert time.monotonic() - started < 60, "the bootstrap must not hold the session up"
+    assert_turn_arrived(run, langfuse_standin, claude_home, timeout=300)
+    assert (installed_plugin / "venv" / ".langfuse-ready").exists()

@@ -2785,7 +2785,7 @@ class _RecordExporterBase:
         with self._lock:
             if self._failure is None:
                 self._failure = delivery
-        send_log.warning("send failed: %s", delivery.detail)
+        send_log.debug("send failed: %s", delivery.detail)  # the sender loop logs the one line that matters
         return False
 
 
@@ -3014,7 +3014,7 @@ def open_sender(settings: Settings):
 AUTH_ADVICE = ("Langfuse rejected the keys: check CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY (config file {config}) "
                "match an API key of the project at {url}; the queue is kept and resumes by itself once they work")
 RETRY_ADVICE = "Langfuse at {url} is not accepting traces right now ({detail}); the queue is kept and retried with backoff. Is the server up? `docker compose ps`"
-DEAD_ADVICE = "Langfuse refused a record for good ({detail}); it was moved to {dead}. `drain --retry-dead` tries again"
+DEAD_ADVICE = "{detail} Moved to {dead}; `drain --retry-dead` tries again"
 NOKEYS_ADVICE = "no Langfuse keys configured: run scripts/install-hook.sh or set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY; the queue is kept"
 NOSDK_ADVICE = "the langfuse SDK is not importable by {python}: rerun scripts/install-hook.sh (it creates ~/.claude/langfuse/venv); the queue is kept"
 
@@ -3168,7 +3168,7 @@ def sender_main(settings: Settings) -> int:
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
             summary = drain_queue(settings, log)
             log.info("sender: %d sent, %d dead-lettered, %d kept%s", summary.sent, summary.dead, summary.kept,
-                     f" ({summary.stopped_by}: {summary.detail})" if summary.stopped_by else "")
+                     f" ({summary.stopped_by}, see the error above)" if summary.stopped_by else "")
             update_sender_status(paths, pid=None)
         finally:
             lock.release()
@@ -3242,7 +3242,7 @@ def collect_status(settings: Settings) -> dict:
     sessions = {v.get("session_id") for v in state["transcripts"].values()}
     warnings = []
     if queue_bytes > settings.queue_warn_bytes:
-        warnings.append(f"the queue is {queue_bytes / 1048576:.1f} MB (over {settings.queue_warn_bytes / 1048576:.0f} MB): "
+        warnings.append(f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
                         "Langfuse has not taken traces for a while; nothing is dropped, but check the last error")
     if dead_count:
         warnings.append(f"{dead_count} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")

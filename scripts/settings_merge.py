@@ -55,6 +55,9 @@ class Places:
         self.venv = self.lf / "venv"
         self.venv_python = self.venv / "bin" / "python"
         self.hook = self.lf / "langfuse_hook.py"
+        self.insights = self.lf / "insights.py"
+        self.skill_dir = self.claude / "skills" / "langfuse-insights"
+        self.skill = self.skill_dir / "SKILL.md"
         self.config = self.lf / "config.json"
         self.record = self.lf / RECORD_NAME
         self.default_state = self.claude / "state"
@@ -502,6 +505,14 @@ def cmd_apply(args) -> int:
     else:
         print(f"hook {tilde(places.hook, home)} already up to date")
 
+    # the insights report sits next to the hook (it imports it); its skill lets Claude run it
+    for extra_src, extra_dst in ((Path(args.repo) / "hooks" / "insights.py", places.insights),
+                                 (Path(args.repo) / "skills" / "langfuse-insights" / "SKILL.md", places.skill)):
+        if extra_src.is_file():
+            extra_dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not extra_dst.is_file() or extra_dst.read_bytes() != extra_src.read_bytes():
+                atomic_write(extra_dst, extra_src.read_bytes(), 0o644)
+                print(f"copied {tilde(extra_dst, home)}")
     link_and_compile(places)
 
     new_config = dict(config or {})
@@ -653,10 +664,12 @@ def cmd_uninstall(args) -> int:
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
             removed.append(p)
-    for p in (places.hook, places.config, places.record):
+    for p in (places.hook, places.insights, places.config, places.record, places.skill):
         if p.exists() or p.is_symlink():
             p.unlink()
             removed.append(p)
+    if places.skill_dir.is_dir() and not any(places.skill_dir.iterdir()):
+        places.skill_dir.rmdir()
     for p in removed:
         print(f"removed {tilde(p, home)}")
     if places.lf.is_dir():

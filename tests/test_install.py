@@ -145,6 +145,13 @@ def test_fresh_install_with_real_pip(pip_installed_home):
     assert list((lf / "__pycache__").glob("langfuse_hook.cpython-*.pyc"))
     [pth] = list((lf / "venv").glob("lib/python*/site-packages/claude_code_langfuse.pth"))
     assert pth.read_text().strip() == str(lf)
+    # the insights report and the skill that lets Claude run it come along
+    assert (lf / "insights.py").read_bytes() == (REPO / "hooks" / "insights.py").read_bytes()
+    skill = home / ".claude" / "skills" / "langfuse-insights" / "SKILL.md"
+    assert skill.read_bytes() == (REPO / "skills" / "langfuse-insights" / "SKILL.md").read_bytes()
+    r_ins = subprocess.run([str(lf / "venv" / "bin" / "python"), str(lf / "insights.py"), "sessions", "--json"],
+                           env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert r_ins.returncode == 0, r_ins.stderr
     assert mode(lf / "config.json") == 0o600
     assert json.loads((lf / "config.json").read_text()) == {
         "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": SK,
@@ -423,6 +430,7 @@ def test_uninstall_removes_settings_it_created_and_keeps_queue(home, env_file):
     assert not (home / ".claude" / "settings.json").exists()
     assert backups(home) == []
     assert not (home / ".claude" / "langfuse").exists()
+    assert not (home / ".claude" / "skills" / "langfuse-insights").exists()
     assert queue.read_text() == '{"v": 1, "key": "turn:abc"}\n'
     # Idempotent: a second run finds nothing to do and succeeds.
     ok(run(UNINSTALL, home))

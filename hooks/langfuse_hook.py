@@ -3471,7 +3471,7 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
             skipped_opt_out += 1
             continue
         candidates.append((path, st.st_size, cwd))
-    log = get_logger(settings)
+    log = None if dry_run else LazyLog(settings)  # a dry run leaves no trace on disk, not even a log
     paths = Paths(settings.state_dir)
     if not dry_run:
         ensure_state_dir(paths.dir)

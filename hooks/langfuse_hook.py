@@ -700,23 +700,33 @@ class TurnBuilder:
             turn.items.append(Event("local-command", ts, uid, "DEBUG", d.get("content")))
 
 
-def tool_result_output(content: Any) -> Any:
-    """A tool_result's content as text; images become placeholders, never base64."""
+def blocks_text(content: Any, other_blocks: bool = False) -> str:
+    """A message or tool_result content as text; images become placeholders, never base64.
+
+    other_blocks=True keeps unknown block types as (short) JSON, for tool results."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        parts = []
-        for b in content:
-            if not isinstance(b, dict):
-                continue
-            if b.get("type") == "text":
-                parts.append(b.get("text", ""))
-            elif b.get("type") == "image":
-                parts.append(image_placeholder(b))
-            else:
-                parts.append(json.dumps(b, ensure_ascii=False)[:2000])
-        return "\n".join(parts)
-    return content
+    if not isinstance(content, list):
+        return ""
+    parts = []
+    for b in content:
+        if not isinstance(b, dict):
+            continue
+        if b.get("type") == "text":
+            parts.append(b.get("text", ""))
+        elif b.get("type") == "image":
+            parts.append(image_placeholder(b))
+        elif other_blocks:
+            parts.append(json.dumps(b, ensure_ascii=False)[:2000])
+    return "\n".join(parts)
+
+
+def prompt_text(content: Any) -> str:
+    return blocks_text(content)
+
+
+def tool_result_output(content: Any) -> Any:
+    return content if not isinstance(content, (str, list)) else blocks_text(content, other_blocks=True)
 
 
 AGENT_ID_RE = re.compile(r"agentId:\s*([0-9a-zA-Z_-]+)")
@@ -901,21 +911,6 @@ def block_for_output(b: dict) -> dict:
     if t == "image":
         return {"type": "image", "placeholder": image_placeholder(b)}
     return {k: v for k, v in b.items() if k not in ("signature", "data")}
-
-
-def prompt_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for b in content:
-            if isinstance(b, dict):
-                if b.get("type") == "text":
-                    parts.append(b.get("text", ""))
-                elif b.get("type") == "image":
-                    parts.append(image_placeholder(b))
-        return "\n".join(parts)
-    return ""
 
 
 COMMAND_RE = re.compile(r"<command-name>\s*(.*?)\s*</command-name>", re.S)

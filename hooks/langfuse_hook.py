@@ -21,7 +21,6 @@ Usage:
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import errno
 import fcntl
@@ -32,9 +31,8 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Optional, Sequence
 
 HOOK_VERSION = "0.1.0"
 RECORD_VERSION = 1
@@ -66,8 +64,11 @@ def default_state_dir() -> str:
     return os.environ.get("CC_LANGFUSE_STATE_DIR") or os.path.join(_home(), ".claude", "state")
 
 
-@dataclass
-class Settings:
+# Small records are NamedTuples and plain classes, not dataclasses: `import dataclasses` pulls in
+# `inspect` and costs the hook more start-up time than everything else it imports.
+
+
+class Settings(NamedTuple):
     enabled: bool = True
     public_key: str = ""
     secret_key: str = ""
@@ -76,7 +77,7 @@ class Settings:
     user_id: str = ""
     max_field_chars: int = DEFAULT_MAX_FIELD_CHARS
     redact: bool = True
-    redact_patterns: list[str] = field(default_factory=list)
+    redact_patterns: tuple = ()
     timeout: float = 10.0
     queue_warn_bytes: int = DEFAULT_QUEUE_WARN_BYTES
     state_dir: str = ""
@@ -213,8 +214,7 @@ def ensure_state_dir(path: str) -> None:
 # ============================================================================ event
 
 
-@dataclass
-class HookEvent:
+class HookEvent(NamedTuple):
     name: str
     session_id: str
     transcript_path: str
@@ -225,7 +225,7 @@ class HookEvent:
     agent_id: str = ""
     agent_transcript_path: str = ""
     permission_mode: str = ""
-    raw: dict = field(default_factory=dict)
+    raw: Any = None
 
 
 class BadEvent(ValueError):
@@ -262,8 +262,7 @@ def parse_event(data: bytes) -> HookEvent:
 # ============================================================================ new bytes -> rows
 
 
-@dataclass
-class Row:
+class Row(NamedTuple):
     """One complete transcript line: where it sits in the file and what it says."""
 
     start: int
@@ -282,6 +281,33 @@ class Row:
 READ_CHUNK = 1 << 20
 
 
+# Claude Code 2.1.x writes the whole API request into the transcript (`api-request-shape`,
+# `api-request-blob`: hundreds of KB per call) and big `attachment` lines. The hook needs nothing
+# from them but an api-request's id and time, so large lines of those kinds are recognised by
+# their first bytes and never decoded.
+BIG_LINE = 4096
+_SKIP_PREFIXES = (b'{"type":"api-request-shape"', b'{"type":"api-request-blob"')
+_API_REQUEST_PREFIX = b'{"type":"api-request",'
+_HEAD_ID_RE = re.compile(rb'"id":"([^"]{1,100})"')
+_HEAD_TS_RE = re.compile(rb'"timestamp":"([^"]{1,40})"')
+_ATTACHMENT_HEAD_RE = re.compile(rb'^\{"parentUuid":(?:null|"[^"]{0,64}"),"isSidechain":(?:true|false),"attachment":\{')
+
+
+def _decode_line(line: bytes) -> Any:
+    if len(line) > BIG_LINE:
+        if line.startswith(_SKIP_PREFIXES) or _ATTACHMENT_HEAD_RE.match(line):
+            return {"type": "skipped"}
+        if line.startswith(_API_REQUEST_PREFIX):
+            head = line[:512]
+            rid, ts = _HEAD_ID_RE.search(head), _HEAD_TS_RE.search(head)
+            if rid and ts:
+                return {"type": "api-request", "id": rid.group(1).decode(), "timestamp": ts.group(1).decode()}
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
+
+
 def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = None) -> Iterator[Row]:
     """Complete JSON lines of an open binary file from byte `start` (up to `stop`).
 
@@ -289,7 +315,7 @@ def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = N
     offset stays before it. Lines that are not JSON objects are skipped (and counted).
     """
     f.seek(start)
-    pos = start
+    pos = start  # file offset of buf[0]
     buf = b""
     while True:
         want = READ_CHUNK if stop is None else min(READ_CHUNK, stop - pos - len(buf))
@@ -298,23 +324,23 @@ def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = N
         chunk = f.read(want)
         if not chunk:
             break
-        buf += chunk
+        buf = buf + chunk if buf else chunk
+        i = 0
         while True:
-            nl = buf.find(b"\n")
+            nl = buf.find(b"\n", i)  # scan by index: re-slicing the rest per line is quadratic
             if nl < 0:
                 break
-            line, buf = buf[:nl], buf[nl + 1 :]
-            line_start, pos = pos, pos + nl + 1
+            line_start, i = pos + i, nl + 1
+            line = buf[line_start - pos : nl]
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                obj = None
+            obj = _decode_line(line)
             if isinstance(obj, dict):
-                yield Row(line_start, pos, obj)
+                yield Row(line_start, pos + i, obj)
             elif bad_lines is not None:
                 bad_lines.append(line_start)
+        buf = buf[i:]
+        pos += i
 
 
 def read_all_rows(path: str) -> list[Row]:
@@ -401,22 +427,20 @@ def user_row_kind(data: dict, previous_kind: str = "") -> str:
 TURN_STARTERS = {"prompt", "slash-command", "task-notification", "synthetic"}
 
 
-@dataclass
 class Generation:
     """One API response, merged from its per-block lines."""
 
-    message_id: str
-    model: str
-    blocks: list = field(default_factory=list)
-    usage: dict = field(default_factory=dict)
-    usage_output_tokens: int = -1
-    stop_reason: str | None = None
-    request_id: str = ""
-    start: str = ""
-    first_ts: str = ""
-    end: str = ""
-    synthetic: bool = False
-    api_error: bool = False
+    __slots__ = ("message_id", "model", "blocks", "usage", "usage_output_tokens", "stop_reason", "request_id",
+                 "start", "first_ts", "end", "synthetic", "api_error")
+
+    def __init__(self, message_id: str, model: str, request_id: str = "", start: str = "", first_ts: str = ""):
+        self.message_id, self.model, self.request_id = message_id, model, request_id
+        self.start, self.first_ts, self.end = start, first_ts, ""
+        self.blocks: list = []
+        self.usage: dict = {}
+        self.usage_output_tokens = -1
+        self.stop_reason: str | None = None
+        self.synthetic = self.api_error = False
 
     @property
     def text(self) -> str:
@@ -428,54 +452,51 @@ class Generation:
         return texts[-1] if texts else ""
 
 
-@dataclass
 class ToolCall:
-    id: str
-    name: str
-    input: Any
-    start: str
-    message_id: str = ""
-    end: str = ""
-    output: Any = None
-    is_error: bool = False
-    has_result: bool = False
-    result_meta: Any = None
-    agent: "Turn | None" = None
-    agent_id: str = ""
-    agent_meta: dict = field(default_factory=dict)
+    """One tool_use block and, once it arrives, its tool_result (paired by id)."""
+
+    __slots__ = ("id", "name", "input", "start", "message_id", "end", "output", "is_error", "has_result",
+                 "result_meta", "agent", "agent_id", "agent_meta")
+
+    def __init__(self, id: str, name: str, input: Any, start: str, message_id: str = ""):
+        self.id, self.name, self.input, self.start, self.message_id = id, name, input, start, message_id
+        self.end = ""
+        self.output: Any = None
+        self.is_error = self.has_result = False
+        self.result_meta: Any = None
+        self.agent: Turn | None = None  # the subagent run this call launched
+        self.agent_id = ""
+        self.agent_meta: dict = {}
 
 
-@dataclass
-class Event:
+class Event(NamedTuple):
     name: str
     ts: str
     uid: str
     level: str = "DEFAULT"
     input: Any = None
-    metadata: dict = field(default_factory=dict)
+    metadata: Any = None
 
 
-@dataclass
 class Turn:
-    key: str
-    kind: str
-    start_offset: int
-    prompt: Any = None
-    prompt_row: dict = field(default_factory=dict)
-    start: str = ""
-    end: str = ""
-    end_offset: int = 0
-    items: list = field(default_factory=list)  # Generation | ToolCall | Event, in file order
-    generations: dict = field(default_factory=dict)
-    tools: dict = field(default_factory=dict)
-    sidechain_rows: list = field(default_factory=list)
-    orphan_results: list = field(default_factory=list)
-    command_expansion: str = ""
-    interrupted: bool = False
-    finished: bool = False  # a turn_duration line or a following prompt closed it
-    hook_durations_ms: list = field(default_factory=list)
-    meta_row: dict = field(default_factory=dict)
-    last_row_ts: str = ""
+    """A prompt and everything up to the next prompt (or one subagent run)."""
+
+    def __init__(self, key: str, kind: str, start_offset: int, prompt: Any = None, prompt_row: dict | None = None,
+                 start: str = "", end: str = "", end_offset: int = 0, meta_row: dict | None = None):
+        self.key, self.kind, self.start_offset, self.prompt = key, kind, start_offset, prompt
+        self.prompt_row: dict = prompt_row or {}
+        self.meta_row: dict = meta_row or {}
+        self.start, self.end, self.end_offset = start, end, end_offset
+        self.items: list = []  # Generation | ToolCall | Event, in file order
+        self.generations: dict = {}
+        self.tools: dict = {}
+        self.sidechain_rows: list = []
+        self.orphan_results: list = []
+        self.command_expansion = ""
+        self.interrupted = False
+        self.finished = False  # a turn_duration line or a following prompt closed it
+        self.hook_durations_ms: list = []
+        self.last_row_ts = ""
 
     @property
     def final_text(self) -> str:
@@ -938,8 +959,7 @@ def _bump(ts: str, fallback: str) -> str:
     return ts or fallback
 
 
-@dataclass
-class TraceContext:
+class TraceContext(NamedTuple):
     session_id: str
     user_id: str
     project: str
@@ -1091,6 +1111,22 @@ def project_name(cwd: str) -> str:
 # everything queued or sent passes through the Redactor first. Rules are anchored on literal
 # needles and compiled once, so megabytes of tool output cost well under 0.5 s per MB.
 
+class _LazyRe:
+    """A regex compiled on first use: most rules never fire in a given hook run, and compiling
+    all of them up front would cost every run several milliseconds."""
+
+    __slots__ = ("_args", "_rx")
+
+    def __init__(self, *args):
+        self._args, self._rx = args, None
+
+    def __getattr__(self, name: str):
+        rx = self._rx
+        if rx is None:
+            rx = self._rx = re.compile(*self._args)
+        return getattr(rx, name)
+
+
 REDACTION_KINDS = (
     "private-key", "anthropic-key", "langfuse-secret-key", "openai-key", "github-token",
     "gitlab-token", "slack-token", "slack-webhook", "google-api-key", "stripe-key",
@@ -1112,7 +1148,7 @@ def _after(prefix_len):
 
 # (kind, literals of which one must occur, regex). One scan per rule: each regex starts with a
 # literal, which the engine finds far faster than a combined alternation could.
-_TOKEN_RULES = tuple((kind, needles, re.compile(pattern)) for kind, needles, pattern in (
+_TOKEN_RULES = tuple((kind, needles, _LazyRe(pattern)) for kind, needles, pattern in (
     ("anthropic-key", ("sk-ant-",), r"sk-ant-" + _after(7) + r"[A-Za-z0-9_\-]{16,}"),
     ("langfuse-secret-key", ("sk-lf-",), r"sk-lf-" + _after(6) + r"[A-Za-z0-9_\-]{8,}"),
     ("openai-key", ("sk-",), r"sk-" + _after(3) + r"(?!ant-|lf-)[A-Za-z0-9_\-]{20,}"),
@@ -1135,40 +1171,40 @@ _TOKEN_RULES = tuple((kind, needles, re.compile(pattern)) for kind, needles, pat
 
 # One search answers "could any token rule match?" for the many short strings of a transcript;
 # long texts use the per-rule literal checks instead (cheaper than an alternation over MBs).
-_TOKEN_TRIGGER_RE = re.compile("|".join(sorted(
+_TOKEN_TRIGGER_RE = _LazyRe("|".join(sorted(
     {re.escape(needle) for _, needles, _ in _TOKEN_RULES for needle in needles})))
 _SHORT_TEXT = 4096
 
-_SLACK_WEBHOOK_RE = re.compile(
+_SLACK_WEBHOOK_RE = _LazyRe(
     r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9_/\-]{10,512})")
 
-_PEM_BEGIN_RE = re.compile(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
-_PEM_END_RE = re.compile(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_BEGIN_RE = _LazyRe(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END_RE = _LazyRe(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_MAX_BODY = 64 * 1024
 # A block cut off before its END line (head -c, truncated tool output): redact what follows.
-_PEM_ORPHAN_BODY_RE = re.compile(r"[A-Za-z0-9+/=\\\s:,\-]{0,%d}" % _PEM_MAX_BODY)
+_PEM_ORPHAN_BODY_RE = _LazyRe(r"[A-Za-z0-9+/=\\\s:,\-]{0,%d}" % _PEM_MAX_BODY)
 
 # Case-insensitive rules below run on an ASCII-lowercased copy of the text.
-_AUTH_HEADER_RE = re.compile(
+_AUTH_HEADER_RE = _LazyRe(
     r"authorization(?<![a-z0-9_][\s\S]{13})"
     r"\\?[\"']?[ \t]{0,8}[:=][ \t]{0,8}\\?[\"']?"
     r"(?:(?P<scheme>bearer|basic|token|bot|apikey|negotiate)[ \t]+)?"
     r"(?P<cred>[^\s'\"\\,;]{1,8192})"
 )
-_BEARER_RE = re.compile(
+_BEARER_RE = _LazyRe(
     r"bearer(?<![a-z0-9_][\s\S]{6})[ \t]+(?P<cred>[a-z0-9\-._~+/]{16,8192}=*)")
-_URL_PASSWORD_RE = re.compile(
+_URL_PASSWORD_RE = _LazyRe(
     r"://(?P<user>[^\s:/?#@'\"<>\[\]\\]{0,256}):(?P<pw>[^\s/?#@'\"<>\\]{1,1024})@")
 # curl -u / --user user:password (checked to be on a curl command line; `docker run -u 1000:1000`
 # and `sort -u` are not credentials).
-_CURL_USER_RE = re.compile(
+_CURL_USER_RE = _LazyRe(
     r"-(?<![^\s'\"][\s\S])(?:-user|u)(?:[ \t]+|=)(?P<q>['\"]?)"
     r"(?P<user>[^\s:'\"]{1,256}):(?P<pw>[^\s'\"]{1,1024})")
-_ASSIGN_KEY_RE = re.compile(
+_ASSIGN_KEY_RE = _LazyRe(
     r"(?:pass|secret|token|key|pwd|auth)[a-z0-9_.\-]{0,60}"
     r"(?P<q>\\?[\"']?)(?P<sep>[ \t]{0,8}(?:=>|:=|=(?!=)|:(?!:))[ \t]{0,8})"
 )
-_ASSIGN_VALUE_RE = re.compile(
+_ASSIGN_VALUE_RE = _LazyRe(
     r"(?P<pfx>[bBrRuUfF]{0,2})(?:"
     r"\"(?P<dqv>[^\"\\\n]{0,8192}(?:\\[^\n][^\"\\\n]{0,8192}){0,64})\""
     # The same inside a JSON-encoded string (a raw transcript line): \"value\".
@@ -1178,8 +1214,8 @@ _ASSIGN_VALUE_RE = re.compile(
     r"|(?P<bare>[^\s'\"`,;\\]{1,8192})"
 )
 _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
-_BRACKET_RE = re.compile(r"[()\[\]{}]")
-_DIGIT_RE = re.compile(r"[0-9]")
+_BRACKET_RE = _LazyRe(r"[()\[\]{}]")
+_DIGIT_RE = _LazyRe(r"[0-9]")
 
 _SECRET_LAST = frozenset((
     "password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "secretkey",
@@ -1207,11 +1243,11 @@ _PLACEHOLDER_WORDS = frozenset((
     "changeme", "secret", "password", "token", "string", "str",
 ))
 _PLACEHOLDER_CHARS = frozenset("xX*.-_#?… ")
-_TEMPLATE_RE = re.compile(r"\$\(|\$\{?[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
-_IDENT_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_DOTTED_RE = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
-_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_NAME_SPLIT_RE = re.compile(r"[^a-z0-9]+")
+_TEMPLATE_RE = _LazyRe(r"\$\(|\$\{?[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
+_IDENT_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*")
+_DOTTED_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
+_CAMEL_RE = _LazyRe(r"(?<=[a-z0-9])(?=[A-Z])")
+_NAME_SPLIT_RE = _LazyRe(r"[^a-z0-9]+")
 
 
 def _name_segments(name):
@@ -1269,7 +1305,7 @@ def _is_placeholder(value):
     return False
 
 
-_CREDENTIAL_CHAR_RE = re.compile(r"[0-9+/=_\-]|[a-z][A-Z]")
+_CREDENTIAL_CHAR_RE = _LazyRe(r"[0-9+/=_\-]|[a-z][A-Z]")
 
 
 def _credential_like(value):
@@ -1900,8 +1936,7 @@ def queue_append(paths: Paths, records: list[dict]) -> None:
         _append_lines(paths.queue, lines)
 
 
-@dataclass
-class QueueEntry:
+class QueueEntry(NamedTuple):
     line_no: int
     raw: bytes
     record: dict | None
@@ -1990,8 +2025,7 @@ MAX_EMITTED = 400
 # ============================================================================ hook (critical path)
 
 
-@dataclass
-class CollectResult:
+class CollectResult(NamedTuple):
     records: list
     entry: dict
     turns_seen: int = 0
@@ -2159,12 +2193,15 @@ def start_sender(paths: Paths, settings: Settings, log) -> None:
 
 def spawn_detached(argv: list[str], log) -> None:
     """A child that outlives Claude Code (own session, no terminal, no pipes back to the hook)."""
-    import subprocess
-
+    # posix_spawn, not subprocess: the hook then needs no subprocess import (a few ms of every
+    # Stop). Our own descriptors are close-on-exec (PEP 446); 0-2 go to /dev/null, so Claude Code
+    # never waits on a pipe the sender holds; setsid detaches it from the session.
+    null = os.devnull
+    actions = [(os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0), (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0)]
     try:
-        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True, cwd="/")
-    except OSError as e:
+        os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+    except (OSError, AttributeError, TypeError) as e:
         log.error("could not start %s (%s); the queue is kept; run `%s drain`", argv[-1], e, os.path.abspath(__file__))
 
 
@@ -2321,16 +2358,17 @@ _ENGINES: dict[str, "_Engine"] = {}
 _ENGINES_LOCK: Any = None  # created with the SDK imports
 
 
-@dataclass(frozen=True)
-class SendSettings:
+class SendSettings(NamedTuple):
     public_key: str
-    secret_key: str = field(repr=False)
+    secret_key: str
     base_url: str = "http://localhost:3050"
     timeout: float = 10.0
 
+    def __repr__(self) -> str:  # never print the secret
+        return f"SendSettings(public_key={self.public_key!r}, base_url={self.base_url!r}, timeout={self.timeout!r})"
 
-@dataclass(frozen=True)
-class Delivery:
+
+class Delivery(NamedTuple):
     outcome: str  # "accepted" | "auth" | "retry" | "dead"
     http_status: Optional[int]
     detail: str
@@ -2343,8 +2381,7 @@ class BadRecord(ValueError):
 # --------------------------------------------------------------------------- record → plan
 
 
-@dataclass
-class _Obs:
+class _Obs(NamedTuple):
     id: str
     parent_id: Optional[str]
     type: str
@@ -2354,8 +2391,7 @@ class _Obs:
     kwargs: dict[str, Any]
 
 
-@dataclass
-class _Plan:
+class _Plan(NamedTuple):
     trace_id: str
     order: list[_Obs]  # parents before children
     trace_attributes: dict[str, Any]
@@ -3014,14 +3050,11 @@ NOKEYS_ADVICE = "no Langfuse keys configured: run scripts/install-hook.sh or set
 NOSDK_ADVICE = "the langfuse SDK is not importable by {python}: rerun scripts/install-hook.sh (it creates ~/.claude/langfuse/venv); the queue is kept"
 
 
-@dataclass
 class DrainSummary:
-    sent: int = 0
-    dead: int = 0
-    kept: int = 0
-    corrupt: int = 0
-    stopped_by: str = ""  # "", "auth", "retry", "nokeys", "nosdk", "unreachable", "busy"
-    detail: str = ""
+    def __init__(self) -> None:
+        self.sent = self.dead = self.kept = self.corrupt = 0
+        self.stopped_by = ""  # "", "auth", "retry", "nokeys", "nosdk"
+        self.detail = ""
 
 
 def reachable(base_url: str, timeout: float = 1.5) -> tuple[bool, str]:

@@ -126,6 +126,22 @@ def loadavg() -> list[float]:
 
 # ------------------------------------------------------------------------------ stand-in process
 
+
+def remove_tree(path: pathlib.Path, wait_s: float = 10.0) -> None:
+    """rmtree that waits out a detached sender still finishing in the folder."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            shutil.rmtree(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 class StandinProcess:
     """tests/langfuse_standin.py in its own process, recording every span with its receive time."""
 
@@ -459,7 +475,7 @@ class Bench:
                  "stop_hook_active": False, "last_assistant_message": last_text, "background_tasks": [], "session_crons": []}
         return event, offsets[-2][0] if len(offsets) > 1 else 0
 
-    def replay(self, event: dict, state_dir: pathlib.Path, repeats: int) -> dict:
+    def replay(self, event: dict, state_dir: pathlib.Path, repeats: int) -> dict:  # noqa: C901
         """Run the hook on `event` under a wrapper that reports the child's peak RSS and wall time.
 
         A fresh wrapper per run, so RUSAGE_CHILDREN holds exactly one hook process. The state
@@ -474,9 +490,12 @@ class Bench:
                "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}
         pristine = state_dir.with_name(state_dir.name + ".pristine")
         shutil.copytree(state_dir, pristine)
+        # a sender backing off: the replayed hook queues as live but starts no sender, so nothing
+        # keeps writing into the folder between repeats, and the RSS is the hook's alone
+        (pristine / "langfuse_sender.json").write_text(json.dumps({"next_attempt_epoch": time.time() + 3600}))
         out = []
         for _ in range(repeats):
-            shutil.rmtree(state_dir)
+            remove_tree(state_dir)  # the previous run's sender may still be writing its log there
             shutil.copytree(pristine, state_dir)
             proc = subprocess.run([self.python, "-c", wrapper] + self.hook_argv, input=json.dumps(event).encode(),
                                   capture_output=True, env=env, timeout=600)

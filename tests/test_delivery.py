@@ -670,7 +670,7 @@ def test_hook_returns_while_the_server_holds_the_senders_request_open(rig, langf
 
 # ------------------------------------------------------------------------------ real transcript
 
-SAMPLES = pathlib.Path("/work/shared/transcripts")
+from samples import SAMPLES  # noqa: E402
 BIG_SAMPLE = "dkimuson-claude-code-viewer__fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl"
 
 

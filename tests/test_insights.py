@@ -23,7 +23,7 @@ import insights
 import langfuse_hook
 
 HOOKS = pathlib.Path(__file__).resolve().parent.parent / "hooks"
-SAMPLES = pathlib.Path("/work/shared/transcripts")
+from samples import SAMPLES  # noqa: E402
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 SONNET = "claude-sonnet-4-5-20250929"
 UNKNOWN_MODEL = "claude-sonnet-5"

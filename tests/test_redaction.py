@@ -18,7 +18,7 @@ import random
 
 import pytest
 
-TRANSCRIPTS = pathlib.Path("/work/shared/transcripts")
+from samples import SAMPLES as TRANSCRIPTS  # noqa: E402
 
 AWS_ID = "AKIAZ3MHQ7W2EXAMPL3X"
 AWS_SESSION_ID = "ASIAY4NR8P2QK6VJTW5D"

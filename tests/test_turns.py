@@ -17,8 +17,8 @@ import langfuse_hook as h
 from transcript_factory import (HookRunner, Transcript, children, image, observations, root, session_end_event, stop_event,
                                 subagent_stop_event, text, thinking, tool_use)
 
-SAMPLES = pathlib.Path("/work/shared/transcripts")
-needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason="sample transcripts folder /work/shared/transcripts absent")
+from samples import SAMPLES  # noqa: E402
+needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample transcripts folder {SAMPLES} absent")
 
 FE5E = "dkimuson-claude-code-viewer__fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl"
 C037 = "dkimuson-claude-code-viewer__5c0375b4-57a5-4f26-b12d-d022ee4e51b7.jsonl"

@@ -15,7 +15,13 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+# the dependencies pyproject.toml pins (runtime + test), without installing the project itself
+.venv/bin/python - <<'PY' > .venv/requirements-test.txt
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["test"]))
+PY
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r .venv/requirements-test.txt
 
 if [[ -z "${CLAUDE_CLI:-}" ]]; then
     if CLAUDE_CLI="$(scripts/install-claude-cli.sh)"; then

@@ -187,6 +187,17 @@ def get_logger(settings: Settings):
     return logger
 
 
+def display_url(url: str) -> str:
+    """A URL as it may appear in logs and status: without user:password."""
+    if "@" not in url:
+        return url
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+
+
 class LazyLog:
     """The hook's logger, but `logging` is imported only when a line is really written."""
 
@@ -456,7 +467,7 @@ class ToolCall:
     """One tool_use block and, once it arrives, its tool_result (paired by id)."""
 
     __slots__ = ("id", "name", "input", "start", "message_id", "end", "output", "is_error", "has_result",
-                 "result_meta", "agent", "agent_id", "agent_meta")
+                 "result_meta", "agent", "agent_id", "agent_meta", "agent_run")
 
     def __init__(self, id: str, name: str, input: Any, start: str, message_id: str = ""):
         self.id, self.name, self.input, self.start, self.message_id = id, name, input, start, message_id
@@ -467,6 +478,7 @@ class ToolCall:
         self.agent: Turn | None = None  # the subagent run this call launched
         self.agent_id = ""
         self.agent_meta: dict = {}
+        self.agent_run = ""  # set when one agent file serves several calls (resumed agents)
 
 
 class Event(NamedTuple):
@@ -841,15 +853,18 @@ class SubagentFinder:
             return
         if turn.sidechain_rows:
             attach_inline_sidechains(turn, calls)
+        runs_taken: dict[str, set] = {}  # agent file -> run starts already given to a call of this turn
         for call in calls:
             if call.agent is not None:
                 continue
             path, meta = self.find(call)
             if not path:
                 continue
-            rows = read_all_rows(path)
+            rows = self._rows_of_run(read_all_rows(path), call, runs_taken.setdefault(path, set()))
             if not rows:
                 continue
+            if len(runs_taken[path]) > 1:
+                call.agent_run = f"{call.agent_id or path}:{call.id}"  # a resumed agent: one observation per run
             agent_turn = next(group_turns(rows, single_turn=True), None)
             if agent_turn is None:
                 continue
@@ -858,6 +873,27 @@ class SubagentFinder:
                 call.agent_id = str(rows[0].data.get("agentId") or meta.get("agentId") or "")
             if depth < 4:
                 self.attach(agent_turn, depth + 1)
+
+
+    @staticmethod
+    def _rows_of_run(rows: list[Row], call: ToolCall, taken: set) -> list[Row]:
+        """The part of an agent file that this call ran: a resumed agent (Task `resume`) appends a new
+        run, starting with the call's prompt, to the same file."""
+        starts = [i for i, r in enumerate(rows) if r.type == "user" and user_row_kind(r.data) in ("prompt", "slash-command")]
+        if len(starts) <= 1:
+            if taken:
+                return []  # one run only, and another call of this turn has it
+            taken.add(0)
+            return rows
+        want = str((call.input or {}).get("prompt", "")).strip() if isinstance(call.input, dict) else ""
+        pick = next((i for i in starts if i not in taken and content_text((rows[i].data.get("message") or {}).get("content")).strip() == want), None)
+        if pick is None:
+            pick = next((i for i in starts if i not in taken), None)
+        if pick is None:
+            return []
+        taken.add(pick)
+        end = next((i for i in starts if i > pick), len(rows))
+        return rows[pick:end]
 
 
 def attach_inline_sidechains(turn: Turn, calls: list[ToolCall]) -> None:
@@ -937,6 +973,8 @@ def block_for_output(b: dict) -> dict:
 COMMAND_RE = re.compile(r"<command-name>\s*(.*?)\s*</command-name>", re.S)
 COMMAND_ARGS_RE = re.compile(r"<command-args>\s*(.*?)\s*</command-args>", re.S)
 TASK_SUMMARY_RE = re.compile(r"<summary>\s*(.*?)\s*</summary>", re.S)
+TASK_TOOL_USE_RE = re.compile(r"<tool-use-id>\s*([^<\s]+)\s*</tool-use-id>")
+TASK_ID_RE = re.compile(r"<task-id>\s*([^<\s]+)\s*</task-id>")
 
 
 def turn_title(turn: Turn) -> str:
@@ -994,7 +1032,7 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
                 meta.update({f"result.{k}": v for k, v in item.result_meta.items() if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)})
             level, status = "DEFAULT", None
             if item.is_error:
-                level, status = "ERROR", (item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False))[:500]
+                level, status = "ERROR", item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False)
             elif not item.has_result:
                 level, status = "WARNING", "no tool result in the transcript (interrupted or still running)"
             end = item.end or turn_end or item.start
@@ -1009,7 +1047,7 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
 
 def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[dict]:
     agent = call.agent
-    natural = call.agent_id or call.id
+    natural = call.agent_run or call.agent_id or call.id
     agent_obs_id = observation_id(trace_id, "agent", natural)
     meta = {"agent_id": call.agent_id, **{k: v for k, v in call.agent_meta.items() if isinstance(v, (str, int, float, bool))}}
     description = call.agent_meta.get("description") or (call.input or {}).get("description") if isinstance(call.input, dict) else None
@@ -1067,7 +1105,11 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     level = "WARNING" if turn.interrupted else "DEFAULT"
     root = _obs(root_id, None, "span", turn_title(turn), turn.start, end, input=prompt, output=output, metadata=root_meta, level=level,
                 status="interrupted by the user" if turn.interrupted else None)
-    observations = [root] + turn_observations(turn, trace_id, root_id, end)
+    observations, seen_ids = [], set()
+    for ob in [root] + turn_observations(turn, trace_id, root_id, end):
+        if ob["id"] not in seen_ids:  # a record with a duplicate id could never be delivered
+            seen_ids.add(ob["id"])
+            observations.append(ob)
     tags = ["claude-code"] + ([ctx.project] if ctx.project else [])
     if turn.kind == "task-notification":
         tags.append("task-notification")
@@ -1755,16 +1797,23 @@ def image_placeholder(block):
     return "[%s: %s]" % (label, media_type if kind == "base64" else (kind or "unknown source"))
 
 
+STATUS_MESSAGE_CHARS = 500
+
+
 def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
     """Redact secrets and cut oversized fields in every text a record carries."""
     total = 0
     for ob in record["observations"]:
+        ob["name"], n = redactor.redact_text(ob["name"])
+        total += n
         for fname in ("input", "output", "metadata", "status_message"):
             value = ob.get(fname)
             if value is None:
                 continue
             value, n = redactor.redact_value(value)
             total += n
+            if fname == "status_message" and isinstance(value, str):
+                value = value[:STATUS_MESSAGE_CHARS]  # cut after redaction, never through a secret
             if fname in ("input", "output"):
                 value, info = truncate_json_value(value, max_chars)  # after redaction: a cut must not split a secret
                 if info:
@@ -2068,12 +2117,27 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
                 agents[call.id] = link
                 if call.agent_id:
                     agents[call.agent_id] = link
-        if emitted.get(turn.key) == rev:
-            return
-        rec["rev"] = rev
-        emitted.pop(turn.key, None)
-        emitted[turn.key] = rev
-        sink(rec)
+        if emitted.get(turn.key) != rev:
+            rec["rev"] = rev
+            emitted.pop(turn.key, None)
+            emitted[turn.key] = rev
+            sink(rec)
+        if turn.kind == "task-notification":
+            # the background agent it reports on has finished, so its file is complete now (at its
+            # SubagentStop the last line often was not yet): refresh the turn that launched it
+            text = prompt_text(turn.prompt)
+            for rx in (TASK_TOOL_USE_RE, TASK_ID_RE):
+                m = rx.search(text)
+                link = agents.get(m.group(1)) if m else None
+                if link and link["start"] < turn.start_offset:
+                    reemit(link)
+                    break
+
+    def reemit(link: dict) -> None:
+        with open(path, "rb") as f2:
+            old = next(group_turns(iter_rows(f2, link["start"], link["end"])), None)
+        if old is not None and old.key == link.get("key", old.key):
+            emit(old, link["turn_number"], None)
 
     seen = 0
     with open(path, "rb") as f:
@@ -2104,10 +2168,7 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
         if event.name == "SubagentStop" and event.agent_id:
             link = agents.get(event.agent_id) or agents.get(str(finder.meta_for_agent(event.agent_id).get("toolUseId") or ""))
             if link and link["start"] < new_offset:
-                # the turn that launched this background agent is behind us: re-emit it whole
-                old = next(group_turns(iter_rows(f, link["start"], link["end"])), None)
-                if old is not None:
-                    emit(old, link["turn_number"], None)
+                reemit(link)  # the turn that launched this background agent is behind us
         tail = _tail_hash(f, new_offset) if new_offset else ""
 
     if len(emitted) > MAX_EMITTED:
@@ -2146,7 +2207,7 @@ def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
     if event.name == "SubagentStop" and not event.agent_id:
-        log.debug("SubagentStop without agent_id (a main-thread stop); treated as a Stop")
+        log.debug("SubagentStop without agent_id (a main-thread stop): the session's transcript is read as usual")
     key = state_key(event.session_id, event.transcript_path)
     lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
     if not lock.acquire():
@@ -2171,6 +2232,36 @@ def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
         lock.release()
     if settings.enabled and os.path.exists(paths.queue) and os.path.getsize(paths.queue) > 0:
         start_sender(paths, settings, log)
+
+
+def skip_while_disabled(stdin_bytes: bytes, settings: Settings) -> None:
+    """Tracing is off (TRACE_TO_LANGFUSE=false): move the cursor past everything said so far,
+    reading nothing, so that turning tracing back on never uploads what was said while it was off."""
+    try:
+        event = parse_event(stdin_bytes)
+    except BadEvent:
+        return
+    if not os.path.isfile(event.transcript_path):
+        return
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire():
+        return  # the next run moves it
+    try:
+        key = state_key(event.session_id, event.transcript_path)
+        entry = dict(load_state(paths)["transcripts"].get(key) or {}, session_id=event.session_id, path=event.transcript_path)
+        with open(event.transcript_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - READ_CHUNK))
+            tail = f.read()
+            end = size - (len(tail) - tail.rfind(b"\n") - 1) if b"\n" in tail else entry.get("offset", 0)
+            entry.update(offset=end, inode=os.fstat(f.fileno()).st_ino, size_seen=size, tail=_tail_hash(f, end) if end else "",
+                         updated=now_iso(), updated_epoch=time.time(), paused=True)
+        entry.setdefault("emitted", {})
+        update_state_entry(paths, key, entry)
+    finally:
+        lock.release()
 
 
 def start_sender(paths: Paths, settings: Settings, log) -> None:
@@ -2268,6 +2359,7 @@ def hook_main() -> None:
         data = sys.stdin.buffer.read(64 * 1024 * 1024)
         settings = load_settings()
         if not settings.enabled:
+            skip_while_disabled(data, settings)
             return
         run_hook(data, settings)
     except BaseException as e:  # the hook must never hurt Claude Code
@@ -2846,7 +2938,7 @@ class _Engine:
         self.client = Langfuse(
             public_key=settings.public_key,
             secret_key=settings.secret_key,
-            base_url=settings.base_url.rstrip("/"),
+            base_url=display_url(settings.base_url).rstrip("/"),
             timeout=max(1, math.ceil(settings.timeout)),
             tracer_provider=self.provider,
             span_exporter=self.exporter,
@@ -2877,7 +2969,7 @@ class Sender:
         if not settings.public_key or not settings.secret_key:
             raise ValueError("Langfuse public and secret keys are required")
         if not settings.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"Langfuse base URL must start with http:// or https://: {settings.base_url!r}")
+            raise ValueError(f"Langfuse base URL must start with http:// or https://: {display_url(settings.base_url)!r}")
         self.settings = settings
         _import_sdk()
         # The SDK would swap base64 images in inputs for media references and upload
@@ -3037,7 +3129,7 @@ class Sender:
 
 
 def open_sender(settings: Settings):
-    return Sender(SendSettings(public_key=settings.public_key, secret_key=settings.secret_key, base_url=settings.base_url, timeout=settings.timeout))
+    return Sender(SendSettings(public_key=settings.public_key, secret_key=settings.secret_key, base_url=display_url(settings.base_url), timeout=settings.timeout))
 
 
 # ============================================================================ sender loop
@@ -3098,7 +3190,7 @@ def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, de
     log.error("%s", advice)
 
 
-def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = True) -> DrainSummary:
+def drain_queue(settings: Settings, log, progress=None) -> DrainSummary:
     """Send the queue oldest first; a record leaves the queue only after the server accepted it."""
     paths = Paths(settings.state_dir)
     summary = DrainSummary()
@@ -3112,8 +3204,9 @@ def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = T
     latest: dict[str, dict] = {}
     for e in entries:
         if e.record is not None:
-            latest.pop(e.record["key"], None)  # re-insert: a newer version keeps the first slot's age order below
-            latest[e.record["key"]] = e.record
+            seen = latest.get(e.record["key"])
+            if seen is None or (e.record.get("queued_at") or "") >= (seen.get("queued_at") or ""):
+                latest[e.record["key"]] = e.record  # the newest version of a turn is the one Langfuse must end with
     order = sorted(latest.values(), key=lambda r: r.get("queued_at") or "")
     if summary.corrupt:
         log.error("moved %d corrupt queue line(s) to %s; the rest of the queue is unaffected", summary.corrupt, paths.dead)
@@ -3128,7 +3221,7 @@ def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = T
     ok, why = reachable(settings.base_url)
     if not ok:
         summary.stopped_by, summary.kept, summary.detail = "retry", len(order), why
-        _record_failure(paths, settings, "retry", None, why, RETRY_ADVICE.format(url=settings.base_url, detail=why), log)
+        _record_failure(paths, settings, "retry", None, why, RETRY_ADVICE.format(url=display_url(settings.base_url), detail=why), log)
         queue_remove(paths, done, dead)
         return summary
     try:
@@ -3138,7 +3231,7 @@ def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = T
         _record_failure(paths, settings, "nosdk", None, str(e), NOSDK_ADVICE.format(python=sys.executable), log)
         queue_remove(paths, done, dead)
         return summary
-    last_commit = time.monotonic()
+    last_commit, commit_cost = time.monotonic(), 0.0
     try:
         for i, record in enumerate(order):
             delivery = sender.send(record)
@@ -3154,15 +3247,19 @@ def drain_queue(settings: Settings, log, progress=None, ignore_backoff: bool = T
                 summary.stopped_by, summary.detail = delivery.outcome, delivery.detail
                 summary.kept = len(order) - i
                 if delivery.outcome == "auth":
-                    advice = AUTH_ADVICE.format(config=settings.config_path, url=settings.base_url)
+                    advice = AUTH_ADVICE.format(config=settings.config_path, url=display_url(settings.base_url))
                 else:
-                    advice = RETRY_ADVICE.format(url=settings.base_url, detail=delivery.detail)
+                    advice = RETRY_ADVICE.format(url=display_url(settings.base_url), detail=delivery.detail)
                 _record_failure(paths, settings, delivery.outcome, delivery.http_status, delivery.detail, advice, log)
                 break
             if progress:
                 progress(i + 1, len(order), summary)
-            if time.monotonic() - last_commit > 1.0:
+            # Rewriting the queue holds the lock hooks append under: with a big backlog, commit
+            # rarely enough that hooks wait at most ~5 % of the time (a crash only means resends).
+            if time.monotonic() - last_commit > max(1.0, 20 * commit_cost):
+                t0 = time.monotonic()
                 queue_remove(paths, done, dead)
+                commit_cost = time.monotonic() - t0
                 done, dead = {}, []
                 last_commit = time.monotonic()
     finally:
@@ -3279,7 +3376,7 @@ def collect_status(settings: Settings) -> dict:
     if not settings.has_keys:
         warnings.append(NOKEYS_ADVICE)
     return {
-        "enabled": settings.enabled, "base_url": settings.base_url, "public_key": _mask_key(settings.public_key),
+        "enabled": settings.enabled, "base_url": display_url(settings.base_url), "public_key": _mask_key(settings.public_key),
         "secret_key_set": bool(settings.secret_key), "config_path": settings.config_path, "state_dir": settings.state_dir,
         "queue_records": len(records), "queue_turns": len(keys), "queue_bytes": queue_bytes, "queue_oldest": oldest or None,
         "queue_corrupt_lines": sum(1 for e in entries if e.record is None and e.error != "incomplete last line"),
@@ -3315,14 +3412,18 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
 
 
 def retry_dead_letters(paths: Paths) -> int:
-    """Move dead letters that still hold a record back into the queue."""
+    """Move dead letters that still hold a record back into the queue.
+
+    A dead record whose turn has a newer version waiting in the queue is dropped instead: the
+    newer version holds everything it had, and must not be shadowed by the old one."""
     with FileLock(paths.queue_lock, timeout=30):
         try:
             with open(paths.dead, "rb") as f:
                 lines = f.read().splitlines()
         except FileNotFoundError:
             return 0
-        back, keep = [], []
+        queued = {e.record["key"] for e in queue_read(paths.queue) if e.record is not None}
+        back, keep, superseded = [], [], 0
         for line in lines:
             try:
                 d = json.loads(line)
@@ -3330,11 +3431,16 @@ def retry_dead_letters(paths: Paths) -> int:
                 keep.append(line + b"\n")
                 continue
             if isinstance(d, dict) and isinstance(d.get("record"), dict):
-                back.append(json.dumps(d["record"], ensure_ascii=False).encode() + b"\n")
+                if d["record"].get("key") in queued:
+                    superseded += 1
+                    continue
+                queued.add(d["record"].get("key"))
+                back.append(json.dumps(dict(d["record"], queued_at=now_iso()), ensure_ascii=False).encode() + b"\n")
             else:
                 keep.append(line + b"\n")
         if back:
             _append_lines(paths.queue, back)
+        if back or superseded:
             write_atomic(paths.dead, b"".join(keep))
         return len(back)
 
@@ -3344,14 +3450,14 @@ def cmd_drain(settings: Settings, retry_dead: bool) -> int:
     log = get_logger(settings)
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
-    if retry_dead:
-        n = retry_dead_letters(paths)
-        print(f"moved {n} dead letter(s) back into the queue", file=sys.stderr)
     lock = FileLock(paths.sender_lock, timeout=60)
     if not lock.acquire():
         print("a background sender is busy for over 60 s; try again, or see `status`", file=sys.stderr)
         return 1
     try:
+        if retry_dead:
+            n = retry_dead_letters(paths)
+            print(f"moved {n} dead letter(s) back into the queue", file=sys.stderr)
         def progress(done: int, total: int, s: DrainSummary) -> None:
             print(f"\rsending {done}/{total}  (sent {s.sent}, dead {s.dead})", end="", file=sys.stderr, flush=True)
 
@@ -3630,18 +3736,18 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
         except ValueError:
             version_text = ""
     if code is None:
-        checks.append(("server reachable", False, f"{settings.base_url}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL"))
+        checks.append(("server reachable", False, f"{display_url(settings.base_url)}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL"))
     elif not server_ok:
-        checks.append(("server reachable", False, f"{settings.base_url}/api/public/health answered {code}: the server is starting or unhealthy; `docker compose ps` and `docker compose logs langfuse-web`"))
+        checks.append(("server reachable", False, f"{display_url(settings.base_url)}/api/public/health answered {code}: the server is starting or unhealthy; `docker compose ps` and `docker compose logs langfuse-web`"))
     else:
         new_enough = _version_tuple(version_text) >= MIN_SERVER_VERSION if version_text else False
-        checks.append(("server reachable", True, f"{settings.base_url} (Langfuse {version_text or 'unknown version'})"))
+        checks.append(("server reachable", True, f"{display_url(settings.base_url)} (Langfuse {version_text or 'unknown version'})"))
         checks.append(("server version >= 4.59", new_enough, f"Langfuse {version_text}" if new_enough else
                        f"Langfuse {version_text or '(version not reported)'} is too old for SDK 5: upgrade the server images to >= 4.59 (docker-compose.yml)"))
     if server_ok and settings.has_keys:
         code, body = _http_get(settings.base_url + "/api/public/projects", timeout=5, auth=(settings.public_key, settings.secret_key))
         checks.append(("keys accepted", code == 200, "the project accepts the keys" if code == 200 else
-                       (AUTH_ADVICE.format(config=settings.config_path, url=settings.base_url) if code in (401, 403) else f"/api/public/projects answered {code}: {body[:200]}")))
+                       (AUTH_ADVICE.format(config=settings.config_path, url=display_url(settings.base_url)) if code in (401, 403) else f"/api/public/projects answered {code}: {body[:200]}")))
     st = collect_status(settings)
     queue_ok = not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])
     detail = f"{st['queue_turns']} waiting, {st['dead_letters']} dead letter(s)"

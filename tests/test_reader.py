@@ -361,12 +361,17 @@ def test_hook_files_are_private(tmp_path, session):
 
 
 @pytest.mark.parametrize("value", ["false", "0", "off"])
-def test_tracing_off_writes_nothing(tmp_path, session, value):
+def test_tracing_off_queues_nothing_and_only_moves_the_cursor(tmp_path, session, value):
     session.simple_turn("one", "answer one")
     proc = run_hook_process(json.dumps(stop_event(session, "answer one")).encode(), hook_env(tmp_path, TRACE_TO_LANGFUSE=value))
     assert proc.returncode == 0 and proc.stdout == b""
-    assert not (tmp_path / "state").exists()
-    assert not (tmp_path / "home" / ".claude" / "state").exists()
+    state = tmp_path / "state"
+    # nothing of the turn is kept: no queue, no log; only the cursor moves past what was said
+    # while tracing was off, so turning it back on never uploads that stretch
+    assert sorted(p.name for p in state.iterdir()) == ["langfuse_state.json", "locks"]
+    entry = next(iter(json.loads((state / "langfuse_state.json").read_text())["transcripts"].values()))
+    assert entry["offset"] == os.path.getsize(session.path) and entry["emitted"] == {}
+    assert "answer one" not in (state / "langfuse_state.json").read_text()
 
 
 def test_records_are_deterministic_and_dated_by_the_transcript(tmp_path, session):

@@ -591,7 +591,9 @@ class TurnBuilder:
                     ukind = "meta"
             if self.current is None:
                 if not starts:
-                    # rows before any prompt (or after an offset reset mid-turn) have no turn to join
+                    if ukind == "meta" and d.get("promptId") and not self.single_turn:
+                        self.held.append((row, ukind, ts))  # a companion line read before its turn's first line
+                    # other rows before any prompt (or after an offset reset mid-turn) have no turn to join
                     if ts:
                         self.last_ts = ts
                     return finished

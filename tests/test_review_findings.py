@@ -257,3 +257,19 @@ def test_turn_that_resumes_its_own_subagent_can_be_sent(tmp_path, runner):
         h.build_plan(record)
     except h.BadRecord as e:
         pytest.fail(f"the sender dead-letters this turn: {e}")
+
+
+# ------------------------------------------------------------------------------------------------
+# A task-notification turn whose companion line comes first: re-reading the open turn from that
+# line must give the same record, not a second version without the companion.
+
+
+def test_rereading_a_turn_that_starts_with_its_companion_line_changes_nothing(session, runner):
+    session.simple_turn("start a background job", "started")
+    runner.run(stop_event(session, "started"))
+    session.task_notification("a1b2c3d4e5f6a7b8c", 'Agent "job" completed')
+    session.respond(text("The job finished."))
+    first = runner.run(stop_event(session, "The job finished."))
+    assert [r["trace"]["name"] for r in first if r["trace"]["name"].startswith("Task notification")]
+    again = runner.run(stop_event(session, "The job finished."))
+    assert again == [], f"the open turn was queued again on a re-read: {[r['trace']['name'] for r in again]}"

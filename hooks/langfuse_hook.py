@@ -1975,7 +1975,9 @@ def _append_lines(path: str, lines: list[bytes]) -> None:
         os.close(fd)
 
 
-def queue_append(paths: Paths, records: list[dict]) -> None:
+def queue_append(paths: Paths, records: list[dict], lock_timeout: float = 2.0) -> None:
+    """Append records to the queue. The hook waits for the queue lock briefly: on a timeout its
+    cursor does not move and the next run queues the same turns, so Claude Code never waits long."""
     if not records:
         return
     stamp = now_iso()
@@ -1983,7 +1985,7 @@ def queue_append(paths: Paths, records: list[dict]) -> None:
     for r in records:
         r = dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))
         lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
-    with FileLock(paths.queue_lock, timeout=10):
+    with FileLock(paths.queue_lock, timeout=lock_timeout):
         _append_lines(paths.queue, lines)
 
 
@@ -2227,7 +2229,12 @@ def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
         result = collect_records(event, entry, settings, redactor, log)
         if result.bad_lines:
             log.warning("skipped %d unreadable line(s) in %s", result.bad_lines, event.transcript_path)
-        queue_append(paths, result.records)  # durable before the cursor moves
+        try:
+            queue_append(paths, result.records)  # durable before the cursor moves
+        except LockTimeout:
+            log.warning("the queue was busy (a sender rewriting a large backlog); the cursor stays, the next run "
+                        "queues these %d record(s); nothing is lost", len(result.records))
+            return
         update_state_entry(paths, key, result.entry)
         log.debug("%s %s: %d turn(s) read, %d record(s) queued", event.name, event.session_id, result.turns_seen, len(result.records))
     finally:
@@ -3617,7 +3624,7 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
 
     def flush_batch() -> None:
         if batch and not dry_run:
-            queue_append(paths, batch)
+            queue_append(paths, batch, lock_timeout=120)
         batch.clear()
 
     for path, size, cwd in candidates:

@@ -1,8 +1,5 @@
-"""Defects found in an independent review of hooks/langfuse_hook.py.
-
-Each test reproduces one defect a user would notice. It fails on the reviewed code and passes
-once the defect is fixed; the review report names the cause (file:line) and the proposed fix.
-"""
+"""Regressions: defects found in an independent review of hooks/langfuse_hook.py, each reproduced
+as a user would notice it (they failed on the reviewed code and pass since the fixes)."""
 from __future__ import annotations
 
 import json
@@ -273,3 +270,23 @@ def test_rereading_a_turn_that_starts_with_its_companion_line_changes_nothing(se
     assert [r["trace"]["name"] for r in first if r["trace"]["name"].startswith("Task notification")]
     again = runner.run(stop_event(session, "The job finished."))
     assert again == [], f"the open turn was queued again on a re-read: {[r['trace']['name'] for r in again]}"
+
+
+# ------------------------------------------------------------------------------------------------
+# The hook never waits long on a queue a sender is rewriting: it leaves its cursor and the next run
+# queues the same turns.
+
+
+def test_busy_queue_makes_the_hook_skip_not_wait_and_nothing_is_lost(session, runner):
+    session.simple_turn("one", "answer one")
+    lock = h.FileLock(runner.paths.queue_lock, timeout=0)
+    h.ensure_state_dir(runner.paths.dir)
+    assert lock.acquire(blocking=False)  # a sender in the middle of a long rewrite
+    try:
+        assert runner.run(stop_event(session, "answer one")) == []
+        assert any("queue was busy" in line for line in runner.logs)
+        assert runner.entry(session).get("offset", 0) == 0  # the cursor did not move
+    finally:
+        lock.release()
+    [record] = runner.run(stop_event(session, "answer one"))
+    assert record["trace"]["name"] == "one"

@@ -117,11 +117,14 @@ def load_settings(environ: dict | None = None) -> Settings:
                     return value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else str(value)
         return None
 
+    problems = [error] if error else []
+
     def number(name: str, default: float, cast=float) -> float:
         raw = get(name)
         try:
             return cast(raw) if raw is not None else default
         except ValueError:
+            problems.append(f"{name}={raw!r} is not a number; using {default:g}")
             return default
 
     patterns_raw = env.get("CC_LANGFUSE_REDACT_PATTERNS")
@@ -152,9 +155,9 @@ def load_settings(environ: dict | None = None) -> Settings:
         redact_patterns=patterns,
         timeout=max(0.5, number("CC_LANGFUSE_TIMEOUT", 10.0)),
         queue_warn_bytes=int(number("CC_LANGFUSE_QUEUE_WARN_MB", DEFAULT_QUEUE_WARN_BYTES / 1048576) * 1048576),
-        state_dir=env.get("CC_LANGFUSE_STATE_DIR") or default_state_dir(),
+        state_dir=os.path.expanduser(get("CC_LANGFUSE_STATE_DIR") or default_state_dir()),
         config_path=config_path,
-        config_error=error,
+        config_error="; ".join(problems),
     )
 
 
@@ -2207,7 +2210,7 @@ def run_hook(stdin_bytes: bytes, settings: Settings) -> None:
         log.error("ignored a hook call: %s", e)
         return
     if settings.config_error:
-        log.error("%s (keys from the environment still apply)", settings.config_error)
+        log.error("configuration: %s", settings.config_error)
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
     if event.name == "SubagentStop" and not event.agent_id:
@@ -2302,10 +2305,17 @@ def spawn_detached(argv: list[str], log) -> None:
     try:
         os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
     except (OSError, AttributeError, TypeError) as e:
-        log.error("could not start %s (%s); the queue is kept; run `%s drain`", argv[-1], e, os.path.abspath(__file__))
+        log.error("could not start %s (%s); the queue is kept; run `%s drain`", argv[-1], e, self_command())
 
 
 LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
+
+
+def self_command() -> str:
+    """How a user runs this file's subcommands: the interpreter that has the SDK, then this file."""
+    import shlex
+
+    return f"{shlex.quote(sender_python() or sys.executable)} {shlex.quote(os.path.abspath(__file__))}"
 
 
 def plugin_venv() -> str:
@@ -3189,8 +3199,8 @@ def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, de
     status = read_json_file(paths.sender_status, {}) if os.path.exists(paths.sender_status) else {}
     failures = int((status or {}).get("consecutive_failures") or 0) + 1
     wait = 300.0 if kind == "auth" else min(300.0, 5.0 * 2 ** (failures - 1))
-    if kind == "nokeys":
-        wait = 0.0
+    if kind in ("nokeys", "nosdk"):
+        wait = 0.0  # not the server's fault: the next run (perhaps another interpreter) may try at once
     update_sender_status(
         paths, last_attempt=now_iso(), consecutive_failures=failures, next_attempt_epoch=time.time() + wait,
         auth_failed_keys=key_fingerprint(settings) if kind == "auth" else None,
@@ -3672,7 +3682,7 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
     if not dry_run and totals["records"]:
         if settings.enabled:
             start_sender(paths, settings, log)
-        print(f"backfill: the sender delivers them in the background; `{os.path.abspath(__file__)} status` shows progress")
+        print(f"backfill: the sender delivers them in the background; `{self_command()} status` shows progress")
     return 0
 
 
@@ -3720,13 +3730,28 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     settings_path = os.path.join(claude_dir(), "settings.json")
     regs = hook_registrations(settings_path)
     missing = [k for k, v in regs.items() if not v]
-    plugin_data = os.environ.get("CLAUDE_PLUGIN_ROOT")
-    checks.append(("hook registered in Claude Code", not missing or bool(plugin_data),
-                   f"{settings_path}: Stop, SubagentStop, SessionEnd" if not missing else
-                   f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh"))
+    as_plugin = bool(os.environ.get("CLAUDE_PLUGIN_ROOT")) or os.sep + os.path.join("plugins", "") in os.path.abspath(__file__)
+    if as_plugin:
+        checks.append(("hook registered in Claude Code", True, "plugin install: hooks/hooks.json registers it (`claude plugin list`)"))
+    else:
+        checks.append(("hook registered in Claude Code", not missing,
+                       f"{settings_path}: Stop, SubagentStop, SessionEnd" if not missing else
+                       f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh"))
     checks.append(("tracing enabled", settings.enabled, "on" if settings.enabled else "TRACE_TO_LANGFUSE is false in this environment"))
-    checks.append(("config", not settings.config_error and settings.has_keys,
-                   settings.config_error or (f"keys from the environment or {settings.config_path}" if settings.has_keys else NOKEYS_ADVICE)))
+    if as_plugin and not settings.has_keys:
+        checks.append(("config", not settings.config_error, settings.config_error or
+                       "plugin install: Claude Code passes the keys to the hook (CLAUDE_PLUGIN_OPTION_*); to check them "
+                       "here, set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY / CC_LANGFUSE_BASE_URL in this shell"))
+    else:
+        source = "the environment" if (os.environ.get("CC_LANGFUSE_PUBLIC_KEY") or os.environ.get("LANGFUSE_PUBLIC_KEY")) else settings.config_path
+        checks.append(("config", not settings.config_error and settings.has_keys,
+                       settings.config_error or (f"keys from {source}" if settings.has_keys else NOKEYS_ADVICE)))
+    try:
+        Redactor(settings.redact, settings.redact_patterns)
+        checks.append(("redaction", True, "on" + (f", {len(settings.redact_patterns)} pattern(s) of yours" if settings.redact_patterns else "")
+                       if settings.redact else "OFF (CC_LANGFUSE_REDACT=false): secrets in transcripts are sent as they are"))
+    except ValueError as e:
+        checks.append(("redaction", False, f"{e}; only the built-in rules apply until it is fixed"))
     try:
         import importlib.metadata as md
 
@@ -3763,7 +3788,7 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     if st["last_error"] and st["queue_turns"]:
         detail += "; last error: " + (st["last_error"].get("advice") or "")
     if st["queue_turns"] and not st["sender_running"]:
-        detail += f"; send now with `{os.path.abspath(__file__)} drain`"
+        detail += f"; send now with `{self_command()} drain`"
     checks.append(("queue healthy", queue_ok, detail))
     try:
         mode = os.stat(settings.state_dir).st_mode & 0o777
@@ -3796,7 +3821,7 @@ def cli_main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="langfuse_hook.py", description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
                                      "Without a command it runs as the Claude Code hook (event JSON on stdin).")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill}")
     p = sub.add_parser("status", help="queue, dead letters, last success and error, sender")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("drain", help="send the queue now, in the foreground")
@@ -3806,8 +3831,8 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--since", default="30d", help="only sessions changed within this window: 30d, 12h, 2w or a date (default 30d)")
     p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
     p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
-    sub.add_parser("send", help=argparse.SUPPRESS)
-    sub.add_parser("bootstrap", help=argparse.SUPPRESS)
+    sub.add_parser("send")  # internal: the detached sender (not listed in --help)
+    sub.add_parser("bootstrap")  # internal: builds the plugin's venv, then sends
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "status":

@@ -9,6 +9,7 @@ set -euo pipefail
 umask 077
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 PROG="$(basename "$0")"
 
 usage() {
@@ -36,7 +37,7 @@ Network:
   --port PORT              host port of the UI (default: 3050)
 
 File:
-  --output PATH            where to write (default: $(display_path "$SCRIPT_DIR/../.env"))
+  --output PATH            where to write (default: $(display_path "$REPO_DIR/.env"))
   --force                  replace an existing file, keeping a 0600 backup PATH.bak.<time>
   --non-interactive        never prompt; missing required values are an error
   -h, --help               show this help
@@ -101,7 +102,7 @@ project_name="claude-code"
 bind_address="127.0.0.1"
 public_host="localhost"
 port="3050"
-output="$SCRIPT_DIR/../.env"
+output="$REPO_DIR/.env"
 force=0
 interactive=1
 

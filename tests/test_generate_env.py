@@ -269,10 +269,11 @@ class Terminal:
                                      close_fds=True, start_new_session=True)
         os.close(slave)
         self.screen = b""
+        self.seen = 0  # what expect() has matched so far: each prompt is waited for anew
 
     def expect(self, text: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.screen:
+        while text.encode() not in self.screen[self.seen:]:
             left = deadline - time.monotonic()
             assert left > 0, f"never saw {text!r}; screen: {self.screen!r}"
             ready, _, _ = select.select([self.master], [], [], left)
@@ -282,8 +283,9 @@ class Terminal:
                 except OSError:
                     chunk = b""
                 if not chunk:
-                    assert text.encode() in self.screen, f"exited before {text!r}: {self.screen!r}"
+                    assert text.encode() in self.screen[self.seen:], f"exited before {text!r}: {self.screen!r}"
                 self.screen += chunk
+        self.seen = self.screen.index(text.encode(), self.seen) + len(text)
 
     def type(self, line: str) -> None:
         os.write(self.master, (line + "\n").encode())

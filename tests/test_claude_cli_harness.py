@@ -6,7 +6,6 @@ plus what the transcript held at that moment, to a file the tests read back.
 from __future__ import annotations
 
 import json
-import pathlib
 import sys
 import textwrap
 import urllib.error

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from transcript_factory import (HookRunner, Transcript, observations, root, session_end_event, stop_event, text, tool_use,
+from transcript_factory import (Transcript, observations, root, session_end_event, stop_event, text, tool_use,
                                 transcript_timestamps)
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
@@ -25,11 +25,6 @@ HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_
 @pytest.fixture
 def session(tmp_path):
     return Transcript(str(tmp_path / "home" / ".claude" / "projects" / "-home-dev-proj" / "5b469540-beb0-4db7-b5e1-5bf71f36cd69.jsonl"))
-
-
-@pytest.fixture
-def runner(tmp_path):
-    return HookRunner(str(tmp_path / "state"))
 
 
 def turns_by_prompt(records) -> dict[str, list[dict]]:

@@ -13,7 +13,6 @@ import copy
 import functools
 import hashlib
 import json
-import pathlib
 import random
 
 import pytest

@@ -5,26 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 
 import pytest
 
 import langfuse_hook as h
-from transcript_factory import (HookRunner, Transcript, children, observations, root, session_end_event, stop_event,
+from transcript_factory import (HookRunner, Transcript, children, observations, session_end_event, stop_event,
                                 subagent_stop_event, text, tool_use)
 
 HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hooks", "langfuse_hook.py")
-
-
-@pytest.fixture
-def session(tmp_path):
-    return Transcript(str(tmp_path / "projects" / "-home-dev-proj" / "5b469540-beb0-4db7-b5e1-5bf71f36cd69.jsonl"))
-
-
-@pytest.fixture
-def runner(tmp_path):
-    return HookRunner(str(tmp_path / "state"))
 
 
 def latest_turn(runner: HookRunner, key: str) -> dict:

@@ -8,7 +8,6 @@ from what the hook happens to do.
 from __future__ import annotations
 
 import json
-import pathlib
 import shutil
 
 import pytest
@@ -315,16 +314,6 @@ def test_real_turn_times_lie_within_the_turn(tmp_path):
 
 
 # ============================================================================ fixtures (2.1.328 and older shapes)
-
-
-@pytest.fixture
-def session(tmp_path):
-    return Transcript(str(tmp_path / "projects" / "-home-dev-proj" / "5b469540-beb0-4db7-b5e1-5bf71f36cd69.jsonl"))
-
-
-@pytest.fixture
-def runner(tmp_path):
-    return HookRunner(str(tmp_path / "state"))
 
 
 def final_turns(runner) -> list[dict]:

@@ -24,6 +24,15 @@ Measured per phase:
 
     .venv/bin/python bench/bench_hook.py            # ~5 min on 2 cores
     .venv/bin/python bench/bench_hook.py --quick    # ~1 min: 8 turns per phase, 10 MB only
+    .venv/bin/python bench/bench_hook.py --interleave --sizes 50 --no-baseline   # growth under drift
+
+--interleave: the phases above run minutes apart, and on a shared VM the machine's speed drifts
+by tens of percent over minutes, more than the growth being measured. This mode keeps two
+sessions in the same HOME, a fresh one and one grown to the target size (same growth, catch-up
+turn and drain as above), and alternates the measured turns between them (fresh, big, fresh,
+big, ...), so each pair sees the same machine. Per size it reports both medians, the growth of
+the medians, and the median of the per-pair differences (big - fresh) with its ratio to the
+fresh median, the figure drift moves least.
 
 Prints a table and writes bench/results/bench_hook-<utc time>.json.
 """
@@ -248,15 +257,20 @@ def clone_block(block: list[bytes], session_id: str, tail_uuid: str | None,
     return out, new_tail
 
 
-def grow_transcript(path: pathlib.Path, templates: list[list[bytes]], session_id: str, target_bytes: int) -> int:
-    """Append cloned turns until the file reaches target_bytes; returns the number of turns added."""
+def grow_transcript(path: pathlib.Path, templates: list[list[bytes]], session_id: str, target_bytes: int,
+                    source_session_id: str | None = None) -> int:
+    """Append cloned turns until the file reaches target_bytes; returns the number of turns added.
+
+    source_session_id: the session the templates were written in, when it is not session_id
+    (their session id is then rewritten to session_id)."""
     with open(path, "rb") as fh:
         tail = last_uuid(fh.read().splitlines()[-400:])
     added = 0
     with open(path, "ab") as fh:
         size = fh.tell()
         while size < target_bytes:
-            lines, tail = clone_block(templates[added % len(templates)], session_id, tail)
+            lines, tail = clone_block(templates[added % len(templates)], source_session_id or session_id, tail,
+                                      new_session_id=session_id if source_session_id else None)
             chunk = b"".join(lines)
             fh.write(chunk)
             size += len(chunk)
@@ -303,6 +317,8 @@ class Bench:
         self.session_id: str | None = None
         self.transcript: pathlib.Path | None = None
         self.prompts: dict[str, tuple[str, int]] = {}  # prompt text -> (phase, k)
+        self.sessions: dict[str, tuple[str, pathlib.Path]] = {}  # --interleave: "fresh"/"big" -> (session id, transcript)
+        self.measured: list[dict] = []  # every prompted turn found by collect(), with its session id
         self.results: dict = {"phases": {}, "targets": TARGETS, "hook_command": self.command, "install": args.install}
 
     def install_like_installer(self) -> list[str]:
@@ -392,6 +408,78 @@ class Bench:
         if phase != "fresh" and phase == self.args.phases[-1]:
             self.measure_first_sight(phase)
 
+    def turn_on(self, which: str, phase: str, k: int) -> float:
+        """One turn in session `which` of --interleave ("fresh" or "big"; None id: a new session)."""
+        self.session_id, self.transcript = self.sessions[which]
+        duration = self.turn(phase, k)
+        self.sessions[which] = (self.session_id, self.transcript)
+        return duration
+
+    def run_interleave(self, sizes: list[int]) -> None:
+        """Two sessions in one HOME, measured turns alternating between them (see the module doc)."""
+        n, seeds = self.args.turns, 3
+        self.sessions = {"fresh": (None, None), "big": (None, None)}
+        print(f"[interleave] {seeds} unmeasured turns in the fresh session (the turn shape to clone),"
+              " one in the session to grow ...", flush=True)
+        for k in range(1, seeds + 1):
+            self.turn_on("fresh", "seed-fresh", k)
+        self.turn_on("big", "seed-big", 1)
+        fresh_sid, fresh_path = self.sessions["fresh"]
+        templates = split_runs(fresh_path.read_bytes().splitlines())[1:]  # later runs: the steady-state shape
+        self.results["interleave"] = {}
+        for size in sizes:
+            big_phase, fresh_phase = f"{size}MB", f"fresh@{size}MB"
+            big_sid, big_path = self.sessions["big"]
+            t0 = time.monotonic()
+            cloned = grow_transcript(big_path, templates, big_sid, size * MB, source_session_id=fresh_sid)
+            grow_s = round(time.monotonic() - t0, 1)
+            print(f"[{big_phase}] grew the second session to {big_path.stat().st_size / MB:.1f} MB with {cloned} cloned turns;"
+                  " one unmeasured catch-up turn ...", flush=True)
+            catchup_s = round(self.turn_on("big", big_phase + "-catchup", 0), 2)
+            drain_s = round(self.wait_drained(self.args.drain_timeout), 1)
+            infos = {}
+            for which, phase in (("fresh", fresh_phase), ("big", big_phase)):
+                infos[which] = {"turns": n, "interleaved": True, "load_before": loadavg(),
+                                "size_start_mb": round(self.sessions[which][1].stat().st_size / MB, 2)}
+            infos["big"].update({"cloned_turns": cloned, "grow_s": grow_s, "catchup_cli_s": catchup_s, "catchup_drain_s": drain_s})
+            print(f"[{big_phase}] {n} measured turns in each session, alternating fresh, big, fresh, big ...", flush=True)
+            cli = {"fresh": [], "big": []}
+            for k in range(1, n + 1):
+                cli["fresh"].append(self.turn_on("fresh", fresh_phase, k))
+                if k == n:
+                    self.snapshot_state(big_phase)
+                cli["big"].append(self.turn_on("big", big_phase, k))
+            for which, phase in (("fresh", fresh_phase), ("big", big_phase)):
+                infos[which].update({"cli_run_s_median": round(statistics.median(cli[which]), 2), "load_after": loadavg(),
+                                     "size_end_mb": round(self.sessions[which][1].stat().st_size / MB, 2)})
+                self.results["phases"][phase] = infos[which]
+            self.results["interleave"][big_phase] = {"fresh_phase": fresh_phase, "big_phase": big_phase}
+            # the replays read self.session_id / self.transcript: the big session's last Stop
+            self.session_id, self.transcript = self.sessions["big"]
+            self.measure_rss(big_phase)
+            if size == sizes[-1]:
+                self.measure_first_sight(big_phase)
+
+    def pair_stats(self) -> None:
+        """--interleave, after collect(): medians, their growth, and the per-pair differences."""
+        by_phase: dict[str, dict[int, float]] = {}
+        for t in self.measured:
+            if "summary" in t:
+                by_phase.setdefault(t["phase_k"][0], {})[t["phase_k"][1]] = t["summary"]["durationMs"]
+        for info in self.results.get("interleave", {}).values():
+            fresh, big = by_phase.get(info["fresh_phase"], {}), by_phase.get(info["big_phase"], {})
+            diffs = [big[k] - fresh[k] for k in sorted(fresh) if k in big]
+            fm = self.results["phases"][info["fresh_phase"]]["hook_ms"]["median"]
+            bm = self.results["phases"][info["big_phase"]]["hook_ms"]["median"]
+            info.update({
+                "fresh_median_ms": fm, "big_median_ms": bm,
+                "median_growth_pct": round((bm - fm) / fm * 100, 1) if fm and bm is not None else None,
+                "pairs": len(diffs), "pair_diff_ms": diffs,
+                "pair_diff_median_ms": statistics.median(diffs) if diffs else None,
+                "pair_diff_ratio_pct": round(statistics.median(diffs) / fm * 100, 1) if diffs and fm else None,
+                "pairs_big_slower": sum(1 for d in diffs if d > 0),
+            })
+
     def run_baseline(self, turns: int) -> None:
         """Claude Code's durationMs for a hook that does nothing (`<python> -c pass`), in its own HOME:
         the floor any Python hook pays here (process start-up as the CLI spawns it)."""
@@ -413,36 +501,42 @@ class Bench:
 
     # -- reading back what Claude Code recorded
     def collect(self) -> None:
-        rows = read_jsonl(self.transcript)
-        by_prompt: dict[str, dict] = {}
-        current = None
-        for row in rows:
-            if row.get("type") == "user" and isinstance(row.get("message", {}).get("content"), str):
-                text = row["message"]["content"]
-                # cloned turns repeat the fresh phase's prompt texts: only the first one is measured
-                if text in self.prompts and text not in by_prompt:
-                    current = {"prompt_id": row.get("promptId") or row["uuid"], "phase_k": self.prompts[text]}
-                    by_prompt[text] = current
-                elif row.get("promptId") and not row.get("isMeta"):
-                    current = None
-            elif row.get("type") == "system" and row.get("subtype") == "stop_hook_summary" and current and "summary" not in current:
-                mine = [h for h in row.get("hookInfos") or [] if h.get("command") == self.command]
-                if mine:
-                    current["summary"] = {"timestamp": row["timestamp"], "durationMs": mine[0]["durationMs"]}
+        sessions = list(self.sessions.values()) or [(self.session_id, self.transcript)]
+        turns_all: list[dict] = []
+        for session_id, transcript in sessions:
+            by_prompt: dict[str, dict] = {}
+            current = None
+            for row in read_jsonl(transcript):
+                if row.get("type") == "user" and isinstance(row.get("message", {}).get("content"), str):
+                    text = row["message"]["content"]
+                    # cloned turns repeat the fresh phase's prompt texts: only the first one is measured
+                    if text in self.prompts and text not in by_prompt:
+                        current = {"prompt_id": row.get("promptId") or row["uuid"], "phase_k": self.prompts[text],
+                                   "session_id": session_id}
+                        by_prompt[text] = current
+                    elif row.get("promptId") and not row.get("isMeta"):
+                        current = None
+                elif row.get("type") == "system" and row.get("subtype") == "stop_hook_summary" and current and "summary" not in current:
+                    mine = [h for h in row.get("hookInfos") or [] if h.get("command") == self.command]
+                    if mine:
+                        current["summary"] = {"timestamp": row["timestamp"], "durationMs": mine[0]["durationMs"]}
+            turns_all += by_prompt.values()
+        self.measured = turns_all
+        phases = set(self.results["phases"]) | {p + "-catchup" for p in self.results["phases"]}
         deadline = time.monotonic() + self.args.drain_timeout
-        measured = [t for t in by_prompt.values() if "summary" in t]
+        measured = [t for t in turns_all if "summary" in t and t["phase_k"][0] in phases]
         while True:
             self.standin.poll()
-            missing = [t for t in measured if trace_id_for(self.session_id, t["prompt_id"]) not in self.standin.first_root_arrival]
+            missing = [t for t in measured if trace_id_for(t["session_id"], t["prompt_id"]) not in self.standin.first_root_arrival]
             if not missing or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         for phase, info in self.results["phases"].items():
-            turns = [t for t in by_prompt.values() if t["phase_k"][0] == phase]
+            turns = [t for t in turns_all if t["phase_k"][0] == phase]
             durs = [t["summary"]["durationMs"] for t in turns if "summary" in t]
             lat = []
             for t in turns:
-                arrival = self.standin.first_root_arrival.get(trace_id_for(self.session_id, t["prompt_id"]))
+                arrival = self.standin.first_root_arrival.get(trace_id_for(t["session_id"], t["prompt_id"]))
                 if "summary" in t and arrival is not None:
                     start = parse_ts(t["summary"]["timestamp"]) - t["summary"]["durationMs"] / 1000
                     lat.append(arrival - start)
@@ -452,7 +546,7 @@ class Bench:
                                          "p50": round(percentile(lat, 50), 3) if lat else None,
                                          "p95": round(percentile(lat, 95), 3) if lat else None,
                                          "max": round(max(lat), 3) if lat else None}
-            catch = [t for t in by_prompt.values() if t["phase_k"][0] == phase + "-catchup" and "summary" in t]
+            catch = [t for t in turns_all if t["phase_k"][0] == phase + "-catchup" and "summary" in t]
             if catch:
                 info["catchup_hook_ms"] = catch[0]["summary"]["durationMs"]
 
@@ -627,6 +721,16 @@ def verdicts(results: dict) -> list[tuple[str, str, str, bool | None]]:
                          f"{first['peak_rss_mb']} MB RSS, {first['wall_ms_median']} ms", "(info)", None))
         if "catchup_hook_ms" in info:
             rows.append((f"catch-up Stop after growth, {name}", f"{info['catchup_hook_ms']} ms (Claude Code's durationMs)", "(info)", None))
+    for name, pair in results.get("interleave", {}).items():
+        growth = pair.get("median_growth_pct")
+        rows.append((f"median growth fresh -> {name} (interleaved)",
+                     f"{growth:+.1f} % ({pair['fresh_median_ms']} -> {pair['big_median_ms']} ms)" if growth is not None else "n/a",
+                     f"<= {TARGETS['median_growth_pct']} %", growth is not None and growth <= TARGETS["median_growth_pct"]))
+        ratio = pair.get("pair_diff_ratio_pct")
+        rows.append((f"paired difference {name} - fresh, median",
+                     f"{pair['pair_diff_median_ms']:+} ms = {ratio:+.1f} % of fresh median ({pair['pairs']} pairs,"
+                     f" big slower in {pair['pairs_big_slower']})" if ratio is not None else "n/a",
+                     f"<= {TARGETS['median_growth_pct']} %", ratio is not None and ratio <= TARGETS["median_growth_pct"]))
     return rows
 
 
@@ -673,11 +777,14 @@ def main(argv=None) -> int:
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the do-nothing Python hook turns that show the start-up floor")
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOME, transcript and span record")
+    parser.add_argument("--interleave", action="store_true",
+                        help="robust growth under drift: a fresh and a grown session in one HOME, measured turns alternating "
+                             "between them; reports the medians and the median per-pair difference")
     args = parser.parse_args(argv)
     if args.quick:
         args.turns, args.sizes, args.rss_repeats = min(args.turns, 8), "10", 3
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    args.phases = ["fresh"] + [f"{s}MB" for s in sizes]
+    args.phases = ([] if args.interleave else ["fresh"]) + [f"{s}MB" for s in sizes]
     started = time.time()
     bench = Bench(args)
     print(f"work dir {bench.work}; stand-in {bench.standin.base_url}; claude {bench.claude}", flush=True)
@@ -685,12 +792,16 @@ def main(argv=None) -> int:
         bench.results["machine"] = machine_info(args.python, bench.claude)
         bench.results["command"] = " ".join([sys.executable] + sys.argv)
         bench.results["load_start"] = loadavg()
-        bench.run_phase("fresh", None)
-        for s in sizes:
-            bench.run_phase(f"{s}MB", s)
+        if args.interleave:
+            bench.run_interleave(sizes)
+        else:
+            bench.run_phase("fresh", None)
+            for s in sizes:
+                bench.run_phase(f"{s}MB", s)
         if args.baseline:
             bench.run_baseline(min(10, args.turns))
         bench.collect()
+        bench.pair_stats()
         worst = max(info["hook_ms"]["median"] or 0 for info in bench.results["phases"].values())
         if args.diagnose == "always" or (args.diagnose == "auto" and worst > TARGETS["hook_median_ms"]):
             bench.diagnose()

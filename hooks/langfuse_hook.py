@@ -307,15 +307,19 @@ _HEAD_TS_RE = re.compile(rb'"timestamp":"([^"]{1,40})"')
 _ATTACHMENT_HEAD_RE = re.compile(rb'^\{"parentUuid":(?:null|"[^"]{0,64}"),"isSidechain":(?:true|false),"attachment":\{')
 
 
-def _decode_line(line: bytes) -> Any:
-    if len(line) > BIG_LINE:
-        if line.startswith(_SKIP_PREFIXES) or _ATTACHMENT_HEAD_RE.match(line):
-            return {"type": "skipped"}
-        if line.startswith(_API_REQUEST_PREFIX):
-            head = line[:512]
+def _decode_line(buf: bytes, begin: int, end: int) -> Any:
+    """The JSON object of buf[begin:end], or a stand-in for the big lines the hook never needs."""
+    if end - begin > BIG_LINE:
+        if buf.startswith(_SKIP_PREFIXES, begin) or _ATTACHMENT_HEAD_RE.match(buf, begin):
+            return {"type": "skipped"}  # not even copied out of the buffer
+        if buf.startswith(_API_REQUEST_PREFIX, begin):
+            head = buf[begin : begin + 512]
             rid, ts = _HEAD_ID_RE.search(head), _HEAD_TS_RE.search(head)
             if rid and ts:
                 return {"type": "api-request", "id": rid.group(1).decode(), "timestamp": ts.group(1).decode()}
+    line = buf[begin:end]
+    if not line or line.isspace():
+        return {"type": "blank"}
     try:
         return json.loads(line)
     except ValueError:
@@ -344,12 +348,11 @@ def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = N
             nl = buf.find(b"\n", i)  # scan by index: re-slicing the rest per line is quadratic
             if nl < 0:
                 break
-            line_start, i = pos + i, nl + 1
-            line = buf[line_start - pos : nl]
-            if not line.strip():
-                continue
-            obj = _decode_line(line)
+            begin, line_start, i = i, pos + i, nl + 1
+            obj = _decode_line(buf, begin, nl)
             if isinstance(obj, dict):
+                if obj.get("type") in ("skipped", "blank") and len(obj) == 1:
+                    continue
                 yield Row(line_start, pos + i, obj)
             elif bad_lines is not None:
                 bad_lines.append(line_start)

@@ -45,7 +45,8 @@ def test_big_request_and_attachment_lines_are_skipped_but_request_times_kept(tmp
 
 def test_a_small_line_of_those_kinds_is_decoded_normally(tmp_path):
     path = tmp_path / "t.jsonl"
-    rows = [{"type": "api-request", "id": "r1", "timestamp": "2026-11-23T10:00:00.000Z"}, {"type": "user", "message": {"content": "hi"}}]
+    rows = [{"type": "api-request", "id": "r1", "timestamp": "2026-11-23T10:00:00.000Z"}, {"type": "user", "message": {"content": "hi"}},
+            {"type": "skipped", "note": "a real line of that type is kept"}]
     path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows))
     with open(path, "rb") as f:
         got = [r.data for r in h.iter_rows(f, 0)]

@@ -313,6 +313,13 @@ class Bench:
             write_hook_settings(self.home, {event: [hook_command(*self.hook_argv)] for event in HOOK_EVENTS})
         settings = json.loads((self.home / ".claude" / "settings.json").read_text())
         self.command = settings["hooks"]["Stop"][0]["hooks"][0]["command"]
+        self.floor_command = ""
+        if args.floor_hook:
+            # a do-nothing Python Stop hook beside ours, in the same sessions: what Claude Code's own
+            # state (a big session, a busy CLI) adds to any hook's durationMs
+            self.floor_command = hook_command(self.hook_argv[0], "-c", "pass")
+            settings["hooks"]["Stop"].append({"hooks": [{"type": "command", "command": self.floor_command}]})
+            (self.home / ".claude" / "settings.json").write_text(json.dumps(settings, indent=2))
         self.state_dir = self.home / ".claude" / "state"
         self.session_id: str | None = None
         self.transcript: pathlib.Path | None = None
@@ -520,6 +527,9 @@ class Bench:
                     mine = [h for h in row.get("hookInfos") or [] if h.get("command") == self.command]
                     if mine:
                         current["summary"] = {"timestamp": row["timestamp"], "durationMs": mine[0]["durationMs"]}
+                        floor = [h for h in row.get("hookInfos") or [] if self.floor_command and h.get("command") == self.floor_command]
+                        if floor:
+                            current["floor_ms"] = floor[0]["durationMs"]
             turns_all += by_prompt.values()
         self.measured = turns_all
         phases = set(self.results["phases"]) | {p + "-catchup" for p in self.results["phases"]}
@@ -542,6 +552,10 @@ class Bench:
                     lat.append(arrival - start)
             info["hook_ms"] = {"n": len(durs), "median": statistics.median(durs) if durs else None,
                                "max": max(durs) if durs else None, "min": min(durs) if durs else None, "all": durs}
+            floors = [t["floor_ms"] for t in turns if "floor_ms" in t]
+            if floors:
+                info["floor_hook_ms"] = {"n": len(floors), "median": statistics.median(floors), "all": floors}
+                print(f"  {phase}: do-nothing Stop hook beside ours, median {statistics.median(floors):.1f} ms (n={len(floors)})")
             info["stop_to_standin_s"] = {"n": len(lat), "of": len(turns),
                                          "p50": round(percentile(lat, 50), 3) if lat else None,
                                          "p95": round(percentile(lat, 95), 3) if lat else None,
@@ -777,6 +791,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the do-nothing Python hook turns that show the start-up floor")
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOME, transcript and span record")
+    parser.add_argument("--floor-hook", action="store_true",
+                        help="also register a do-nothing Python Stop hook in the same sessions and report its durationMs "
+                             "(what the session and the CLI add to any hook)")
     parser.add_argument("--interleave", action="store_true",
                         help="robust growth under drift: a fresh and a grown session in one HOME, measured turns alternating "
                              "between them; reports the medians and the median per-pair difference")

@@ -37,7 +37,8 @@ import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_hook import (  # noqa: E402
-    HOOK, MB, REPO, RESULTS, StandinProcess, clone_block, install_claude_cli, loadavg, machine_info, split_runs, turn_script,
+    HOOK, MB, REPO, RESULTS, StandinProcess, clone_block, install_claude_cli, loadavg, machine_info, sender_busy, split_runs,
+    turn_script,
 )
 from fake_messages_api import reply  # noqa: E402
 from fixtures_claude_cli import run_claude  # noqa: E402
@@ -105,20 +106,8 @@ def backfill_counts(stdout: str) -> dict:
 
 
 def wait_sender_idle(state_dir: pathlib.Path, timeout: float = 60) -> None:
-    import fcntl
-
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        busy = False
-        for lock in (state_dir / "locks").glob("sender*.lock") if (state_dir / "locks").exists() else []:
-            with open(lock, "rb") as fh:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    fcntl.flock(fh, fcntl.LOCK_UN)
-                except OSError:
-                    busy = True
-        if not busy:
-            return
+    while time.monotonic() < deadline and sender_busy(state_dir):
         time.sleep(0.2)
 
 

@@ -136,6 +136,21 @@ def loadavg() -> list[float]:
 # ------------------------------------------------------------------------------ stand-in process
 
 
+def sender_busy(state_dir: pathlib.Path) -> bool:
+    """Does a sender of this state folder hold its lock right now?"""
+    import fcntl
+
+    locks = state_dir / "locks"
+    for lock in locks.glob("sender*.lock") if locks.exists() else []:
+        with open(lock, "rb") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+            except OSError:
+                return True
+    return False
+
+
 def remove_tree(path: pathlib.Path, wait_s: float = 10.0) -> None:
     """rmtree that waits out a detached sender still finishing in the folder."""
     deadline = time.monotonic() + wait_s
@@ -364,22 +379,10 @@ class Bench:
 
     def wait_drained(self, timeout: float) -> float:
         """Seconds until the queue is empty and no sender holds the sender lock."""
-        import fcntl
-
         t0 = time.monotonic()
-        lock_path = self.state_dir / "locks"
         while time.monotonic() - t0 < timeout:
-            if self.queue_records() == 0:
-                busy = False
-                for lock in lock_path.glob("sender*.lock") if lock_path.exists() else []:
-                    with open(lock, "rb") as fh:
-                        try:
-                            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                            fcntl.flock(fh, fcntl.LOCK_UN)
-                        except OSError:
-                            busy = True
-                if not busy:
-                    return time.monotonic() - t0
+            if self.queue_records() == 0 and not sender_busy(self.state_dir):
+                return time.monotonic() - t0
             time.sleep(0.25)
         raise RuntimeError("the queue did not drain within %ss (%d records left); see %s/langfuse_hook.log"
                            % (timeout, self.queue_records(), self.state_dir))

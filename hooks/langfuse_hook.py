@@ -191,14 +191,14 @@ def get_logger(settings: Settings):
 
 
 def display_url(url: str) -> str:
-    """A URL as it may appear in logs and status: without user:password."""
-    if "@" not in url:
+    """A URL as it may appear in logs, status and sender messages: without user:password or query."""
+    if "@" not in url and "?" not in url and "#" not in url:
         return url
     from urllib.parse import urlsplit, urlunsplit
 
     parts = urlsplit(url)
     netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class LazyLog:
@@ -307,11 +307,14 @@ _HEAD_TS_RE = re.compile(rb'"timestamp":"([^"]{1,40})"')
 _ATTACHMENT_HEAD_RE = re.compile(rb'^\{"parentUuid":(?:null|"[^"]{0,64}"),"isSidechain":(?:true|false),"attachment":\{')
 
 
+_NOT_NEEDED = object()  # a blank line, or a big line of a kind the hook never reads
+
+
 def _decode_line(buf: bytes, begin: int, end: int) -> Any:
     """The JSON object of buf[begin:end], or a stand-in for the big lines the hook never needs."""
     if end - begin > BIG_LINE:
         if buf.startswith(_SKIP_PREFIXES, begin) or _ATTACHMENT_HEAD_RE.match(buf, begin):
-            return {"type": "skipped"}  # not even copied out of the buffer
+            return _NOT_NEEDED  # not even copied out of the buffer
         if buf.startswith(_API_REQUEST_PREFIX, begin):
             head = buf[begin : begin + 512]
             rid, ts = _HEAD_ID_RE.search(head), _HEAD_TS_RE.search(head)
@@ -319,7 +322,7 @@ def _decode_line(buf: bytes, begin: int, end: int) -> Any:
                 return {"type": "api-request", "id": rid.group(1).decode(), "timestamp": ts.group(1).decode()}
     line = buf[begin:end]
     if not line or line.isspace():
-        return {"type": "blank"}
+        return _NOT_NEEDED
     try:
         return json.loads(line)
     except ValueError:
@@ -350,9 +353,9 @@ def iter_rows(f, start: int, stop: int | None = None, bad_lines: list | None = N
                 break
             begin, line_start, i = i, pos + i, nl + 1
             obj = _decode_line(buf, begin, nl)
+            if obj is _NOT_NEEDED:
+                continue
             if isinstance(obj, dict):
-                if obj.get("type") in ("skipped", "blank") and len(obj) == 1:
-                    continue
                 yield Row(line_start, pos + i, obj)
             elif bad_lines is not None:
                 bad_lines.append(line_start)
@@ -509,7 +512,6 @@ class Turn:
         self.generations: dict = {}
         self.tools: dict = {}
         self.sidechain_rows: list = []
-        self.orphan_results: list = []
         self.command_expansion = ""
         self.interrupted = False
         self.finished = False  # a turn_duration line or a following prompt closed it
@@ -651,7 +653,6 @@ class TurnBuilder:
                 call = turn.tools.get(b.get("tool_use_id"))
                 result_meta = d.get("toolUseResult") if len(blocks) == 1 else None
                 if call is None:
-                    turn.orphan_results.append((b, ts, uid))
                     turn.items.append(Event("tool-result-without-call", ts, uid, "WARNING", tool_result_output(b.get("content")), {"tool_use_id": b.get("tool_use_id")}))
                     continue
                 call.has_result = True
@@ -999,10 +1000,6 @@ def turn_title(turn: Turn) -> str:
     if not first:
         first = "(empty prompt)"
     return first if len(first) <= 120 else first[:117] + "..."
-
-
-def _bump(ts: str, fallback: str) -> str:
-    return ts or fallback
 
 
 class TraceContext(NamedTuple):
@@ -1852,17 +1849,16 @@ class LockTimeout(Exception):
 class FileLock:
     """An fcntl lock on a file; waits up to `timeout` seconds, never proceeds unlocked."""
 
-    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_S, shared: bool = False):
-        self.path, self.timeout, self.shared = path, timeout, shared
+    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_S):
+        self.path, self.timeout = path, timeout
         self.fd: int | None = None
 
     def acquire(self, blocking: bool = True) -> bool:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
         deadline = time.monotonic() + (self.timeout if blocking else 0)
         while True:
             try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 self.fd = fd
                 return True
             except OSError as e:
@@ -2409,7 +2405,7 @@ _SDK_LOADED = False
 
 
 def _import_sdk() -> None:
-    global _SDK_LOADED, base64, gzip, math, threading, urllib, httpx, Langfuse, propagate_attributes
+    global _SDK_LOADED, base64, gzip, math, threading, httpx, Langfuse, propagate_attributes
     global LANGFUSE_SDK_VERSION, otel_context, otel_trace, encode_spans, Resource, ReadableSpan, TracerProvider
     global SpanExporter, SpanExportResult, IdGenerator, ALWAYS_ON, send_log, _ENGINES_LOCK, _RecordIds, _RecordExporter
     if _SDK_LOADED:
@@ -2419,7 +2415,6 @@ def _import_sdk() -> None:
     import logging
     import math
     import threading
-    import urllib.parse
 
     import httpx
     from langfuse import Langfuse, propagate_attributes
@@ -2699,15 +2694,6 @@ class _RecordIdsBase:
 # --------------------------------------------------------------------------- export
 
 
-def _public_url(base_url: str) -> str:
-    """The base URL without user:password, for messages."""
-    parts = urllib.parse.urlsplit(base_url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 def _server_message(response: httpx.Response) -> str:
     try:
         payload = response.json()
@@ -2775,7 +2761,7 @@ class _Target:
 
     def __init__(self, settings: SendSettings, http: httpx.Client) -> None:
         self.http = http
-        self.base = _public_url(settings.base_url)
+        self.base = display_url(settings.base_url)
         self.url = settings.base_url.rstrip("/") + TRACES_PATH
         self.timeout = settings.timeout
         token = base64.b64encode(f"{settings.public_key}:{settings.secret_key}".encode()).decode()
@@ -3147,7 +3133,7 @@ class Sender:
                 "sender's environment. The record stays queued.",
             )
         status = max(accepted.values())
-        return Delivery("accepted", status, f"{total} observations accepted by Langfuse at {_public_url(self.settings.base_url)}")
+        return Delivery("accepted", status, f"{total} observations accepted by Langfuse at {display_url(self.settings.base_url)}")
 
 
 def open_sender(settings: Settings):

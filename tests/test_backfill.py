@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from transcript_factory import Clock, HookRunner, Transcript, stop_event, tool_use, text
+from transcript_factory import Clock, HookRunner, Transcript, stop_event, text, tool_use, wait_for_worker
 
 HOOK = pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py"
 
@@ -95,9 +95,10 @@ def test_backfill_over_sessions_the_hook_already_traced_adds_nothing(home):
     [t] = make_project(home, "alpha", sessions=1, turns=2)
     env_state = home / ".claude" / "state"
     event = json.dumps(stop_event(t, "answer 1")).encode()
-    p = subprocess.run([sys.executable, str(HOOK)], input=event, capture_output=True, timeout=60,
+    p = subprocess.run([sys.executable, "-I", str(HOOK)], input=event, capture_output=True, timeout=60,
                        env={"HOME": str(home), "PATH": os.environ.get("PATH", ""), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9", "USER": "tester"})
     assert p.returncode == 0 and p.stdout == b""
+    wait_for_worker(env_state)
     before = queue(home)
     assert len(before) == 2 and env_state.is_dir()
     r = run_cli(home, "backfill", "--since", "3650d")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-import langfuse_hook as h
+from claude_code_langfuse import transcript as h
 from transcript_factory import Clock, HookRunner, Transcript, stop_event, text, tool_use
 
 SESSION = "5b469540-beb0-4db7-b5e1-5bf71f36cd69"

@@ -156,11 +156,16 @@ class Rig:
 
     def hook(self, event: dict, **env: str) -> subprocess.CompletedProcess:
         """One hook run; Claude Code needs exit 0 and nothing on stdout."""
-        proc = subprocess.run([sys.executable, HOOK], input=json.dumps(event).encode(), env=self._env(env),
+        proc = subprocess.run([sys.executable, "-I", HOOK], input=json.dumps(event).encode(), env=self._env(env),
                               capture_output=True, timeout=WAIT_S)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == b""
+        self.wait_read()
         return proc
+
+    def wait_read(self) -> None:
+        """The worker has read every hook event into the queue (sending may still be under way)."""
+        wait_for(lambda: not [n for n in os.listdir(self.state / "inbox") if n.endswith(".json")], "the worker to read the events")
 
     def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, HOOK, *args], env=self._env(env), capture_output=True, text=True, timeout=90)
@@ -177,7 +182,7 @@ class Rig:
         return proc
 
     def sender_pids(self) -> list[int]:
-        """Live `send` processes of this state folder (ours: found by their command and environment)."""
+        """Live worker processes of this state folder (ours: found by their command and environment)."""
         mine = f"CC_LANGFUSE_STATE_DIR={self.state}".encode()
         pids = []
         for name in os.listdir("/proc"):
@@ -186,7 +191,7 @@ class Rig:
             try:
                 with open(f"/proc/{name}/cmdline", "rb") as f:
                     cmd = f.read().split(b"\0")
-                if HOOK.encode() not in cmd or b"send" not in cmd:
+                if HOOK.encode() not in cmd or b"worker" not in cmd:
                     continue
                 with open(f"/proc/{name}/environ", "rb") as f:
                     if mine not in f.read().split(b"\0"):
@@ -564,12 +569,13 @@ def test_eight_sessions_at_once_plus_stop_and_subagent_stop_deliver_every_turn_o
     agent = agent_turn(sessions[0])
     meta = json.loads(pathlib.Path(agent.path.replace(".jsonl", ".meta.json")).read_text())
     events = [stop_event(t) for t in sessions] + [subagent_stop_event(sessions[0], agent)]
-    procs = [subprocess.Popen([sys.executable, HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    procs = [subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env=rig.env) for _ in events]
     # all interpreters are up before any event arrives, so the runs overlap
     outs = [p.communicate(json.dumps(e).encode(), timeout=WAIT_S) for p, e in zip(procs, events)]
     assert [p.returncode for p in procs] == [0] * len(events), [o[1][-500:] for o in outs]
     assert all(out == b"" for out, _ in outs)
+    rig.wait_read()
 
     rig.assert_files_intact()
     state = json.loads((rig.state / "langfuse_state.json").read_text())

@@ -19,8 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-import insights
-import langfuse_hook
+from claude_code_langfuse import insights
+from claude_code_langfuse.backfill import session_files
+from claude_code_langfuse.config import load_settings
+from claude_code_langfuse.records import TraceContext, project_name, trace_id_for, turn_record
+from claude_code_langfuse.redaction import Redactor, sanitize_record
+from claude_code_langfuse.transcript import iter_rows
+from claude_code_langfuse.turns import group_turns
 
 HOOKS = pathlib.Path(__file__).resolve().parent.parent / "hooks"
 from samples import SAMPLES  # noqa: E402
@@ -176,7 +181,7 @@ def test_prompts_search_names_the_session(fixture_home, capsys):
     assert [(r["session_id"], r["project"], r["turn"]) for r in found] == [("sess-csrf", "taxapp", 1)]
     assert found[0]["prompt"] == "add CSRF protection to the settings form"
     # the trace id Langfuse shows for that turn: sha256(session:promptId), promptId of the fixture's first prompt
-    assert found[0]["trace_id"] == langfuse_hook.trace_id_for("sess-csrf", "prompt-sess-csrf-1")
+    assert found[0]["trace_id"] == trace_id_for("sess-csrf", "prompt-sess-csrf-1")
     assert [r["turn"] for r in rows(run_json(capsys, "prompts", "still", "fix"))] == [2]  # every term must match
     assert rows(run_json(capsys, "prompts", "nothing-like-this")) == []
 
@@ -346,16 +351,16 @@ def stored_observations(record: dict) -> list[dict]:
 
 def records_for(home: pathlib.Path) -> list[dict]:
     """The hook's own records for every fixture transcript (what the sender would deliver)."""
-    settings = langfuse_hook.load_settings()
-    redactor = langfuse_hook.Redactor(settings.redact, settings.redact_patterns)
+    settings = load_settings()
+    redactor = Redactor(settings.redact, settings.redact_patterns)
     records = []
-    for path in langfuse_hook.session_files([str(home / ".claude" / "projects")]):
+    for path in session_files([str(home / ".claude" / "projects")]):
         sid = os.path.basename(path)[:-6]
         with open(path, "rb") as f:
-            for number, turn in enumerate(langfuse_hook.group_turns(langfuse_hook.iter_rows(f, 0)), 1):
-                ctx = langfuse_hook.TraceContext(sid, "alice", langfuse_hook.project_name(turn.meta_row.get("cwd")), number,
-                                                 langfuse_hook.trace_id_for(sid, turn.key))
-                records.append(langfuse_hook.sanitize_record(langfuse_hook.turn_record(turn, ctx), redactor, settings.max_field_chars))
+            for number, turn in enumerate(group_turns(iter_rows(f, 0)), 1):
+                ctx = TraceContext(sid, "alice", project_name(turn.meta_row.get("cwd")), number,
+                                                 trace_id_for(sid, turn.key))
+                records.append(sanitize_record(turn_record(turn, ctx), redactor, settings.max_field_chars))
     return records
 
 

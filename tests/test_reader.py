@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from transcript_factory import (Transcript, observations, root, session_end_event, stop_event, text, tool_use,
-                                transcript_timestamps)
+                                transcript_timestamps, wait_for_worker)
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
 
@@ -292,7 +292,10 @@ def hook_env(tmp_path, **extra) -> dict:
 
 
 def run_hook_process(stdin: bytes, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, HOOK], input=stdin, env=env, capture_output=True, timeout=60)
+    """The hook as Claude Code runs it, then the wait for the detached worker it woke."""
+    proc = subprocess.run([sys.executable, "-I", HOOK], input=stdin, env=env, capture_output=True, timeout=60)
+    wait_for_worker(env["CC_LANGFUSE_STATE_DIR"])
+    return proc
 
 
 def queued(state_dir) -> list[dict]:
@@ -363,7 +366,10 @@ def test_tracing_off_queues_nothing_and_only_moves_the_cursor(tmp_path, session,
     state = tmp_path / "state"
     # nothing of the turn is kept: no queue, no log; only the cursor moves past what was said
     # while tracing was off, so turning it back on never uploads that stretch
-    assert sorted(p.name for p in state.iterdir()) == ["langfuse_state.json", "locks"]
+    # (the worker's inbox is empty again and its status file says only when it ran)
+    assert sorted(p.name for p in state.iterdir()) == ["inbox", "langfuse_sender.json", "langfuse_state.json", "locks"]
+    assert list((state / "inbox").iterdir()) == []
+    assert set(json.loads((state / "langfuse_sender.json").read_text())) <= {"pid", "running_since"}
     entry = next(iter(json.loads((state / "langfuse_state.json").read_text())["transcripts"].values()))
     assert entry["offset"] == os.path.getsize(session.path) and entry["emitted"] == {}
     assert "answer one" not in (state / "langfuse_state.json").read_text()
@@ -398,10 +404,11 @@ def test_concurrent_runs_on_one_session_queue_each_turn_once(tmp_path, session):
         session.simple_turn(f"q{i}", f"a{i}", tool=("Bash", {"command": "true"}, ""))
     event = json.dumps(stop_event(session, "a4")).encode()
     env = hook_env(tmp_path)
-    procs = [subprocess.Popen([sys.executable, HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    procs = [subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
              for _ in range(8)]
     outs = [p.communicate(event, timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs) and all(o == (b"", b"") for o in outs)
+    wait_for_worker(tmp_path / "state")
     keys = [r["key"] for r in queued(tmp_path / "state")]
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 5
     state = json.loads((tmp_path / "state" / "langfuse_state.json").read_text())
@@ -420,10 +427,11 @@ def test_concurrent_runs_of_eight_sessions_keep_all_turns(tmp_path):
     env = hook_env(tmp_path)
     procs = []
     for t in sessions:
-        p = subprocess.Popen([sys.executable, HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        p = subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         procs.append((p, json.dumps(stop_event(t, "ok")).encode()))
     for p, data in procs:
         assert p.communicate(data, timeout=60) == (b"", b"") and p.returncode == 0
+    wait_for_worker(tmp_path / "state")
     names = sorted(r["trace"]["name"] for r in queued(tmp_path / "state"))
     assert names == sorted(f"s{i} {w}" for i in range(8) for w in ("first", "second"))
     state = json.loads((tmp_path / "state" / "langfuse_state.json").read_text())

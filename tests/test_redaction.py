@@ -4,8 +4,9 @@ Every secret below is a made-up value of the real format (right prefix, length, 
 tests check that the secret text itself is gone, the kind is named, and the text around it
 (key names, URL user/host, header names) is still there for a reader of the trace.
 """
-from langfuse_hook import (  # noqa: E402
-    Redactor, image_placeholder, is_secret_name, redact_text, redact_value, truncate_field,
+from claude_code_langfuse.turns import image_placeholder
+from claude_code_langfuse.redaction import (
+    Redactor, is_secret_name, redact_text, redact_value, truncate_field,
     truncate_json_value)
 
 import base64

@@ -1,4 +1,4 @@
-"""Regressions: defects found in an independent review of hooks/langfuse_hook.py, each reproduced
+"""Regressions: defects found in an independent review of the hook (then one file, hooks/langfuse_hook.py), each reproduced
 as a user would notice it (they failed on the reviewed code and pass since the fixes)."""
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import sys
 
 import pytest
 
-import langfuse_hook as h
+from claude_code_langfuse import config, hook, worker
+from claude_code_langfuse.commands import retry_dead_letters
+from claude_code_langfuse.config import ensure_state_dir
+from claude_code_langfuse.delivery import drain_queue
+from claude_code_langfuse.files import FileLock, Paths
+from claude_code_langfuse.sender import BadRecord, build_plan
+from claude_code_langfuse.store import queue_read
 from transcript_factory import (HookRunner, Transcript, children, observations, session_end_event, stop_event,
                                 subagent_stop_event, text, tool_use)
 
@@ -81,10 +87,12 @@ def _hook_main(monkeypatch, tmp_path, event: dict, **env) -> None:
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setattr(h, "start_sender", lambda *a, **k: None)
-    monkeypatch.setattr(h, "_LOGGER", logging.getLogger("cc-langfuse-review"))
+    monkeypatch.setattr(hook, "wake_worker", lambda *a, **k: None)
+    monkeypatch.setattr(config, "_LOGGER", logging.getLogger("cc-langfuse-review"))
     monkeypatch.setattr(sys, "stdin", _Stdin(json.dumps(event).encode()))
-    h.hook_main()
+    hook.hook_main()
+    # what the detached worker does next, in this process: the event's own settings travel with it
+    worker.process_inbox(Paths(str(tmp_path / "state")), config._LOGGER, final=True)
 
 
 def test_turns_made_while_tracing_was_off_are_never_sent(session, tmp_path, monkeypatch):
@@ -93,7 +101,7 @@ def test_turns_made_while_tracing_was_off_are_never_sent(session, tmp_path, monk
     session.simple_turn("tracing back on: what is 2+2?", "4")
     _hook_main(monkeypatch, tmp_path, stop_event(session, "4"), TRACE_TO_LANGFUSE="true")
     _hook_main(monkeypatch, tmp_path, session_end_event(session), TRACE_TO_LANGFUSE="true")
-    queued = [e.record for e in h.queue_read(h.Paths(str(tmp_path / "state")).queue) if e.record]
+    queued = [e.record for e in queue_read(Paths(str(tmp_path / "state")).queue) if e.record]
     names = {r["trace"]["name"] for r in queued}
     assert "paste of the production database dump" not in names, "a turn made while TRACE_TO_LANGFUSE=false was queued for Langfuse"
     assert "tracing back on: what is 2+2?" in names
@@ -174,7 +182,7 @@ def test_password_in_the_base_url_stays_out_of_log_and_status(session, runner, t
     log = logging.getLogger("cc-langfuse-review-drain")
     log.propagate = False
     log.addHandler(Capture())
-    summary = h.drain_queue(settings, log)
+    summary = drain_queue(settings, log)
     assert summary.stopped_by == "retry"
     status = open(runner.paths.sender_status, encoding="utf-8").read()
     assert "Pr0xyPassw0rd" not in "\n".join(lines), "password written to the log"
@@ -199,16 +207,16 @@ def test_retry_dead_does_not_replace_a_newer_version_of_the_same_turn(session, r
     settings = runner.settings._replace(public_key=langfuse_standin.public_key, secret_key=langfuse_standin.secret_key,
                                         base_url=langfuse_standin.base_url)
     langfuse_standin.script([400])  # e.g. a proxy rule that was fixed later
-    assert h.drain_queue(settings, _quiet_log()).dead == 1
+    assert drain_queue(settings, _quiet_log()).dead == 1
     # the same turn goes on (Stop hook feedback) and is queued again, now with the final answer
     session.stop_feedback("Add the migration notes.")
     session.respond(text("Final notes with migrations."))
     session.turn_duration()
     runner.run(stop_event(session, "Final notes with migrations.", stop_hook_active=True))
     # the dead version is superseded by the newer one waiting in the queue: dropped, not re-queued
-    assert h.retry_dead_letters(runner.paths) == 0
+    assert retry_dead_letters(runner.paths) == 0
     assert not runner.paths.dead or not open(runner.paths.dead).read().strip()
-    h.drain_queue(settings, _quiet_log())
+    drain_queue(settings, _quiet_log())
     roots = [o for o in langfuse_standin.observations() if o.parent_id is None]
     assert roots, "nothing was sent"
     assert roots[-1].output == "Final notes with migrations.", (
@@ -240,8 +248,8 @@ def test_turn_that_resumes_its_own_subagent_can_be_sent(tmp_path, runner):
     runner.run(session_end_event(t))
     (record,) = runner.latest().values()
     try:
-        h.build_plan(record)
-    except h.BadRecord as e:
+        build_plan(record)
+    except BadRecord as e:
         pytest.fail(f"the sender dead-letters this turn: {e}")
 
 
@@ -268,8 +276,8 @@ def test_rereading_a_turn_that_starts_with_its_companion_line_changes_nothing(se
 
 def test_busy_queue_makes_the_hook_skip_not_wait_and_nothing_is_lost(session, runner):
     session.simple_turn("one", "answer one")
-    lock = h.FileLock(runner.paths.queue_lock, timeout=0)
-    h.ensure_state_dir(runner.paths.dir)
+    lock = FileLock(runner.paths.queue_lock, timeout=0)
+    ensure_state_dir(runner.paths.dir)
     assert lock.acquire(blocking=False)  # a sender in the middle of a long rewrite
     try:
         assert runner.run(stop_event(session, "answer one")) == []

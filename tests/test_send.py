@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from langfuse_hook import Delivery, SendSettings, Sender
+from claude_code_langfuse.sender import Delivery, SendSettings, Sender
 from langfuse_standin import LangfuseStandin
 
 SESSION = "0d6f3c8e-5a7b-4c2e-9f10-1234567890ab"

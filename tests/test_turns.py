@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-import langfuse_hook as h
+from claude_code_langfuse import turns as h
 from transcript_factory import (HookRunner, Transcript, children, image, observations, root, session_end_event, stop_event,
                                 subagent_stop_event, text, thinking, tool_use)
 

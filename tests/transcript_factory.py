@@ -394,21 +394,52 @@ def transcript_timestamps(*paths: str) -> set[str]:
 
 
 
-class HookRunner:
-    """Runs the hook's critical path (`run_hook`) in this process against a private state folder.
+def wait_for_worker(state_dir, timeout: float = 30.0) -> None:
+    """Wait until the detached worker of `state_dir` is done: no hook event waits in the inbox and
+    no worker holds the worker lock (what `status` calls idle)."""
+    import fcntl
+    import time
 
-    The detached sender is not started (tests look at the queue it would deliver) and log lines
-    are captured in `self.logs` instead of the process-wide log file.
+    inbox = os.path.join(str(state_dir), "inbox")
+    lock = os.path.join(str(state_dir), "locks", "worker.lock")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        waiting = [n for n in (os.listdir(inbox) if os.path.isdir(inbox) else []) if n.endswith(".json")]
+        busy = False
+        if os.path.exists(lock):
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except OSError:
+                busy = True
+            finally:
+                os.close(fd)
+        if not waiting and not busy:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"the worker of {state_dir} did not finish within {timeout}s")
+
+
+class HookRunner:
+    """Runs what the worker does for one hook event (`process_event`) in this process, against a
+    private state folder.
+
+    No worker or sender process is started (tests look at the queue it would deliver) and log
+    lines are captured in `self.logs` instead of the process-wide log file. By default the event
+    is final (the worker's wait for Claude Code's flush is over); `final=False` lets a test see
+    the worker hold a Stop whose answer is not on disk yet.
     """
 
     def __init__(self, state_dir: str, **overrides):
         import logging
 
-        import langfuse_hook as h
+        from claude_code_langfuse import files, store
+        from claude_code_langfuse.config import Settings
 
-        self.h = h
-        self.settings = h.Settings(user_id="tester", state_dir=state_dir, base_url="http://127.0.0.1:9", **overrides)
-        self.paths = h.Paths(state_dir)
+        self.store = store
+        self.settings = Settings(user_id="tester", state_dir=state_dir, base_url="http://127.0.0.1:9", **overrides)
+        self.paths = files.Paths(state_dir)
         self.logs: list[str] = []
         runner = self
 
@@ -421,20 +452,22 @@ class HookRunner:
         self.logger.setLevel(logging.DEBUG)
         self.logger.addHandler(Capture())
 
-    def run(self, event: dict | bytes) -> list[dict]:
-        """One hook run; returns the records it appended to the queue."""
-        h = self.h
+    def run(self, event: dict | bytes, final: bool = True) -> list[dict]:
+        """One event; returns the records it appended to the queue."""
+        from claude_code_langfuse.collect import process_event
+        from claude_code_langfuse.event import BadEvent, parse_event
+
         before = len(self.queue())
-        saved = h._LOGGER, h.start_sender
-        h._LOGGER, h.start_sender = self.logger, (lambda *a, **k: None)
         try:
-            h.run_hook(event if isinstance(event, bytes) else json.dumps(event).encode(), self.settings)
-        finally:
-            h._LOGGER, h.start_sender = saved
+            parsed = parse_event(event if isinstance(event, bytes) else json.dumps(event).encode())
+        except BadEvent as e:
+            self.logger.error("ignored a hook call: %s", e)
+            return []
+        self.last_outcome = process_event(parsed, self.settings, self.logger, final=final)
         return self.queue()[before:]
 
     def queue(self) -> list[dict]:
-        return [e.record for e in self.h.queue_read(self.paths.queue) if e.record is not None]
+        return [e.record for e in self.store.queue_read(self.paths.queue) if e.record is not None]
 
     def latest(self) -> dict[str, dict]:
         """key -> newest queued version (what Langfuse ends up showing after upserts)."""
@@ -444,8 +477,8 @@ class HookRunner:
         return out
 
     def entry(self, t: Transcript) -> dict:
-        state = self.h.load_state(self.paths)
-        return state["transcripts"].get(self.h.state_key(t.session_id, t.path), {})
+        state = self.store.load_state(self.paths)
+        return state["transcripts"].get(self.store.state_key(t.session_id, t.path), {})
 
 
 def observations(record: dict, type_: str | None = None) -> list[dict]:

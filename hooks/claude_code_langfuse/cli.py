@@ -1,0 +1,55 @@
+"""The command line: `langfuse_hook.py [status|drain|doctor|backfill]`; no command = hook mode."""
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:
+        from .hook import hook_main
+
+        hook_main()
+        return 0
+    return cli_main(argv)
+
+
+def cli_main(argv: list[str]) -> int:
+    import argparse
+
+    from .config import load_settings
+    from .worker import bootstrap_main, worker_main
+    from .commands import cmd_drain, cmd_status
+    from .backfill import cmd_backfill
+    from .doctor import cmd_doctor
+
+    parser = argparse.ArgumentParser(prog="langfuse_hook.py", description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
+                                     "Without a command it runs as the Claude Code hook (event JSON on stdin).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill}")
+    p = sub.add_parser("status", help="queue, hook events waiting, dead letters, last success and error, worker")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser("drain", help="send the queue now, in the foreground")
+    p.add_argument("--retry-dead", action="store_true", help="first move dead letters back into the queue")
+    sub.add_parser("doctor", help="check settings, SDK, server, keys and queue; say how to fix what fails")
+    p = sub.add_parser("backfill", help="queue sessions from before the hook was installed (same ids as the live hook)")
+    p.add_argument("--since", default="30d", help="only sessions changed within this window: 30d, 12h, 2w or a date (default 30d)")
+    p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
+    sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
+    sub.add_parser("send")  # internal: the name of the worker before 0.2 (a sender already running during an upgrade)
+    sub.add_parser("bootstrap")  # internal: builds the plugin's venv, then runs the worker
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "status":
+        return cmd_status(settings, args.json)
+    if args.command == "drain":
+        return cmd_drain(settings, args.retry_dead)
+    if args.command == "doctor":
+        return cmd_doctor(settings)
+    if args.command == "backfill":
+        return cmd_backfill(settings, args.since, args.project, args.dry_run)
+    if args.command in ("worker", "send"):
+        return worker_main(settings)
+    if args.command == "bootstrap":
+        return bootstrap_main(settings)
+    return 2

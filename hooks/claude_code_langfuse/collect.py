@@ -1,0 +1,230 @@
+"""collect."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from typing import NamedTuple
+
+from .config import LOCK_TIMEOUT_S, LazyLog, Settings, ensure_state_dir
+from .event import BadEvent, HookEvent, parse_event
+from .files import FileLock, LockTimeout, Paths
+from .transcript import READ_CHUNK, iter_rows
+from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
+from .subagents import SubagentFinder
+from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, answer_lags, project_name, trace_id_for, turn_record
+from .redaction import Redactor, record_rev, sanitize_record
+from .store import MAX_EMITTED, load_state, now_iso, queue_append, state_key, update_state_entry
+
+# ============================================================================ collect: transcript -> queued records
+
+
+class CollectResult(NamedTuple):
+    records: list
+    entry: dict
+    turns_seen: int = 0
+    bad_lines: int = 0
+    lagging: bool = False  # the event's final answer is not on disk yet; the trailing turn was held back
+
+
+def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None, sink=None,
+                    hold_lagging: bool = False) -> CollectResult:
+    """New bytes of the session transcript -> new or changed turn records.
+
+    hold_lagging: when a Stop event's final answer is not on disk yet, do not emit the trailing
+    turn (the caller waits for Claude Code's flush and calls again); `lagging` says so.
+
+    Streams: one turn is held in memory at a time; records go to `sink` (default: the result's
+    list). The trailing turn is emitted but not consumed: the next run re-reads it, so a turn
+    that grows (Stop ladders, late flushes, background agents) is upserted under the same ids.
+    """
+    path = event.transcript_path
+    entry = dict(entry or {})
+    entry.setdefault("session_id", event.session_id)
+    entry.setdefault("path", path)
+    emitted: dict = dict(entry.get("emitted") or {})
+    agents: dict = dict(entry.get("agents") or {})
+    offset = int(entry.get("offset") or 0)
+    turns_before = int(entry.get("turns_before") or 0)
+    records: list[dict] = []
+    sink = sink or records.append
+    bad: list[int] = []
+    finder = SubagentFinder(path, event.session_id)
+    if not os.path.isfile(path):
+        if log:
+            log.warning("transcript %s does not exist (yet) or is not a file; nothing to read", path)
+        return CollectResult([], entry)
+
+    def emit(turn: Turn, number: int, ev: HookEvent | None) -> None:
+        finder.attach(turn)
+        tid = trace_id_for(event.session_id, turn.key)
+        ctx = TraceContext(event.session_id, settings.user_id, project_name(turn.meta_row.get("cwd") or event.cwd), number, tid)
+        rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
+        rev = record_rev(rec)
+        for call in turn.tools.values():
+            if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
+                link = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
+                agents[call.id] = link
+                if call.agent_id:
+                    agents[call.agent_id] = link
+        if emitted.get(turn.key) != rev:
+            rec["rev"] = rev
+            emitted.pop(turn.key, None)
+            emitted[turn.key] = rev
+            sink(rec)
+        if turn.kind == "task-notification":
+            # the background agent it reports on has finished, so its file is complete now (at its
+            # SubagentStop the last line often was not yet): refresh the turn that launched it
+            text = prompt_text(turn.prompt)
+            for rx in (TASK_TOOL_USE_RE, TASK_ID_RE):
+                m = rx.search(text)
+                link = agents.get(m.group(1)) if m else None
+                if link and link["start"] < turn.start_offset:
+                    reemit(link)
+                    break
+
+    def reemit(link: dict) -> None:
+        with open(path, "rb") as f2:
+            old = next(group_turns(iter_rows(f2, link["start"], link["end"])), None)
+        if old is not None and old.key == link.get("key", old.key):
+            emit(old, link["turn_number"], None)
+
+    seen, lagging = 0, False
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        replaced = bool(entry.get("inode")) and entry.get("inode") != st.st_ino
+        if st.st_size < offset or replaced or (offset and entry.get("tail") and _tail_hash(f, offset) != entry.get("tail")):
+            # truncated (Claude Code drops a line after a streaming error), replaced, or cut and
+            # regrown: the bytes before our offset are not the ones we read, so start over
+            if log:
+                log.info("transcript %s shrank or was rewritten (size %d, offset %d): re-reading from the start", path, st.st_size, offset)
+            offset, turns_before = 0, 0
+        new_offset, new_before = offset, turns_before
+        previous: Turn | None = None
+        for turn in group_turns(iter_rows(f, offset, bad_lines=bad), bad_lines=bad):
+            if previous is not None:
+                emit(previous, new_before + 1, None)
+                new_offset, new_before = turn.start_offset, new_before + 1
+            previous = turn
+            seen += 1
+        if previous is not None:
+            # the trailing turn stays open: new_offset points at its first line
+            new_offset = previous.start_offset
+            if event.name == "SubagentStop" and not previous.looks_complete():
+                pass  # mid-turn (a foreground agent finished): the parent's Stop will emit it
+            elif hold_lagging and _event_is_about(event, previous) and answer_lags(previous, event):
+                lagging = True
+            else:
+                emit(previous, new_before + 1, event if _event_is_about(event, previous) else None)
+
+        if event.name == "SubagentStop" and event.agent_id:
+            link = agents.get(event.agent_id) or agents.get(str(finder.meta_for_agent(event.agent_id).get("toolUseId") or ""))
+            if link and link["start"] < new_offset:
+                reemit(link)  # the turn that launched this background agent is behind us
+        tail = _tail_hash(f, new_offset) if new_offset else ""
+
+    if len(emitted) > MAX_EMITTED:
+        emitted = dict(list(emitted.items())[-MAX_EMITTED:])
+    if len(agents) > MAX_EMITTED:
+        agents = dict(list(agents.items())[-MAX_EMITTED:])
+    entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents, tail=tail,
+                 updated=now_iso(), updated_epoch=time.time(), cwd=event.cwd or entry.get("cwd", ""))
+    return CollectResult(records, entry, seen, len(bad), lagging)
+
+
+def _tail_hash(f, offset: int, span: int = 256) -> str:
+    """Fingerprint of the bytes just before `offset`: tells a file rewritten under our cursor."""
+    start = max(0, offset - span)
+    f.seek(start)
+    return hashlib.sha256(f.read(offset - start)).hexdigest()[:16]
+
+
+def _event_is_about(event: HookEvent, turn: Turn) -> bool:
+    """Does the event's last_assistant_message belong to this turn (and not to a prompt not yet on disk)?"""
+    if event.name != "Stop":
+        return False
+    turn_prompt = turn.prompt_row.get("promptId")
+    return not (event.prompt_id and turn_prompt and event.prompt_id != turn_prompt)
+
+
+class Outcome(NamedTuple):
+    done: bool  # False: wait and call again (transcript not there yet, or its final answer not flushed)
+    queued: int = 0
+
+
+def make_redactor(settings: Settings, log) -> Redactor:
+    try:
+        return Redactor(settings.redact, settings.redact_patterns)
+    except ValueError as e:
+        log.error("%s; fix CC_LANGFUSE_REDACT_PATTERNS. Using the built-in rules only.", e)
+        return Redactor(settings.redact, [])
+
+
+def process_event(event: HookEvent, settings: Settings, log, final: bool = True) -> Outcome:
+    """One hook event: the transcript's new turns -> redacted records -> queue, then the cursor.
+
+    final=False lets the caller wait for Claude Code: a transcript that does not exist yet, or a
+    Stop whose final answer is not on disk yet, returns done=False and changes nothing.
+    """
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    if not settings.enabled:
+        skip_while_disabled(event, settings)
+        return Outcome(True)
+    if not os.path.isfile(event.transcript_path) and not final and not os.path.exists(event.transcript_path):
+        return Outcome(False)
+    if event.name == "SubagentStop" and not event.agent_id:
+        log.debug("SubagentStop without agent_id (a main-thread stop): the session's transcript is read as usual")
+    key = state_key(event.session_id, event.transcript_path)
+    lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire():
+        log.warning("session %s is being processed by another run for over %.0fs: skipped this event; "
+                    "the next event picks the turns up, nothing is lost", event.session_id, LOCK_TIMEOUT_S)
+        return Outcome(True)
+    try:
+        entry = load_state(paths)["transcripts"].get(key, {})
+        result = collect_records(event, entry, settings, make_redactor(settings, log), log, hold_lagging=not final)
+        if result.lagging and not result.records:
+            return Outcome(False)
+        if result.bad_lines:
+            log.warning("skipped %d unreadable line(s) in %s", result.bad_lines, event.transcript_path)
+        try:
+            queue_append(paths, result.records)  # durable before the cursor moves
+        except LockTimeout:
+            log.warning("the queue was busy (a large backlog being rewritten); the cursor stays, the next run "
+                        "queues these %d record(s); nothing is lost", len(result.records))
+            return Outcome(True)
+        update_state_entry(paths, key, result.entry)
+        log.debug("%s %s: %d turn(s) read, %d record(s) queued%s", event.name, event.session_id, result.turns_seen,
+                  len(result.records), " (final answer not on disk yet)" if result.lagging else "")
+        return Outcome(not result.lagging, len(result.records))
+    finally:
+        lock.release()
+
+
+def skip_while_disabled(event: HookEvent, settings: Settings) -> None:
+    """Tracing is off (TRACE_TO_LANGFUSE=false): move the cursor past everything said so far,
+    reading nothing, so that turning tracing back on never uploads what was said while it was off."""
+    if not os.path.isfile(event.transcript_path):
+        return
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire():
+        return  # the next run moves it
+    try:
+        key = state_key(event.session_id, event.transcript_path)
+        entry = dict(load_state(paths)["transcripts"].get(key) or {}, session_id=event.session_id, path=event.transcript_path)
+        with open(event.transcript_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - READ_CHUNK))
+            tail = f.read()
+            end = size - (len(tail) - tail.rfind(b"\n") - 1) if b"\n" in tail else entry.get("offset", 0)
+            entry.update(offset=end, inode=os.fstat(f.fileno()).st_ino, size_seen=size, tail=_tail_hash(f, end) if end else "",
+                         updated=now_iso(), updated_epoch=time.time(), paused=True)
+        entry.setdefault("emitted", {})
+        update_state_entry(paths, key, entry)
+    finally:
+        lock.release()
+
+

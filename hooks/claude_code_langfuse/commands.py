@@ -1,0 +1,197 @@
+"""commands."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from .config import Settings, display_url, ensure_state_dir, get_logger
+from .files import FileLock, Paths, read_json_file, write_atomic
+from .turns import parse_ts
+from .store import _append_lines, load_state, now_iso, queue_read
+from .inbox import list_news
+from .worker import process_inbox
+from .delivery import DrainSummary, NOKEYS_ADVICE, drain_queue
+
+# ============================================================================ status, drain, doctor
+
+
+def _age(epoch_or_iso: Any) -> str:
+    if not epoch_or_iso:
+        return "never"
+    t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.timezone.utc)
+    if t is None:
+        return str(epoch_or_iso)
+    secs = max(0, int((_dt.datetime.now(_dt.timezone.utc) - t).total_seconds()))
+    if secs < 90:
+        ago = f"{secs} s ago"
+    elif secs < 5400:
+        ago = f"{secs // 60} min ago"
+    elif secs < 172800:
+        ago = f"{secs // 3600} h ago"
+    else:
+        ago = f"{secs // 86400} days ago"
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')} UTC ({ago})"
+
+
+def _last_log_problem(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 65536))
+            tail = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(tail):
+        if " ERROR " in line or " WARNING " in line:
+            return line.strip()
+    return ""
+
+
+def _mask_key(key: str) -> str:
+    return (key[:9] + "…") if key else "(not set)"
+
+
+def collect_status(settings: Settings) -> dict:
+    paths = Paths(settings.state_dir)
+    entries = queue_read(paths.queue)
+    records = [e.record for e in entries if e.record is not None]
+    keys = {r["key"] for r in records}
+    oldest = min((r.get("queued_at") or "" for r in records), default="")
+    dead_count = 0
+    try:
+        with open(paths.dead, "rb") as f:
+            dead_count = sum(1 for line in f if line.strip())
+    except OSError:
+        pass
+    queue_bytes = os.path.getsize(paths.queue) if os.path.exists(paths.queue) else 0
+    sender = read_json_file(paths.sender_status, {}) or {}
+    lock = FileLock(paths.worker_lock, timeout=0)
+    running = False
+    if os.path.isdir(paths.locks):
+        running = not lock.acquire(blocking=False)
+        if not running:
+            lock.release()
+    state = load_state(paths)
+    sessions = {v.get("session_id") for v in state["transcripts"].values()}
+    warnings = []
+    if queue_bytes > settings.queue_warn_bytes:
+        warnings.append(f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
+                        "Langfuse has not taken traces for a while; nothing is dropped, but check the last error")
+    if dead_count:
+        warnings.append(f"{dead_count} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")
+    inbox = len(list_news(paths.inbox))
+    if inbox and not running:
+        warnings.append(f"{inbox} hook event(s) wait in {paths.inbox} with no worker running: `drain` reads them now")
+    if settings.config_error:
+        warnings.append(settings.config_error)
+    if not settings.has_keys:
+        warnings.append(NOKEYS_ADVICE)
+    return {
+        "enabled": settings.enabled, "base_url": display_url(settings.base_url), "public_key": _mask_key(settings.public_key),
+        "secret_key_set": bool(settings.secret_key), "config_path": settings.config_path, "state_dir": settings.state_dir,
+        "queue_records": len(records), "queue_turns": len(keys), "queue_bytes": queue_bytes, "queue_oldest": oldest or None,
+        "queue_corrupt_lines": sum(1 for e in entries if e.record is None and e.error != "incomplete last line"),
+        "dead_letters": dead_count, "last_success": sender.get("last_success"), "last_error": sender.get("last_error"),
+        "next_attempt_epoch": sender.get("next_attempt_epoch") or 0, "sent_total": sender.get("sent_total") or 0,
+        "worker_running": running, "sender_running": running, "inbox_events": inbox, "sessions_tracked": len(sessions), "last_log_problem": _last_log_problem(paths.log),
+        "log": paths.log, "warnings": warnings,
+    }
+
+
+def format_status(st: dict) -> str:
+    err = st["last_error"]
+    rows = [
+        ("Langfuse", f"{st['base_url']}  (public key {st['public_key']}, secret {'set' if st['secret_key_set'] else 'NOT SET'})"),
+        ("Tracing", "on" if st["enabled"] else "off (TRACE_TO_LANGFUSE=false)"),
+        ("Queue", f"{st['queue_turns']} trace(s) waiting, {st['queue_bytes'] / 1024:.1f} KB" + (f", oldest queued {_age(st['queue_oldest'])}" if st["queue_oldest"] else "")),
+        ("Dead letters", str(st["dead_letters"])),
+        ("Last success", _age(st["last_success"])),
+        ("Last error", "none" if not err else f"{_age(err.get('time'))}: {err.get('advice') or err.get('detail')}"),
+        ("Sessions", f"{st['sessions_tracked']} tracked"),
+        ("Worker", ("running" if st["worker_running"] else ("waiting (backoff) until " + _age(st["next_attempt_epoch"]).split(" (")[0] if st["next_attempt_epoch"] and st["next_attempt_epoch"] > time.time() else "idle"))
+         + f", {st['inbox_events']} hook event(s) not read yet"),
+        ("Log", st["log"] + (f"\n{'':16}last problem: {st['last_log_problem']}" if st["last_log_problem"] else "")),
+    ]
+    out = ["claude-code-langfuse status"] + [f"  {k:<14}{v}" for k, v in rows]
+    out += [f"  WARNING: {w}" for w in st["warnings"]]
+    return "\n".join(out)
+
+
+def cmd_status(settings: Settings, as_json: bool) -> int:
+    st = collect_status(settings)
+    print(json.dumps(st, indent=1) if as_json else format_status(st))
+    return 0
+
+
+def retry_dead_letters(paths: Paths) -> int:
+    """Move dead letters that still hold a record back into the queue.
+
+    A dead record whose turn has a newer version waiting in the queue is dropped instead: the
+    newer version holds everything it had, and must not be shadowed by the old one."""
+    with FileLock(paths.queue_lock, timeout=30):
+        try:
+            with open(paths.dead, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return 0
+        queued = {e.record["key"] for e in queue_read(paths.queue) if e.record is not None}
+        back, keep, superseded = [], [], 0
+        for line in lines:
+            try:
+                d = json.loads(line)
+            except ValueError:
+                keep.append(line + b"\n")
+                continue
+            if isinstance(d, dict) and isinstance(d.get("record"), dict):
+                if d["record"].get("key") in queued:
+                    superseded += 1
+                    continue
+                queued.add(d["record"].get("key"))
+                back.append(json.dumps(dict(d["record"], queued_at=now_iso()), ensure_ascii=False).encode() + b"\n")
+            else:
+                keep.append(line + b"\n")
+        if back:
+            _append_lines(paths.queue, back)
+        if back or superseded:
+            write_atomic(paths.dead, b"".join(keep))
+        return len(back)
+
+
+def cmd_drain(settings: Settings, retry_dead: bool) -> int:
+    os.umask(0o077)
+    log = get_logger(settings)
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    lock = FileLock(paths.worker_lock, timeout=60)
+    if not lock.acquire():
+        print("the background worker is busy for over 60 s; try again, or see `status`", file=sys.stderr)
+        return 1
+    try:
+        queued = process_inbox(paths, log, final=True).handled  # hook events not read yet
+        if queued:
+            print(f"read {queued} waiting hook event(s) into the queue", file=sys.stderr)
+        if retry_dead:
+            n = retry_dead_letters(paths)
+            print(f"moved {n} dead letter(s) back into the queue", file=sys.stderr)
+        def progress(done: int, total: int, s: DrainSummary) -> None:
+            print(f"\rsending {done}/{total}  (sent {s.sent}, dead {s.dead})", end="", file=sys.stderr, flush=True)
+
+        summary = drain_queue(settings, log, progress=progress if sys.stderr.isatty() else None)
+    finally:
+        lock.release()
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    left = collect_status(settings)["queue_turns"]
+    print(f"drain: {summary.sent} sent, {summary.dead} moved to dead letters, {summary.corrupt} corrupt line(s) set aside, {left} left in the queue")
+    if summary.stopped_by:
+        err = (read_json_file(paths.sender_status, {}) or {}).get("last_error") or {}
+        print(f"stopped: {err.get('advice') or summary.detail}")
+        return 1
+    return 0
+
+

@@ -1,0 +1,118 @@
+"""files."""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+
+from .config import LOCK_TIMEOUT_S
+
+# ============================================================================ locks, atomic files
+
+
+class LockTimeout(Exception):
+    pass
+
+
+class FileLock:
+    """An fcntl lock on a file; waits up to `timeout` seconds, never proceeds unlocked."""
+
+    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_S):
+        self.path, self.timeout = path, timeout
+        self.fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + (self.timeout if blocking else 0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self.fd = fd
+                return True
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                return False
+            time.sleep(0.01)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self):
+        if not self.acquire():
+            raise LockTimeout(self.path)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """tmp + fsync + rename: readers see the old file or the new one, never half of one."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def read_json_file(path: str, default: object) -> object:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError):
+        return default
+
+
+class Paths:
+    def __init__(self, state_dir: str):
+        self.dir = state_dir
+        self.state = os.path.join(state_dir, "langfuse_state.json")
+        self.queue = os.path.join(state_dir, "pending_traces.jsonl")
+        self.dead = os.path.join(state_dir, "dead_traces.jsonl")
+        self.sender_status = os.path.join(state_dir, "langfuse_sender.json")
+        self.log = os.path.join(state_dir, "langfuse_hook.log")
+        self.locks = os.path.join(state_dir, "locks")
+        self.state_lock = os.path.join(self.locks, "state.lock")
+        self.queue_lock = os.path.join(self.locks, "queue.lock")
+        self.worker_lock = os.path.join(self.locks, "worker.lock")  # one worker per state folder
+        self.inbox = os.path.join(state_dir, "inbox")
+
+    def session_lock(self, session_id: str) -> str:
+        import hashlib  # not at module level: the hook imports this module and never needs it
+
+        return os.path.join(self.locks, "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".lock")
+
+

@@ -1,0 +1,75 @@
+"""The inbox: one small file per hook event, written by the hook, consumed by the worker.
+
+A news file says "this transcript has news" and carries what the event knows that the transcript
+may not yet (`last_assistant_message`, `prompt_id`, agent ids) plus the tracing settings of the
+process that fired it (a project's `.claude/settings.local.json` env reaches only that process).
+Files are named by arrival time, so sorting the names gives the order events fired in.
+
+Not fsynced on purpose: the transcript is the durable record and the cursor says what was read,
+so a news file lost in a power cut only delays that session's turns to its next event, `drain`
+or `backfill`; no turn is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+# Variables that change what tracing does; the hook records them with each event.
+SETTINGS_PREFIXES = ("CC_LANGFUSE_", "LANGFUSE_", "CLAUDE_PLUGIN_OPTION_")
+SETTINGS_NAMES = ("TRACE_TO_LANGFUSE",)
+NEWS_VERSION = 1
+
+
+def settings_env(environ) -> dict:
+    return {k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES}
+
+
+def write_news(inbox_dir: str, event: dict, environ) -> str:
+    """Atomically add one news file (tmp + rename: the worker never sees half of one)."""
+    try:
+        os.mkdir(inbox_dir, 0o700)
+    except FileExistsError:
+        pass
+    now = time.time_ns()
+    name = f"{now:020d}-{os.getpid()}.json"
+    data = json.dumps({"v": NEWS_VERSION, "received": now / 1e9, "event": event, "env": settings_env(environ)})  # ASCII: a lone surrogate stays an escape
+    tmp = os.path.join(inbox_dir, "." + name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data.encode("ascii"))
+    finally:
+        os.close(fd)
+    final = os.path.join(inbox_dir, name)
+    os.rename(tmp, final)
+    return final
+
+
+def list_news(inbox_dir: str) -> list[str]:
+    """News file names, oldest first."""
+    try:
+        return sorted(n for n in os.listdir(inbox_dir) if n.endswith(".json") and not n.startswith("."))
+    except FileNotFoundError:
+        return []
+
+
+def read_news(path: str) -> dict | None:
+    """A news record, or None for a file that is unreadable or not one of ours."""
+    try:
+        with open(path, "rb") as f:
+            news = json.loads(f.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(news, dict) or not isinstance(news.get("event"), dict):
+        return None
+    if not isinstance(news.get("env"), dict):
+        news["env"] = {}
+    return news
+
+
+def remove_news(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,240 @@
+"""records."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from typing import NamedTuple
+
+from .config import HOOK_VERSION, RECORD_VERSION
+from .event import HookEvent
+from .turns import Event, Generation, ToolCall, Turn, image_placeholder, prompt_text
+
+# ============================================================================ observations
+
+
+def trace_id_for(session_id: str, turn_key: str) -> str:
+    tid = hashlib.sha256(f"{session_id}:{turn_key}".encode()).hexdigest()[:32]
+    return tid if tid.strip("0") else "1" * 32
+
+
+def observation_id(trace_id: str, kind: str, natural_id: str) -> str:
+    oid = hashlib.sha256(f"{trace_id}:{kind}:{natural_id}".encode()).hexdigest()[:16]
+    return oid if oid.strip("0") else "1" * 16
+
+
+def usage_details(usage: dict) -> dict | None:
+    """Anthropic usage -> the keys Langfuse's price table knows (notes/langfuse-v5.md section 4)."""
+    if not usage:
+        return None
+    out: dict[str, int] = {}
+    for src, dst in (("input_tokens", "input"), ("output_tokens", "output"), ("cache_read_input_tokens", "cache_read_input_tokens")):
+        if isinstance(usage.get(src), int):
+            out[dst] = usage[src]
+    breakdown = usage.get("cache_creation") if isinstance(usage.get("cache_creation"), dict) else None
+    if breakdown and (breakdown.get("ephemeral_5m_input_tokens") or breakdown.get("ephemeral_1h_input_tokens")):
+        out["input_cache_creation_5m"] = int(breakdown.get("ephemeral_5m_input_tokens") or 0)
+        out["input_cache_creation_1h"] = int(breakdown.get("ephemeral_1h_input_tokens") or 0)
+    elif isinstance(usage.get("cache_creation_input_tokens"), int):
+        out["cache_creation_input_tokens"] = usage["cache_creation_input_tokens"]
+    return out or None
+
+
+def block_for_output(b: dict) -> dict:
+    t = b.get("type")
+    if t == "text":
+        return {"type": "text", "text": b.get("text", "")}
+    if t == "thinking":
+        return {"type": "thinking", "thinking": b.get("thinking", "")}
+    if t == "redacted_thinking":
+        return {"type": "redacted_thinking"}
+    if t in ("tool_use", "server_tool_use"):
+        return {"type": t, "id": b.get("id"), "name": b.get("name"), "input": b.get("input")}
+    if t == "image":
+        return {"type": "image", "placeholder": image_placeholder(b)}
+    return {k: v for k, v in b.items() if k not in ("signature", "data")}
+
+
+COMMAND_RE = re.compile(r"<command-name>\s*(.*?)\s*</command-name>", re.S)
+COMMAND_ARGS_RE = re.compile(r"<command-args>\s*(.*?)\s*</command-args>", re.S)
+TASK_SUMMARY_RE = re.compile(r"<summary>\s*(.*?)\s*</summary>", re.S)
+TASK_TOOL_USE_RE = re.compile(r"<tool-use-id>\s*([^<\s]+)\s*</tool-use-id>")
+TASK_ID_RE = re.compile(r"<task-id>\s*([^<\s]+)\s*</task-id>")
+
+
+def turn_title(turn: Turn) -> str:
+    text = prompt_text(turn.prompt)
+    if turn.kind == "slash-command":
+        m = COMMAND_RE.search(text)
+        if m:
+            args = COMMAND_ARGS_RE.search(text)
+            text = m.group(1) + (" " + args.group(1) if args and args.group(1) else "")
+    elif turn.kind == "task-notification":
+        m = TASK_SUMMARY_RE.search(text)
+        return ("Task notification: " + (m.group(1) if m else "background task finished"))[:120]
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        first = "(empty prompt)"
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
+class TraceContext(NamedTuple):
+    session_id: str
+    user_id: str
+    project: str
+    turn_number: int
+    trace_id: str
+
+
+def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) -> list[dict]:
+    """Children of a turn (or of a subagent run): generations, tools, agents, events."""
+    obs: list[dict] = []
+    for item in turn.items:
+        if isinstance(item, Generation):
+            if item.synthetic:
+                obs.append(_obs(observation_id(trace_id, "event", item.message_id), parent_id, "event",
+                                "api-error" if item.api_error else "synthetic-message", item.first_ts or item.end, item.first_ts or item.end,
+                                output=item.text, level="WARNING" if item.api_error else "DEFAULT", metadata={"message_id": item.message_id}))
+                continue
+            meta = {"message_id": item.message_id, "request_id": item.request_id, "stop_reason": item.stop_reason}
+            for k in ("service_tier", "speed"):
+                if item.usage.get(k):
+                    meta[k] = item.usage[k]
+            thinking = (item.usage.get("output_tokens_details") or {}).get("thinking_tokens") if isinstance(item.usage.get("output_tokens_details"), dict) else None
+            if thinking:
+                meta["thinking_tokens"] = thinking
+            obs.append(_obs(observation_id(trace_id, "gen", item.message_id), parent_id, "generation", item.model or "claude",
+                            item.start or item.first_ts, item.end, output={"role": "assistant", "content": [block_for_output(b) for b in item.blocks]},
+                            metadata=meta, model=item.model, usage=usage_details(item.usage), completion_start=item.first_ts))
+        elif isinstance(item, ToolCall):
+            tool_id = observation_id(trace_id, "tool", item.id)
+            meta: dict = {"tool_use_id": item.id}
+            if isinstance(item.result_meta, dict):
+                meta.update({f"result.{k}": v for k, v in item.result_meta.items() if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)})
+            level, status = "DEFAULT", None
+            if item.is_error:
+                level, status = "ERROR", item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False)
+            elif not item.has_result:
+                level, status = "WARNING", "no tool result in the transcript (interrupted or still running)"
+            end = item.end or turn_end or item.start
+            obs.append(_obs(tool_id, parent_id, "tool", item.name, item.start, end, input=item.input, output=item.output, metadata=meta, level=level, status=status))
+            if item.agent is not None:
+                obs.extend(agent_observations(item, trace_id, tool_id))
+        elif isinstance(item, Event):
+            obs.append(_obs(observation_id(trace_id, "event", item.uid), parent_id, "event", item.name, item.ts, item.ts,
+                            input=item.input, level=item.level, metadata=item.metadata))
+    return obs
+
+
+def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[dict]:
+    agent = call.agent
+    natural = call.agent_run or call.agent_id or call.id
+    agent_obs_id = observation_id(trace_id, "agent", natural)
+    meta = {"agent_id": call.agent_id, **{k: v for k, v in call.agent_meta.items() if isinstance(v, (str, int, float, bool))}}
+    description = call.agent_meta.get("description") or (call.input or {}).get("description") if isinstance(call.input, dict) else None
+    agent_type = call.agent_meta.get("agentType") or ((call.input or {}).get("subagent_type") if isinstance(call.input, dict) else None)
+    name = "Subagent: " + str(description or agent_type or natural)
+    end = max(agent.end, agent.last_row_ts or "") or agent.start
+    meta["complete"] = agent.looks_complete()
+    out = [_obs(agent_obs_id, parent_id, "agent", name, agent.start, end, input=prompt_text(agent.prompt), output=agent.final_text, metadata=meta)]
+    out.extend(turn_observations(agent, trace_id, agent_obs_id, end))
+    return out
+
+
+def _obs(oid, parent, typ, name, start, end, *, input=None, output=None, metadata=None, level="DEFAULT", status=None, model=None, usage=None, completion_start=None) -> dict:
+    start = start or end
+    end = end or start
+    if end and start and end < start:
+        end = start
+    return {
+        "id": oid, "parent_id": parent, "type": typ, "name": name, "start": start, "end": end,
+        "input": input, "output": output, "metadata": metadata or {}, "level": level, "status_message": status,
+        "model": model, "usage_details": usage, "completion_start_time": completion_start if typ == "generation" else None,
+    }
+
+
+def turn_output(turn: Turn) -> str:
+    if turn.final_text:
+        return turn.final_text
+    # a turn that ended in an API error: show the error text Claude Code showed the user
+    return next((g.text for g in reversed(turn.items) if isinstance(g, Generation) and g.synthetic and g.text), "")
+
+
+def answer_lags(turn: Turn, event) -> bool:
+    """Did a Stop event see a final answer that is not (yet) on disk for this turn?"""
+    if event is None or event.name != "Stop" or not event.last_assistant_message or turn.finished:
+        return False
+    return event.last_assistant_message.strip() != turn_output(turn).strip()
+
+
+def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -> dict:
+    """A turn as one self-contained queue record (docs/design.md, "Queue record")."""
+    trace_id = ctx.trace_id
+    root_id = observation_id(trace_id, "root", turn.key)
+    prompt = prompt_text(turn.prompt)
+    if turn.command_expansion:
+        prompt = prompt + "\n\n" + turn.command_expansion
+    output = turn_output(turn)
+    complete = turn.looks_complete()
+    meta_extra: dict = {}
+    if answer_lags(turn, event):
+        # Stop ran before Claude Code flushed the final answer: use what the event says
+        output, complete = event.last_assistant_message, False
+        meta_extra["output_source"] = "last_assistant_message"
+    row = turn.meta_row
+    end = max(turn.end, turn.last_row_ts or "") or turn.start
+    trace_meta = {
+        "project": ctx.project, "cwd": row.get("cwd") or "", "git_branch": row.get("gitBranch") or "",
+        "claude_code_version": row.get("version") or "", "permission_mode": row.get("permissionMode") or (event.permission_mode if event else ""),
+        "entrypoint": row.get("entrypoint") or "", "prompt_id": row.get("promptId") or "", "turn_number": ctx.turn_number,
+        "turn_kind": turn.kind,
+    }
+    root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
+    if turn.hook_durations_ms:
+        root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms
+    level = "WARNING" if turn.interrupted else "DEFAULT"
+    root = _obs(root_id, None, "span", turn_title(turn), turn.start, end, input=prompt, output=output, metadata=root_meta, level=level,
+                status="interrupted by the user" if turn.interrupted else None)
+    observations, seen_ids = [], set()
+    for ob in [root] + turn_observations(turn, trace_id, root_id, end):
+        if ob["id"] not in seen_ids:  # a record with a duplicate id could never be delivered
+            seen_ids.add(ob["id"])
+            observations.append(ob)
+    tags = ["claude-code"] + ([ctx.project] if ctx.project else [])
+    if turn.kind == "task-notification":
+        tags.append("task-notification")
+    return {
+        "v": RECORD_VERSION,
+        "key": f"turn:{trace_id}",
+        "kind": "turn",
+        "trace": {"id": trace_id, "name": turn_title(turn), "session_id": ctx.session_id, "user_id": ctx.user_id, "tags": tags,
+                  "metadata": {k: v for k, v in trace_meta.items() if v not in ("", None)}},
+        "observations": observations,
+    }
+
+
+_PROJECT_CACHE: dict[str, str] = {}
+
+
+def project_name(cwd: str) -> str:
+    """Git top level's folder name when cwd is in a repository, else cwd's folder name."""
+    if not cwd:
+        return ""
+    if cwd in _PROJECT_CACHE:
+        return _PROJECT_CACHE[cwd]
+    path = os.path.abspath(cwd)
+    name = os.path.basename(path.rstrip(os.sep)) or path
+    probe = path
+    for _ in range(64):
+        if os.path.exists(os.path.join(probe, ".git")):
+            name = os.path.basename(probe.rstrip(os.sep)) or probe
+            break
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    _PROJECT_CACHE[cwd] = name
+    return name
+
+

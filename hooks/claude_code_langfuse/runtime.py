@@ -1,0 +1,76 @@
+"""Which interpreter and which file run our background processes, and how they are started.
+
+Shared by the hook (it wakes the worker), the worker (the plugin's first-use bootstrap) and the
+commands (the `status` advice names the command a user can paste).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from .files import FileLock, Paths
+
+LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
+
+# The one file users register: the thin entry beside this package.
+ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "langfuse_hook.py")
+
+
+def plugin_venv() -> str:
+    data = os.environ.get("CLAUDE_PLUGIN_DATA")
+    return os.path.join(data, "venv") if data else ""
+
+
+def sender_python() -> str:
+    """The interpreter with the SDK: the plugin's venv when run as a plugin, else our own."""
+    venv = plugin_venv()
+    if not venv:
+        return sys.executable
+    python = os.path.join(venv, "bin", "python")
+    return python if os.access(python, os.X_OK) and os.path.exists(os.path.join(venv, ".langfuse-ready")) else ""
+
+
+def entry_argv(python: str, *args: str) -> list[str]:
+    """argv that runs the entry safely: -I keeps the user's working directory (a project holding
+    a json.py or langfuse_hook.py), PYTHONPATH and user site-packages out of sys.path."""
+    return [python, "-I", ENTRY, *args]
+
+
+def self_command() -> str:
+    """How a user runs our subcommands: the interpreter that has the SDK, then the entry file."""
+    import shlex
+
+    return " ".join(shlex.quote(a) for a in entry_argv(sender_python() or sys.executable))
+
+
+def spawn_detached(argv: list[str], log) -> bool:
+    """A child that outlives Claude Code (own session, no terminal, no pipes back to the hook)."""
+    # posix_spawn, not subprocess: the hook then needs no subprocess import (a few ms of every
+    # event). Our own descriptors are close-on-exec (PEP 446); 0-2 go to /dev/null, so Claude Code
+    # never waits on a pipe the worker holds; setsid detaches it from the session.
+    null = os.devnull
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, null, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, null, os.O_WRONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 2, null, os.O_WRONLY, 0),
+    ]
+    try:
+        os.posix_spawn(argv[0], argv, dict(os.environ), file_actions=actions, setsid=True)
+        return True
+    except (OSError, AttributeError, TypeError) as e:
+        log.error("could not start %s (%s); the news and the queue are kept; run `%s drain`", argv[-1], e, self_command())
+        return False
+
+
+def wake_worker(paths: Paths, log) -> None:
+    """Start the detached worker unless one runs (it polls the inbox until it has been idle a while)."""
+    probe = FileLock(paths.worker_lock, timeout=0)
+    if not probe.acquire(blocking=False):
+        return
+    probe.release()
+    python, command = sender_python(), "worker"
+    if not python:
+        # plugin install without its venv yet: the bootstrap builds it, then runs the worker
+        python, command = sys.executable, "bootstrap"
+    spawn_detached(entry_argv(python, command), log)

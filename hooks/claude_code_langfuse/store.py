@@ -1,0 +1,149 @@
+"""store."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import time
+from typing import NamedTuple
+
+from .files import FileLock, Paths, read_json_file, write_atomic
+from .turns import iso_ms
+from .redaction import record_rev
+
+
+def now_iso() -> str:
+    return iso_ms(_dt.datetime.now(_dt.timezone.utc))
+
+
+# ============================================================================ queue
+
+
+def _append_lines(path: str, lines: list[bytes]) -> None:
+    """Append whole lines, fsynced; on failure (disk full) cut back so no half line remains."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        prefix = b""
+        if size:
+            os.lseek(fd, size - 1, os.SEEK_SET)
+            if os.read(fd, 1) != b"\n":
+                prefix = b"\n"  # a crash left a half line: never glue a record to it
+        data = prefix + b"".join(lines)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
+
+
+def queue_append(paths: Paths, records: list[dict], lock_timeout: float = 2.0) -> None:
+    """Append records to the queue. The hook waits for the queue lock briefly: on a timeout its
+    cursor does not move and the next run queues the same turns, so Claude Code never waits long."""
+    if not records:
+        return
+    stamp = now_iso()
+    lines = []
+    for r in records:
+        r = dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))
+        lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+    with FileLock(paths.queue_lock, timeout=lock_timeout):
+        _append_lines(paths.queue, lines)
+
+
+class QueueEntry(NamedTuple):
+    line_no: int
+    raw: bytes
+    record: dict | None
+    error: str = ""
+
+
+def queue_read(path: str) -> list[QueueEntry]:
+    entries = []
+    try:
+        with open(path, "rb") as f:
+            for i, line in enumerate(f):
+                if not line.strip():
+                    continue
+                if not line.endswith(b"\n"):
+                    # an append is in flight or was cut by a crash; the next read decides
+                    entries.append(QueueEntry(i, line, None, "incomplete last line"))
+                    continue
+                try:
+                    rec = json.loads(line)
+                    if not isinstance(rec, dict) or "key" not in rec or "observations" not in rec or "trace" not in rec:
+                        raise ValueError("not a trace record")
+                    entries.append(QueueEntry(i, line, rec))
+                except ValueError as e:
+                    entries.append(QueueEntry(i, line, None, f"corrupt queue line: {e}"))
+    except FileNotFoundError:
+        pass
+    return entries
+
+
+def queue_remove(paths: Paths, done: dict[str, str], dead: list[dict]) -> int:
+    """Rewrite the queue without delivered records (and older versions of them) and moved-out lines.
+
+    `done` maps record key -> rev delivered. Lines appended since the sender read the queue stay.
+    """
+    with FileLock(paths.queue_lock, timeout=30):
+        if dead:
+            _append_lines(paths.dead, [json.dumps(d, ensure_ascii=False).encode() + b"\n" for d in dead])
+        dead_raw = {d.get("raw") for d in dead if d.get("raw")}
+        entries = queue_read(paths.queue)
+        last_index: dict[str, int] = {}
+        for idx, e in enumerate(entries):
+            if e.record is not None and done.get(e.record["key"]) == e.record.get("rev"):
+                last_index[e.record["key"]] = idx
+        keep: list[bytes] = []
+        removed = 0
+        for idx, e in enumerate(entries):
+            if e.record is not None and e.record["key"] in last_index and idx <= last_index[e.record["key"]]:
+                removed += 1
+                continue
+            if e.record is None and e.raw.decode("utf-8", "replace") in dead_raw:
+                removed += 1
+                continue
+            keep.append(e.raw if e.raw.endswith(b"\n") else e.raw + b"\n")
+        if removed:
+            write_atomic(paths.queue, b"".join(keep))
+        return removed
+
+
+# ============================================================================ state
+
+
+def state_key(session_id: str, path: str) -> str:
+    return hashlib.sha256(f"{session_id}::{path}".encode()).hexdigest()[:24]
+
+
+def load_state(paths: Paths) -> dict:
+    data = read_json_file(paths.state, {})
+    if not isinstance(data, dict) or not isinstance(data.get("transcripts"), dict):
+        data = {"version": 1, "transcripts": {}}
+    return data
+
+
+def update_state_entry(paths: Paths, key: str, entry: dict) -> None:
+    """Read-modify-write of one transcript's entry under the state lock (other sessions untouched)."""
+    with FileLock(paths.state_lock, timeout=10):
+        data = load_state(paths)
+        data["transcripts"][key] = entry
+        cutoff = time.time() - 30 * 86400
+        data["transcripts"] = {k: v for k, v in data["transcripts"].items() if v.get("updated_epoch", time.time()) >= cutoff}
+        write_atomic(paths.state, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+MAX_EMITTED = 400
+
+

@@ -1,0 +1,237 @@
+"""The worker: the one background process per state folder that does the real work.
+
+Woken by the hook (or started by `drain`), it takes the inbox oldest first, per transcript in
+the order the events fired; for each event it reads the transcript's new lines, groups them into
+turns, redacts and queues them, moves the cursor; then it delivers the queue. It lingers a
+moment for more news, so a burst of events (ten subagents finishing) costs one start-up.
+
+It waits, bounded, for Claude Code: Stop often fires before the final answer is flushed, and
+before a new `-p` session's transcript file even exists. A news file stays in the inbox until
+its turn could be read whole or its wait ran out (then the event's `last_assistant_message`
+stands in for the answer, as the record's metadata says).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import NamedTuple
+
+from .config import Settings, ensure_state_dir, get_logger, load_settings
+from .event import BadEvent, event_from_dict
+from .files import FileLock, Paths, read_json_file
+from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, list_news, read_news, remove_news
+from .runtime import LANGFUSE_REQUIREMENT, entry_argv, plugin_venv, sender_python, spawn_detached
+from .store import now_iso, queue_read
+from .collect import process_event
+from .delivery import drain_queue, key_fingerprint, update_sender_status
+
+LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
+POLL_S = 0.05
+LAG_WAIT_S = 1.5  # how long a Stop waits for its final answer to reach the transcript
+MISSING_WAIT_S = 3.0  # how long an event waits for its transcript file to appear
+RETRY_ON_NEWS_S = 5.0  # hook news is a reason to retry a failed server once the last try is this old
+
+
+def settings_for_news(news: dict, base_env, state_dir: str) -> Settings:
+    """The settings of the process that fired the event (per-project env), in our state folder."""
+    env = {k: v for k, v in base_env.items() if not (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES)}
+    env.update({k: v for k, v in news["env"].items() if isinstance(k, str) and isinstance(v, str)})
+    return load_settings(env)._replace(state_dir=state_dir)
+
+
+class InboxRound(NamedTuple):
+    handled: int  # events read into the queue
+    waiting: bool  # some events wait for Claude Code (transcript not there yet, answer not flushed)
+    settings: Settings | None  # those of the newest event handled: what the user runs with now
+
+
+def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> InboxRound:
+    """Handle every news file that is ready (final: all of them, waiting for nothing)."""
+    base_env = os.environ if base_env is None else base_env
+    handled, waiting, newest = 0, False, None
+    blocked: set = set()  # transcripts with a waiting event: their later events wait behind it
+    for name in list_news(paths.inbox):
+        path = os.path.join(paths.inbox, name)
+        news = read_news(path)
+        if news is None:
+            log.error("inbox file %s is unreadable or not ours: removed (the transcript keeps the turns; the next event reads them)", path)
+            remove_news(path)
+            continue
+        try:
+            event = event_from_dict(news["event"])
+        except BadEvent as e:
+            log.error("ignored a hook call: %s", e)
+            remove_news(path)
+            continue
+        transcript = (event.session_id, event.transcript_path)
+        if transcript in blocked:
+            continue
+        age = time.time() - float(news.get("received") or 0)
+        ready = final or age >= (LAG_WAIT_S if os.path.exists(event.transcript_path) else MISSING_WAIT_S)
+        settings = settings_for_news(news, base_env, paths.dir)
+        try:
+            outcome = process_event(event, settings, log, final=ready)
+        except Exception as e:  # one bad event never blocks the others
+            log.exception("could not read %s for the %s event of session %s: %s; the cursor stays, the next event retries",
+                          event.transcript_path, event.name, event.session_id, e)
+            outcome = None
+        if outcome is not None and not outcome.done:
+            blocked.add(transcript)
+            waiting = True
+            continue
+        remove_news(path)
+        handled += 1
+        newest = settings
+    return InboxRound(handled, waiting, newest)
+
+
+def queue_has_records(paths: Paths) -> bool:
+    return os.path.exists(paths.queue) and os.path.getsize(paths.queue) > 0 and any(e.record is not None for e in queue_read(paths.queue))
+
+
+def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
+    """Not while backing off, except: the keys changed, or hook news came and the last try is a few seconds old."""
+    status = read_json_file(paths.sender_status, {})
+    if not isinstance(status, dict):
+        return True
+    now = time.time()
+    try:
+        if now >= float(status.get("next_attempt_epoch") or 0):
+            return True
+        last = float(status.get("last_attempt_epoch") or 0)
+    except (TypeError, ValueError):
+        return True
+    failed_keys = status.get("auth_failed_keys")
+    if failed_keys and failed_keys != key_fingerprint(settings):
+        return True
+    return had_news and now - last >= RETRY_ON_NEWS_S
+
+
+class DeliveryThread:
+    """Sends the queue beside the reading: a server that hangs for CC_LANGFUSE_TIMEOUT never
+    keeps hook events from reaching the queue."""
+
+    def __init__(self, settings: Settings, paths: Paths, log):
+        import threading
+
+        self.settings, self.paths, self.log = settings, paths, log
+        self.kick = threading.Event()
+        self.busy = self.stopping = self.news = False
+        self.thread = threading.Thread(target=self._run, name="delivery", daemon=True)
+        self.thread.start()
+
+    def nudge(self, settings: Settings, news: bool) -> None:
+        self.settings = settings
+        self.news = self.news or news
+        self.kick.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.kick.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.kick.wait(POLL_S * 4)
+            self.kick.clear()
+            if self.stopping:
+                return
+            self.busy = True
+            try:
+                if queue_has_records(self.paths) and may_send(self.paths, self.settings, self.news):
+                    self.news = False
+                    summary = drain_queue(self.settings, self.log)
+                    if summary.sent or summary.dead or summary.stopped_by:
+                        self.log.info("worker: %d sent, %d dead-lettered, %d kept%s", summary.sent, summary.dead, summary.kept,
+                                      f" ({summary.stopped_by}, see the error above)" if summary.stopped_by else "")
+            except Exception as e:  # the queue stays; the next event or `drain` retries
+                self.log.exception("delivery failed: %s; the queue is kept", e)
+            finally:
+                self.busy = False
+
+
+def run_worker(settings: Settings, paths: Paths, log, linger: float = LINGER_S, send: bool = True) -> None:
+    """Inbox -> queue (this thread) and queue -> Langfuse (a delivery thread) until nothing has
+    happened for `linger` seconds and no request is under way."""
+    delivery = DeliveryThread(settings, paths, log) if send else None
+    idle_since = time.monotonic()
+    try:
+        while True:
+            handled, waiting, newest = process_inbox(paths, log)
+            if newest is not None and newest.enabled:
+                settings = newest  # keys fixed since this worker started count at once
+            if delivery is not None and (handled or not delivery.busy):
+                delivery.nudge(settings, handled > 0)
+            if handled or (delivery is not None and delivery.busy):
+                idle_since = time.monotonic()
+            elif not waiting and time.monotonic() - idle_since >= linger:
+                return
+            time.sleep(POLL_S)
+    finally:
+        if delivery is not None:
+            delivery.stop()
+
+
+def worker_main(settings: Settings, linger: float = LINGER_S) -> int:
+    """The detached worker: one per state folder; exits when idle."""
+    os.umask(0o077)
+    log = get_logger(settings)
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    lock = FileLock(paths.worker_lock, timeout=0)
+    while lock.acquire(blocking=False):
+        try:
+            update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
+            run_worker(settings, paths, log, linger)
+        finally:
+            update_sender_status(paths, pid=None)
+            lock.release()
+        # A hook that wrote news while we held the lock started nobody: look again.
+        if not list_news(paths.inbox):
+            return 0
+    return 0
+
+
+def bootstrap_main(settings: Settings) -> int:
+    """Plugin first use: queue the news, create the plugin's venv with the pinned SDK (once,
+    lock-guarded), then hand over to a worker in that venv."""
+    import subprocess
+
+    os.umask(0o077)
+    log = get_logger(settings)
+    venv = plugin_venv()
+    if not venv:
+        log.error("bootstrap needs CLAUDE_PLUGIN_DATA (it runs only for the plugin install)")
+        return 1
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    worker_lock = FileLock(paths.worker_lock, timeout=0)
+    if worker_lock.acquire(blocking=False):
+        try:
+            run_worker(settings, paths, log, linger=0, send=False)  # the turns are safe in the queue meanwhile
+        finally:
+            worker_lock.release()
+    os.makedirs(os.path.dirname(venv), exist_ok=True)
+    lock = FileLock(os.path.join(os.path.dirname(venv), "bootstrap.lock"), timeout=0)
+    if not lock.acquire(blocking=False):
+        return 0  # another bootstrap is installing
+    try:
+        if not sender_python():
+            log.info("creating the plugin venv %s with %s (first use)", venv, LANGFUSE_REQUIREMENT)
+            try:
+                subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
+                subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                LANGFUSE_REQUIREMENT], check=True, capture_output=True, timeout=900)
+            except (OSError, subprocess.SubprocessError) as e:
+                detail = getattr(e, "stderr", b"") or b""
+                log.error("could not create the plugin venv %s: %s %s; the queue is kept; the next hook run tries again",
+                          venv, e, detail.decode("utf-8", "replace")[-500:] if isinstance(detail, bytes) else detail)
+                return 1
+            with open(os.path.join(venv, ".langfuse-ready"), "w") as f:
+                f.write(LANGFUSE_REQUIREMENT + "\n")
+    finally:
+        lock.release()
+    spawn_detached(entry_argv(os.path.join(venv, "bin", "python"), "worker"), log)
+    return 0

@@ -20,6 +20,7 @@ records that), and (b) measures `drain` alone. In (c) the sender is pointed at a
     .venv/bin/python bench/bench_backfill.py            # 2,000 turns + 100 MB, ~30 s on 2 cores
     .venv/bin/python bench/bench_backfill.py --quick    # 400 turns + 20 MB
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,19 +38,31 @@ import uuid
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_hook import (  # noqa: E402
-    HOOK, MB, REPO, RESULTS, StandinProcess, clone_block, install_claude_cli, loadavg, machine_info, sender_busy, split_runs,
+    HOOK,
+    MB,
+    REPO,
+    RESULTS,
+    StandinProcess,
+    clone_block,
+    install_claude_cli,
+    loadavg,
+    machine_info,
+    sender_busy,
+    split_runs,
     turn_script,
 )
 from fake_messages_api import reply  # noqa: E402
 from fixtures_claude_cli import run_claude  # noqa: E402
 
 TARGETS = {"backfill_turns_per_s": 50, "drain_turns_per_s": 50, "backfill_100mb_peak_rss_mb": 150}
-WRAPPER = ("import json, resource, subprocess, sys, time\n"
-           "t = time.monotonic()\n"
-           "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
-           "wall = time.monotonic() - t\n"
-           "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'wall_s': wall,\n"
-           "                  'rc': p.returncode, 'stdout': p.stdout, 'stderr': p.stderr[-4000:]}))\n")
+WRAPPER = (
+    "import json, resource, subprocess, sys, time\n"
+    "t = time.monotonic()\n"
+    "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "wall = time.monotonic() - t\n"
+    "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'wall_s': wall,\n"
+    "                  'rc': p.returncode, 'stdout': p.stdout, 'stderr': p.stderr[-4000:]}))\n"
+)
 
 
 def seed_turns(python: str, work: pathlib.Path, claude: str) -> tuple[list[bytes], str, pathlib.Path]:
@@ -58,16 +71,26 @@ def seed_turns(python: str, work: pathlib.Path, claude: str) -> tuple[list[bytes
     (home / ".claude").mkdir(parents=True)
     project.mkdir()
     session = None
-    scripts = [turn_script("seed", 1), [reply("A plain answer: the build is green and nothing needs doing.")],
-               turn_script("seed", 2), [reply("Second plain answer, with a short list:\n- one\n- two\n- three")]]
+    scripts = [
+        turn_script("seed", 1),
+        [reply("A plain answer: the build is green and nothing needs doing.")],
+        turn_script("seed", 2),
+        [reply("Second plain answer, with a short list:\n- one\n- two\n- three")],
+    ]
     for k, script in enumerate(scripts, 1):
         run = run_claude(home, project, f"seed turn {k}: check the build", script, resume=session, claude=claude, timeout=300)
         session = run.session_id
     return run.transcript.read_bytes().splitlines(), session, project
 
 
-def write_session(path: pathlib.Path, first: list[bytes], later: list[list[bytes]], seed_sid: str,
-                  turns: int | None = None, target_bytes: int | None = None) -> int:
+def write_session(
+    path: pathlib.Path,
+    first: list[bytes],
+    later: list[list[bytes]],
+    seed_sid: str,
+    turns: int | None = None,
+    target_bytes: int | None = None,
+) -> int:
     """A new session file of `turns` turns (or until `target_bytes`); returns the number of turns."""
     sid = path.stem
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,8 +153,11 @@ def main(argv=None) -> int:
     parser.add_argument("--turns", type=int, default=2000, help="turns in all, spread over the sessions (default 2000)")
     parser.add_argument("--big-mb", type=int, default=100, help="size of the single transcript for (c) (default 100)")
     parser.add_argument("--quick", action="store_true", help="400 turns over 8 sessions, 20 MB for (c)")
-    parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
-                        help="interpreter that runs the hook file (default: the repo's .venv, which has the SDK)")
+    parser.add_argument(
+        "--python",
+        default=str(REPO / ".venv" / "bin" / "python"),
+        help="interpreter that runs the hook file (default: the repo's .venv, which has the SDK)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOMEs, queue and span record")
     args = parser.parse_args(argv)
     if args.quick:
@@ -139,8 +165,12 @@ def main(argv=None) -> int:
     started = time.time()
     claude = install_claude_cli()
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backfill-"))
-    results: dict = {"targets": TARGETS, "machine": machine_info(args.python, claude), "load_start": loadavg(),
-                     "command": " ".join([sys.executable] + sys.argv)}
+    results: dict = {
+        "targets": TARGETS,
+        "machine": machine_info(args.python, claude),
+        "load_start": loadavg(),
+        "command": " ".join([sys.executable] + sys.argv),
+    }
     standin = None
     print(f"work dir {work}", flush=True)
     try:
@@ -165,9 +195,16 @@ def main(argv=None) -> int:
         load_a = loadavg()
         out = run_wrapped(args.python, [args.python, str(HOOK), "backfill", "--since", "30d"], env)
         counts = backfill_counts(out["stdout"])
-        results["backfill"] = dict(counts, wall_s=round(out["wall_s"], 2), turns_per_s=round(counts["turns"] / out["wall_s"], 1),
-                                   peak_rss_mb=round(out["maxrss_kb"] / 1024, 1), transcripts_mb=round(total_bytes / MB, 1),
-                                   built_turns=sum(per), load_before=load_a, load_after=loadavg())
+        results["backfill"] = dict(
+            counts,
+            wall_s=round(out["wall_s"], 2),
+            turns_per_s=round(counts["turns"] / out["wall_s"], 1),
+            peak_rss_mb=round(out["maxrss_kb"] / 1024, 1),
+            transcripts_mb=round(total_bytes / MB, 1),
+            built_turns=sum(per),
+            load_before=load_a,
+            load_after=loadavg(),
+        )
 
         # (b) drain to the stand-in. First let the sender that backfill started find no server and
         # exit: a sender still starting up could otherwise deliver the queue instead of `drain`.
@@ -185,10 +222,18 @@ def main(argv=None) -> int:
         sent = int(m.group(1))
         time.sleep(0.5)
         standin.poll()
-        results["drain"] = {"sent": sent, "dead": int(m.group(2)), "left": int(m.group(4)), "wall_s": round(out["wall_s"], 2),
-                            "turns_per_s": round(sent / out["wall_s"], 1), "peak_rss_mb": round(out["maxrss_kb"] / 1024, 1),
-                            "standin_traces_with_root": len(standin.first_root_arrival), "standin_spans": standin.spans,
-                            "load_before": load_b, "load_after": loadavg()}
+        results["drain"] = {
+            "sent": sent,
+            "dead": int(m.group(2)),
+            "left": int(m.group(4)),
+            "wall_s": round(out["wall_s"], 2),
+            "turns_per_s": round(sent / out["wall_s"], 1),
+            "peak_rss_mb": round(out["maxrss_kb"] / 1024, 1),
+            "standin_traces_with_root": len(standin.first_root_arrival),
+            "standin_spans": standin.spans,
+            "load_before": load_b,
+            "load_after": loadavg(),
+        }
         standin.stop()
 
         # (c) one big transcript: peak RSS
@@ -201,9 +246,15 @@ def main(argv=None) -> int:
         load_c = loadavg()
         out = run_wrapped(args.python, [args.python, str(HOOK), "backfill", "--since", "30d"], big_env)
         counts = backfill_counts(out["stdout"])
-        results["backfill_big"] = dict(counts, transcript_mb=round(big_path.stat().st_size / MB, 1), wall_s=round(out["wall_s"], 2),
-                                       turns_per_s=round(counts["turns"] / out["wall_s"], 1),
-                                       peak_rss_mb=round(out["maxrss_kb"] / 1024, 1), load_before=load_c, load_after=loadavg())
+        results["backfill_big"] = dict(
+            counts,
+            transcript_mb=round(big_path.stat().st_size / MB, 1),
+            wall_s=round(out["wall_s"], 2),
+            turns_per_s=round(counts["turns"] / out["wall_s"], 1),
+            peak_rss_mb=round(out["maxrss_kb"] / 1024, 1),
+            load_before=load_c,
+            load_after=loadavg(),
+        )
         # the sender backfill started writes its status into the work dir: let it finish before cleanup
         wait_sender_gave_up(big_home / ".claude" / "state")
         wait_sender_idle(big_home / ".claude" / "state")
@@ -216,24 +267,37 @@ def main(argv=None) -> int:
     results["elapsed_s"] = round(time.time() - started, 1)
     b, d, c = results["backfill"], results["drain"], results["backfill_big"]
     rows = [
-        ("(a) backfill into the queue", f"{b['turns_per_s']} turns/s ({b['turns']} turns, {b['transcripts_mb']} MB, {b['wall_s']} s; RSS {b['peak_rss_mb']} MB)",
-         f">= {TARGETS['backfill_turns_per_s']} turns/s", b["turns_per_s"] >= TARGETS["backfill_turns_per_s"]),
-        ("(b) drain to the stand-in", f"{d['turns_per_s']} turns/s ({d['sent']} sent in {d['wall_s']} s; stand-in has {d['standin_traces_with_root']} root spans)",
-         f">= {TARGETS['drain_turns_per_s']} turns/s",
-         d["turns_per_s"] >= TARGETS["drain_turns_per_s"] and d["standin_traces_with_root"] >= d["sent"]),
-        (f"(c) backfill peak RSS, {c['transcript_mb']} MB transcript", f"{c['peak_rss_mb']} MB ({c['turns']} turns, {c['turns_per_s']} turns/s)",
-         f"<= {TARGETS['backfill_100mb_peak_rss_mb']} MB", c["peak_rss_mb"] <= TARGETS["backfill_100mb_peak_rss_mb"]),
+        (
+            "(a) backfill into the queue",
+            f"{b['turns_per_s']} turns/s ({b['turns']} turns, {b['transcripts_mb']} MB, {b['wall_s']} s; RSS {b['peak_rss_mb']} MB)",
+            f">= {TARGETS['backfill_turns_per_s']} turns/s",
+            b["turns_per_s"] >= TARGETS["backfill_turns_per_s"],
+        ),
+        (
+            "(b) drain to the stand-in",
+            f"{d['turns_per_s']} turns/s ({d['sent']} sent in {d['wall_s']} s; stand-in has {d['standin_traces_with_root']} root spans)",
+            f">= {TARGETS['drain_turns_per_s']} turns/s",
+            d["turns_per_s"] >= TARGETS["drain_turns_per_s"] and d["standin_traces_with_root"] >= d["sent"],
+        ),
+        (
+            f"(c) backfill peak RSS, {c['transcript_mb']} MB transcript",
+            f"{c['peak_rss_mb']} MB ({c['turns']} turns, {c['turns_per_s']} turns/s)",
+            f"<= {TARGETS['backfill_100mb_peak_rss_mb']} MB",
+            c["peak_rss_mb"] <= TARGETS["backfill_100mb_peak_rss_mb"],
+        ),
     ]
     results["verdicts"] = [{"measure": a, "measured": v, "target": t, "ok": ok} for a, v, t, ok in rows]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out_path = RESULTS / ("bench_backfill-%s.json" % dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    out_path = RESULTS / ("bench_backfill-%s.json" % dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
     out_path.write_text(json.dumps(results, indent=1))
     w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     print(f"\n{'measure':<{w0}}  {'measured':<{w1}}  {'target':<16} verdict")
     for a, v, t, ok in rows:
         print(f"{a:<{w0}}  {v:<{w1}}  {t:<16} {'PASS' if ok else 'MISS'}")
-    print(f"  load {results['load_start']} -> {results['load_end']}; {results['elapsed_s']} s; results in {out_path}"
-          + (f"; work dir kept: {work}" if args.keep else ""))
+    print(
+        f"  load {results['load_start']} -> {results['load_end']}; {results['elapsed_s']} s; results in {out_path}"
+        + (f"; work dir kept: {work}" if args.keep else "")
+    )
     return 0
 
 

@@ -36,6 +36,7 @@ fresh median, the figure drift moves least.
 
 Prints a table and writes bench/results/bench_hook-<utc time>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,12 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "hooks")]
 
 from fake_messages_api import reply, thinking, tool_use  # noqa: E402
 from fixtures_claude_cli import (  # noqa: E402
-    HOOK_EVENTS, hook_command, install_claude_cli, read_jsonl, run_claude, write_hook_settings,
+    HOOK_EVENTS,
+    hook_command,
+    install_claude_cli,
+    read_jsonl,
+    run_claude,
+    write_hook_settings,
 )
 
 HOOK = REPO / "hooks" / "langfuse_hook.py"
@@ -77,6 +83,7 @@ API_ID_RE = re.compile(r"\b(msg|toolu|req|srvtoolu)_[A-Za-z0-9]+")
 
 
 # ------------------------------------------------------------------------------ small helpers
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -123,8 +130,12 @@ def machine_info(python: str, claude: str | None) -> dict:
     except OSError:
         pass
     return {
-        "nproc": os.cpu_count(), "cpu": cpu, "mem_total": mem, "kernel": platform.release(),
-        "python": out([python, "--version"]), "claude": out([claude, "--version"]) if claude else "",
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "mem_total": mem,
+        "kernel": platform.release(),
+        "python": out([python, "--version"]),
+        "claude": out([claude, "--version"]) if claude else "",
         "hook_sha256": hashlib.sha256(HOOK.read_bytes()).hexdigest()[:16],
     }
 
@@ -175,9 +186,22 @@ class StandinProcess:
         self.port = free_port()
         self.record = workdir / "standin-spans.jsonl"
         self.proc = subprocess.Popen(
-            [python, str(STANDIN), "--port", str(self.port), "--public-key", self.public_key,
-             "--secret-key", self.secret_key, "--record", str(self.record)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                python,
+                str(STANDIN),
+                "--port",
+                str(self.port),
+                "--public-key",
+                self.public_key,
+                "--secret-key",
+                self.secret_key,
+                "--record",
+                str(self.record),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline()
         if "listening" not in line:
             raise RuntimeError("the stand-in did not start: %s %s" % (line, self.proc.stderr.read()))
@@ -219,6 +243,7 @@ class StandinProcess:
 
 # ------------------------------------------------------------------------------ transcript growth
 
+
 def split_runs(rows_raw: list[bytes]) -> list[list[bytes]]:
     """Transcript lines cut into one block per `claude -p` run (each starts with a queue enqueue)."""
     blocks: list[list[bytes]] = []
@@ -238,8 +263,9 @@ def last_uuid(rows_raw: list[bytes]) -> str | None:
     return None
 
 
-def clone_block(block: list[bytes], session_id: str, tail_uuid: str | None,
-                new_session_id: str | None = None) -> tuple[list[bytes], str | None]:
+def clone_block(
+    block: list[bytes], session_id: str, tail_uuid: str | None, new_session_id: str | None = None
+) -> tuple[list[bytes], str | None]:
     """A copy of one run's lines as a new, distinct turn of the same session (or of new_session_id).
 
     Every uuid-shaped value (row uuids, promptId, toolUseID, runId...) except the session id gets
@@ -272,8 +298,9 @@ def clone_block(block: list[bytes], session_id: str, tail_uuid: str | None,
     return out, new_tail
 
 
-def grow_transcript(path: pathlib.Path, templates: list[list[bytes]], session_id: str, target_bytes: int,
-                    source_session_id: str | None = None) -> int:
+def grow_transcript(
+    path: pathlib.Path, templates: list[list[bytes]], session_id: str, target_bytes: int, source_session_id: str | None = None
+) -> int:
     """Append cloned turns until the file reaches target_bytes; returns the number of turns added.
 
     source_session_id: the session the templates were written in, when it is not session_id
@@ -284,8 +311,12 @@ def grow_transcript(path: pathlib.Path, templates: list[list[bytes]], session_id
     with open(path, "ab") as fh:
         size = fh.tell()
         while size < target_bytes:
-            lines, tail = clone_block(templates[added % len(templates)], source_session_id or session_id, tail,
-                                      new_session_id=session_id if source_session_id else None)
+            lines, tail = clone_block(
+                templates[added % len(templates)],
+                source_session_id or session_id,
+                tail,
+                new_session_id=session_id if source_session_id else None,
+            )
             chunk = b"".join(lines)
             fh.write(chunk)
             size += len(chunk)
@@ -295,12 +326,16 @@ def grow_transcript(path: pathlib.Path, templates: list[list[bytes]], session_id
 
 # ------------------------------------------------------------------------------ the bench session
 
+
 def turn_script(phase: str, k: int) -> list:
     """One realistic turn: thinking + text + a Bash call, then the answer (two API calls)."""
     return [
-        reply(thinking(f"The user wants the {phase} check #{k}; running it is the quickest way."),
-              "Let me run the check.", tool_use("Bash", {"command": f"echo check {phase} {k}"}),
-              message_id="msg_bench" + secrets.token_hex(10)),
+        reply(
+            thinking(f"The user wants the {phase} check #{k}; running it is the quickest way."),
+            "Let me run the check.",
+            tool_use("Bash", {"command": f"echo check {phase} {k}"}),
+            message_id="msg_bench" + secrets.token_hex(10),
+        ),
         reply(f"The check printed `check {phase} {k}`. All good.", message_id="msg_bench" + secrets.token_hex(10)),
     ]
 
@@ -322,8 +357,14 @@ class Bench:
             config = self.home / ".claude" / "langfuse" / "config.json"
             fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:
-                json.dump({"CC_LANGFUSE_PUBLIC_KEY": self.standin.public_key, "CC_LANGFUSE_SECRET_KEY": self.standin.secret_key,
-                           "CC_LANGFUSE_BASE_URL": self.standin.base_url}, fh)
+                json.dump(
+                    {
+                        "CC_LANGFUSE_PUBLIC_KEY": self.standin.public_key,
+                        "CC_LANGFUSE_SECRET_KEY": self.standin.secret_key,
+                        "CC_LANGFUSE_BASE_URL": self.standin.base_url,
+                    },
+                    fh,
+                )
             self.hook_argv = [self.python, str(HOOK)]
             write_hook_settings(self.home, {event: [hook_command(*self.hook_argv)] for event in HOOK_EVENTS})
         settings = json.loads((self.home / ".claude" / "settings.json").read_text())
@@ -351,14 +392,39 @@ class Bench:
         venv = self.home / ".claude" / "langfuse" / "venv"
         subprocess.run([self.python, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
         venv_python = venv / "bin" / "python"
-        purelib = lambda py: subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E731
-                                            check=True, capture_output=True, text=True).stdout.strip()
+
+        def purelib(py):
+            return subprocess.run(
+                [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],  # noqa: E731
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+
         pathlib.Path(purelib(str(venv_python)), "bench_sdk_from_repo_venv.pth").write_text(purelib(self.python) + "\n")
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.home), "CC_LANGFUSE_PUBLIC_KEY": self.standin.public_key,
-               "CC_LANGFUSE_SECRET_KEY": self.standin.secret_key, "CC_LANGFUSE_BASE_URL": self.standin.base_url}
-        proc = subprocess.run([self.python, str(REPO / "scripts" / "settings_merge.py"), "apply", "--home", str(self.home),
-                               "--repo", str(REPO), "--env-file", str(self.work / "no.env")],
-                              env=env, capture_output=True, text=True)
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.home),
+            "CC_LANGFUSE_PUBLIC_KEY": self.standin.public_key,
+            "CC_LANGFUSE_SECRET_KEY": self.standin.secret_key,
+            "CC_LANGFUSE_BASE_URL": self.standin.base_url,
+        }
+        proc = subprocess.run(
+            [
+                self.python,
+                str(REPO / "scripts" / "settings_merge.py"),
+                "apply",
+                "--home",
+                str(self.home),
+                "--repo",
+                str(REPO),
+                "--env-file",
+                str(self.work / "no.env"),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             raise RuntimeError("settings_merge.py apply failed: %s %s" % (proc.stdout, proc.stderr))
         return [str(venv_python), "-m", "langfuse_hook"]
@@ -366,8 +432,7 @@ class Bench:
     def turn(self, phase: str, k: int) -> float:
         prompt = f"bench {phase} {k}: run the check"
         self.prompts[prompt] = (phase, k)
-        run = run_claude(self.home, self.project, prompt, turn_script(phase, k), resume=self.session_id,
-                         claude=self.claude, timeout=300)
+        run = run_claude(self.home, self.project, prompt, turn_script(phase, k), resume=self.session_id, claude=self.claude, timeout=300)
         self.session_id = run.session_id
         self.transcript = run.transcript
         return run.duration
@@ -384,8 +449,10 @@ class Bench:
             if self.queue_records() == 0 and not sender_busy(self.state_dir):
                 return time.monotonic() - t0
             time.sleep(0.25)
-        raise RuntimeError("the queue did not drain within %ss (%d records left); see %s/langfuse_hook.log"
-                           % (timeout, self.queue_records(), self.state_dir))
+        raise RuntimeError(
+            "the queue did not drain within %ss (%d records left); see %s/langfuse_hook.log"
+            % (timeout, self.queue_records(), self.state_dir)
+        )
 
     # -- phases
     def run_phase(self, phase: str, target_mb: int | None) -> None:
@@ -398,8 +465,11 @@ class Bench:
             info["cloned_turns"] = grow_transcript(self.transcript, templates, self.session_id, target_mb * MB)
             info["grow_s"] = round(time.monotonic() - t0, 1)
             info["size_after_growth_mb"] = round(self.transcript.stat().st_size / MB, 1)
-            print(f"[{phase}] grew the transcript to {info['size_after_growth_mb']} MB with {info['cloned_turns']} cloned turns;"
-                  " one unmeasured catch-up turn ...", flush=True)
+            print(
+                f"[{phase}] grew the transcript to {info['size_after_growth_mb']} MB with {info['cloned_turns']} cloned turns;"
+                " one unmeasured catch-up turn ...",
+                flush=True,
+            )
             info["catchup_cli_s"] = round(self.turn(phase + "-catchup", 0), 2)
             info["catchup_drain_s"] = round(self.wait_drained(self.args.drain_timeout), 1)
         else:
@@ -429,8 +499,10 @@ class Bench:
         """Two sessions in one HOME, measured turns alternating between them (see the module doc)."""
         n, seeds = self.args.turns, 3
         self.sessions = {"fresh": (None, None), "big": (None, None)}
-        print(f"[interleave] {seeds} unmeasured turns in the fresh session (the turn shape to clone),"
-              " one in the session to grow ...", flush=True)
+        print(
+            f"[interleave] {seeds} unmeasured turns in the fresh session (the turn shape to clone), one in the session to grow ...",
+            flush=True,
+        )
         for k in range(1, seeds + 1):
             self.turn_on("fresh", "seed-fresh", k)
         self.turn_on("big", "seed-big", 1)
@@ -443,14 +515,21 @@ class Bench:
             t0 = time.monotonic()
             cloned = grow_transcript(big_path, templates, big_sid, size * MB, source_session_id=fresh_sid)
             grow_s = round(time.monotonic() - t0, 1)
-            print(f"[{big_phase}] grew the second session to {big_path.stat().st_size / MB:.1f} MB with {cloned} cloned turns;"
-                  " one unmeasured catch-up turn ...", flush=True)
+            print(
+                f"[{big_phase}] grew the second session to {big_path.stat().st_size / MB:.1f} MB with {cloned} cloned turns;"
+                " one unmeasured catch-up turn ...",
+                flush=True,
+            )
             catchup_s = round(self.turn_on("big", big_phase + "-catchup", 0), 2)
             drain_s = round(self.wait_drained(self.args.drain_timeout), 1)
             infos = {}
-            for which, phase in (("fresh", fresh_phase), ("big", big_phase)):
-                infos[which] = {"turns": n, "interleaved": True, "load_before": loadavg(),
-                                "size_start_mb": round(self.sessions[which][1].stat().st_size / MB, 2)}
+            for which, _phase in (("fresh", fresh_phase), ("big", big_phase)):
+                infos[which] = {
+                    "turns": n,
+                    "interleaved": True,
+                    "load_before": loadavg(),
+                    "size_start_mb": round(self.sessions[which][1].stat().st_size / MB, 2),
+                }
             infos["big"].update({"cloned_turns": cloned, "grow_s": grow_s, "catchup_cli_s": catchup_s, "catchup_drain_s": drain_s})
             print(f"[{big_phase}] {n} measured turns in each session, alternating fresh, big, fresh, big ...", flush=True)
             cli = {"fresh": [], "big": []}
@@ -460,8 +539,13 @@ class Bench:
                     self.snapshot_state(big_phase)
                 cli["big"].append(self.turn_on("big", big_phase, k))
             for which, phase in (("fresh", fresh_phase), ("big", big_phase)):
-                infos[which].update({"cli_run_s_median": round(statistics.median(cli[which]), 2), "load_after": loadavg(),
-                                     "size_end_mb": round(self.sessions[which][1].stat().st_size / MB, 2)})
+                infos[which].update(
+                    {
+                        "cli_run_s_median": round(statistics.median(cli[which]), 2),
+                        "load_after": loadavg(),
+                        "size_end_mb": round(self.sessions[which][1].stat().st_size / MB, 2),
+                    }
+                )
                 self.results["phases"][phase] = infos[which]
             self.results["interleave"][big_phase] = {"fresh_phase": fresh_phase, "big_phase": big_phase}
             # the replays read self.session_id / self.transcript: the big session's last Stop
@@ -481,14 +565,18 @@ class Bench:
             diffs = [big[k] - fresh[k] for k in sorted(fresh) if k in big]
             fm = self.results["phases"][info["fresh_phase"]]["hook_ms"]["median"]
             bm = self.results["phases"][info["big_phase"]]["hook_ms"]["median"]
-            info.update({
-                "fresh_median_ms": fm, "big_median_ms": bm,
-                "median_growth_pct": round((bm - fm) / fm * 100, 1) if fm and bm is not None else None,
-                "pairs": len(diffs), "pair_diff_ms": diffs,
-                "pair_diff_median_ms": statistics.median(diffs) if diffs else None,
-                "pair_diff_ratio_pct": round(statistics.median(diffs) / fm * 100, 1) if diffs and fm else None,
-                "pairs_big_slower": sum(1 for d in diffs if d > 0),
-            })
+            info.update(
+                {
+                    "fresh_median_ms": fm,
+                    "big_median_ms": bm,
+                    "median_growth_pct": round((bm - fm) / fm * 100, 1) if fm and bm is not None else None,
+                    "pairs": len(diffs),
+                    "pair_diff_ms": diffs,
+                    "pair_diff_median_ms": statistics.median(diffs) if diffs else None,
+                    "pair_diff_ratio_pct": round(statistics.median(diffs) / fm * 100, 1) if diffs and fm else None,
+                    "pairs_big_slower": sum(1 for d in diffs if d > 0),
+                }
+            )
 
     def run_baseline(self, turns: int) -> None:
         """Claude Code's durationMs for a hook that does nothing (`<python> -c pass`), in its own HOME:
@@ -500,14 +588,25 @@ class Bench:
         session, durs = None, []
         print(f"[baseline] {turns} turns with a do-nothing Python Stop hook ...", flush=True)
         for k in range(1, turns + 1):
-            run = run_claude(home, self.project, f"baseline {k}: run the check", turn_script("baseline", k),
-                             resume=session, claude=self.claude, timeout=300)
+            run = run_claude(
+                home,
+                self.project,
+                f"baseline {k}: run the check",
+                turn_script("baseline", k),
+                resume=session,
+                claude=self.claude,
+                timeout=300,
+            )
             session = run.session_id
         for row in read_jsonl(run.transcript):
             if row.get("type") == "system" and row.get("subtype") == "stop_hook_summary":
                 durs += [h["durationMs"] for h in row.get("hookInfos") or [] if h.get("command") == command]
-        self.results["baseline_python_pass_hook_ms"] = {"n": len(durs), "median": statistics.median(durs) if durs else None,
-                                                        "max": max(durs) if durs else None, "command": command}
+        self.results["baseline_python_pass_hook_ms"] = {
+            "n": len(durs),
+            "median": statistics.median(durs) if durs else None,
+            "max": max(durs) if durs else None,
+            "command": command,
+        }
 
     # -- reading back what Claude Code recorded
     def collect(self) -> None:
@@ -521,8 +620,7 @@ class Bench:
                     text = row["message"]["content"]
                     # cloned turns repeat the fresh phase's prompt texts: only the first one is measured
                     if text in self.prompts and text not in by_prompt:
-                        current = {"prompt_id": row.get("promptId") or row["uuid"], "phase_k": self.prompts[text],
-                                   "session_id": session_id}
+                        current = {"prompt_id": row.get("promptId") or row["uuid"], "phase_k": self.prompts[text], "session_id": session_id}
                         by_prompt[text] = current
                     elif row.get("promptId") and not row.get("isMeta"):
                         current = None
@@ -553,16 +651,24 @@ class Bench:
                 if "summary" in t and arrival is not None:
                     start = parse_ts(t["summary"]["timestamp"]) - t["summary"]["durationMs"] / 1000
                     lat.append(arrival - start)
-            info["hook_ms"] = {"n": len(durs), "median": statistics.median(durs) if durs else None,
-                               "max": max(durs) if durs else None, "min": min(durs) if durs else None, "all": durs}
+            info["hook_ms"] = {
+                "n": len(durs),
+                "median": statistics.median(durs) if durs else None,
+                "max": max(durs) if durs else None,
+                "min": min(durs) if durs else None,
+                "all": durs,
+            }
             floors = [t["floor_ms"] for t in turns if "floor_ms" in t]
             if floors:
                 info["floor_hook_ms"] = {"n": len(floors), "median": statistics.median(floors), "all": floors}
                 print(f"  {phase}: do-nothing Stop hook beside ours, median {statistics.median(floors):.1f} ms (n={len(floors)})")
-            info["stop_to_standin_s"] = {"n": len(lat), "of": len(turns),
-                                         "p50": round(percentile(lat, 50), 3) if lat else None,
-                                         "p95": round(percentile(lat, 95), 3) if lat else None,
-                                         "max": round(max(lat), 3) if lat else None}
+            info["stop_to_standin_s"] = {
+                "n": len(lat),
+                "of": len(turns),
+                "p50": round(percentile(lat, 50), 3) if lat else None,
+                "p95": round(percentile(lat, 95), 3) if lat else None,
+                "max": round(max(lat), 3) if lat else None,
+            }
             catch = [t for t in turns_all if t["phase_k"][0] == phase + "-catchup" and "summary" in t]
             if catch:
                 info["catchup_hook_ms"] = catch[0]["summary"]["durationMs"]
@@ -581,9 +687,18 @@ class Bench:
                     rows.append(row)
         last_prompt = offsets[-1][1]
         last_text = next((b.get("text") for r in reversed(rows) for b in r["message"]["content"] if b.get("type") == "text"), "")
-        event = {"session_id": self.session_id, "transcript_path": str(self.transcript), "cwd": str(self.project),
-                 "prompt_id": last_prompt["promptId"], "permission_mode": "default", "hook_event_name": "Stop",
-                 "stop_hook_active": False, "last_assistant_message": last_text, "background_tasks": [], "session_crons": []}
+        event = {
+            "session_id": self.session_id,
+            "transcript_path": str(self.transcript),
+            "cwd": str(self.project),
+            "prompt_id": last_prompt["promptId"],
+            "permission_mode": "default",
+            "hook_event_name": "Stop",
+            "stop_hook_active": False,
+            "last_assistant_message": last_text,
+            "background_tasks": [],
+            "session_crons": [],
+        }
         return event, offsets[-2][0] if len(offsets) > 1 else 0
 
     def replay(self, event: dict, state_dir: pathlib.Path, repeats: int) -> dict:  # noqa: C901
@@ -592,13 +707,19 @@ class Bench:
         A fresh wrapper per run, so RUSAGE_CHILDREN holds exactly one hook process. The state
         dir is restored before every run so each run does the same work. The sender the hook
         starts is pointed at a closed port: it exits at once and sends nothing twice."""
-        wrapper = ("import resource, subprocess, sys, time, json\n"
-                   "t = time.monotonic()\n"
-                   "subprocess.run(sys.argv[1:], stdin=sys.stdin, check=False)\n"
-                   "wall = time.monotonic() - t\n"
-                   "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'wall_s': wall}))\n")
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.home), "CC_LANGFUSE_STATE_DIR": str(state_dir),
-               "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}
+        wrapper = (
+            "import resource, subprocess, sys, time, json\n"
+            "t = time.monotonic()\n"
+            "subprocess.run(sys.argv[1:], stdin=sys.stdin, check=False)\n"
+            "wall = time.monotonic() - t\n"
+            "print(json.dumps({'maxrss_kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 'wall_s': wall}))\n"
+        )
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.home),
+            "CC_LANGFUSE_STATE_DIR": str(state_dir),
+            "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        }
         pristine = state_dir.with_name(state_dir.name + ".pristine")
         shutil.copytree(state_dir, pristine)
         # a sender backing off: the replayed hook queues as live but starts no sender, so nothing
@@ -608,12 +729,16 @@ class Bench:
         for _ in range(repeats):
             remove_tree(state_dir)  # the previous run's sender may still be writing its log there
             shutil.copytree(pristine, state_dir)
-            proc = subprocess.run([self.python, "-c", wrapper] + self.hook_argv, input=json.dumps(event).encode(),
-                                  capture_output=True, env=env, timeout=600)
+            proc = subprocess.run(
+                [self.python, "-c", wrapper] + self.hook_argv, input=json.dumps(event).encode(), capture_output=True, env=env, timeout=600
+            )
             out.append(json.loads(proc.stdout))
-        return {"peak_rss_mb": round(max(o["maxrss_kb"] for o in out) / 1024, 1),
-                "wall_ms_median": round(statistics.median(o["wall_s"] for o in out) * 1000, 1),
-                "runs": len(out), "event": {k: event[k] for k in ("hook_event_name", "prompt_id")}}
+        return {
+            "peak_rss_mb": round(max(o["maxrss_kb"] for o in out) / 1024, 1),
+            "wall_ms_median": round(statistics.median(o["wall_s"] for o in out) * 1000, 1),
+            "runs": len(out),
+            "event": {k: event[k] for k in ("hook_event_name", "prompt_id")},
+        }
 
     def snapshot_state(self, phase: str) -> None:
         """The hook's state as the next Stop will find it (nothing runs the hook between -p runs)."""
@@ -639,8 +764,12 @@ class Bench:
     # -- when the median misses the target: where the time goes
     def diagnose(self) -> None:
         event, previous_offset = self.stop_event_for_last_turn()
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(self.home),
-               "CC_LANGFUSE_STATE_DIR": str(self.work / "diag-state"), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.home),
+            "CC_LANGFUSE_STATE_DIR": str(self.work / "diag-state"),
+            "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        }
         (self.work / "diag-state").mkdir(mode=0o700, exist_ok=True)
         data = json.dumps(event).encode()
         # the interpreter and the copy of the hook that Claude Code runs
@@ -667,40 +796,66 @@ class Bench:
             "sys.argv = [sys.argv[1]]\n"
             "langfuse_hook.main()\n"
             "t3 = time.perf_counter()\n"
-            "sys.stderr.write(json.dumps({'compile_ms': (t1 - t0) * 1000, 'import_pyc_ms': (t2 - t1) * 1000, 'run_ms': (t3 - t2) * 1000}))\n")
+            "sys.stderr.write(json.dumps({'compile_ms': (t1 - t0) * 1000, 'import_pyc_ms': (t2 - t1) * 1000, 'run_ms': (t3 - t2) * 1000}))\n"
+        )
         wall(self.hook_argv, runs=1, stdin=data)  # first sight of the file: later runs are steady state
         parts = []
         for _ in range(10):
-            proc = subprocess.run([py, "-c", harness, str(hook_file), str(hook_file.parent)], input=data,
-                                  capture_output=True, env=env, timeout=600)
+            proc = subprocess.run(
+                [py, "-c", harness, str(hook_file), str(hook_file.parent)], input=data, capture_output=True, env=env, timeout=600
+            )
             parts.append(json.loads(proc.stderr.decode().strip().splitlines()[-1]))
         diag = {
             "python_startup_ms": wall([py, "-c", "pass"]),
             "python_startup_no_site_ms": wall([py, "-S", "-c", "pass"]),
             "hook_run_as_script_ms": wall([py, str(hook_file)], stdin=data),
             "hook_run_as_registered_ms": wall(self.hook_argv, stdin=data),
-            "hook_run_via_cached_import_ms": wall([py, "-c", "import sys; sys.path.insert(0, %r); sys.argv = [%r]; "
-                                                   "import langfuse_hook; langfuse_hook.main()" % (str(hook_file.parent), str(hook_file))],
-                                                  stdin=data),
+            "hook_run_via_cached_import_ms": wall(
+                [
+                    py,
+                    "-c",
+                    "import sys; sys.path.insert(0, %r); sys.argv = [%r]; "
+                    "import langfuse_hook; langfuse_hook.main()" % (str(hook_file.parent), str(hook_file)),
+                ],
+                stdin=data,
+            ),
             "in_process_ms": {k: round(statistics.median(p[k] for p in parts), 1) for k in parts[0]},
         }
-        proc = subprocess.run([py, "-X", "importtime", "-c",
-                               "import sys; sys.path.insert(0, %r); import langfuse_hook" % str(hook_file.parent)],
-                              capture_output=True, text=True, env=env, timeout=120)
+        proc = subprocess.run(
+            [py, "-X", "importtime", "-c", "import sys; sys.path.insert(0, %r); import langfuse_hook" % str(hook_file.parent)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         imports = []
         for line in proc.stderr.splitlines():
             m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)", line)
             if m:
-                imports.append({"self_us": int(m.group(1)), "cumulative_us": int(m.group(2)),
-                                "depth": len(m.group(3)) // 2, "module": m.group(4)})
+                imports.append(
+                    {"self_us": int(m.group(1)), "cumulative_us": int(m.group(2)), "depth": len(m.group(3)) // 2, "module": m.group(4)}
+                )
         diag["importtime_top"] = sorted((i for i in imports if i["depth"] <= 1), key=lambda i: -i["cumulative_us"])[:15]
         diag["importtime_total_ms"] = round(sum(i["self_us"] for i in imports) / 1000, 1)
         prof = self.work / "hook.prof"
-        subprocess.run([py, "-c", "import cProfile, sys; sys.path.insert(0, %r); sys.argv = [%r]; import langfuse_hook; "
-                        "cProfile.run('langfuse_hook.main()', %r)" % (str(hook_file.parent), str(hook_file), str(prof))],
-                       input=data, capture_output=True, env=env, timeout=600)
-        stats = subprocess.run([self.python, "-c", "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(25)",
-                                str(prof)], capture_output=True, text=True, timeout=60).stdout
+        subprocess.run(
+            [
+                py,
+                "-c",
+                "import cProfile, sys; sys.path.insert(0, %r); sys.argv = [%r]; import langfuse_hook; "
+                "cProfile.run('langfuse_hook.main()', %r)" % (str(hook_file.parent), str(hook_file), str(prof)),
+            ],
+            input=data,
+            capture_output=True,
+            env=env,
+            timeout=600,
+        )
+        stats = subprocess.run(
+            [self.python, "-c", "import pstats, sys; pstats.Stats(sys.argv[1]).sort_stats('cumulative').print_stats(25)", str(prof)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
         diag["cprofile_top_cumulative"] = stats.strip().splitlines()[-30:]
         self.results["diagnosis"] = diag
 
@@ -712,42 +867,84 @@ class Bench:
 
 # ------------------------------------------------------------------------------ report
 
+
 def verdicts(results: dict) -> list[tuple[str, str, str, bool | None]]:
     phases = results["phases"]
     rows = []
     fresh = phases.get("fresh", {}).get("hook_ms", {}).get("median")
     for name, info in phases.items():
         med = info["hook_ms"]["median"]
-        rows.append((f"hook duration median, {name}", f"{med} ms (max {info['hook_ms']['max']})",
-                     f"<= {TARGETS['hook_median_ms']} ms", med is not None and med <= TARGETS["hook_median_ms"]))
+        rows.append(
+            (
+                f"hook duration median, {name}",
+                f"{med} ms (max {info['hook_ms']['max']})",
+                f"<= {TARGETS['hook_median_ms']} ms",
+                med is not None and med <= TARGETS["hook_median_ms"],
+            )
+        )
         if name != "fresh" and fresh:
             growth = (med - fresh) / fresh * 100
-            rows.append((f"median growth fresh -> {name}", f"{growth:+.1f} %", f"<= {TARGETS['median_growth_pct']} %",
-                         growth <= TARGETS["median_growth_pct"]))
+            rows.append(
+                (
+                    f"median growth fresh -> {name}",
+                    f"{growth:+.1f} %",
+                    f"<= {TARGETS['median_growth_pct']} %",
+                    growth <= TARGETS["median_growth_pct"],
+                )
+            )
         lat = info["stop_to_standin_s"]
-        rows.append((f"Stop -> stand-in, {name}", f"p50 {lat['p50']} s, p95 {lat['p95']} s ({lat['n']}/{lat['of']} turns)",
-                     f"p95 <= {TARGETS['stop_to_standin_p95_s']} s",
-                     lat["p95"] is not None and lat["p95"] <= TARGETS["stop_to_standin_p95_s"] and lat["n"] == lat["of"]))
+        rows.append(
+            (
+                f"Stop -> stand-in, {name}",
+                f"p50 {lat['p50']} s, p95 {lat['p95']} s ({lat['n']}/{lat['of']} turns)",
+                f"p95 <= {TARGETS['stop_to_standin_p95_s']} s",
+                lat["p95"] is not None and lat["p95"] <= TARGETS["stop_to_standin_p95_s"] and lat["n"] == lat["of"],
+            )
+        )
         rep = info.get("hook_replay")
         if rep:
-            rows.append((f"hook peak RSS, {name} (replayed Stop)", f"{rep['peak_rss_mb']} MB (wall {rep['wall_ms_median']} ms)",
-                         f"<= {TARGETS['hook_peak_rss_mb']} MB", rep["peak_rss_mb"] <= TARGETS["hook_peak_rss_mb"]))
+            rows.append(
+                (
+                    f"hook peak RSS, {name} (replayed Stop)",
+                    f"{rep['peak_rss_mb']} MB (wall {rep['wall_ms_median']} ms)",
+                    f"<= {TARGETS['hook_peak_rss_mb']} MB",
+                    rep["peak_rss_mb"] <= TARGETS["hook_peak_rss_mb"],
+                )
+            )
         first = info.get("hook_first_sight")
         if first:
-            rows.append((f"hook first sight of {first['transcript_mb']} MB (empty state)",
-                         f"{first['peak_rss_mb']} MB RSS, {first['wall_ms_median']} ms", "(info)", None))
+            rows.append(
+                (
+                    f"hook first sight of {first['transcript_mb']} MB (empty state)",
+                    f"{first['peak_rss_mb']} MB RSS, {first['wall_ms_median']} ms",
+                    "(info)",
+                    None,
+                )
+            )
         if "catchup_hook_ms" in info:
             rows.append((f"catch-up Stop after growth, {name}", f"{info['catchup_hook_ms']} ms (Claude Code's durationMs)", "(info)", None))
     for name, pair in results.get("interleave", {}).items():
         growth = pair.get("median_growth_pct")
-        rows.append((f"median growth fresh -> {name} (interleaved)",
-                     f"{growth:+.1f} % ({pair['fresh_median_ms']} -> {pair['big_median_ms']} ms)" if growth is not None else "n/a",
-                     f"<= {TARGETS['median_growth_pct']} %", growth is not None and growth <= TARGETS["median_growth_pct"]))
+        rows.append(
+            (
+                f"median growth fresh -> {name} (interleaved)",
+                f"{growth:+.1f} % ({pair['fresh_median_ms']} -> {pair['big_median_ms']} ms)" if growth is not None else "n/a",
+                f"<= {TARGETS['median_growth_pct']} %",
+                growth is not None and growth <= TARGETS["median_growth_pct"],
+            )
+        )
         ratio = pair.get("pair_diff_ratio_pct")
-        rows.append((f"paired difference {name} - fresh, median",
-                     f"{pair['pair_diff_median_ms']:+} ms = {ratio:+.1f} % of fresh median ({pair['pairs']} pairs,"
-                     f" big slower in {pair['pairs_big_slower']})" if ratio is not None else "n/a",
-                     f"<= {TARGETS['median_growth_pct']} %", ratio is not None and ratio <= TARGETS["median_growth_pct"]))
+        rows.append(
+            (
+                f"paired difference {name} - fresh, median",
+                f"{pair['pair_diff_median_ms']:+} ms = {ratio:+.1f} % of fresh median ({pair['pairs']} pairs,"
+                f" big slower in {pair['pairs_big_slower']})"
+                if ratio is not None
+                else "n/a",
+                f"<= {TARGETS['median_growth_pct']} %",
+                ratio is not None and ratio <= TARGETS["median_growth_pct"],
+            )
+        )
     return rows
 
 
@@ -760,16 +957,23 @@ def print_table(results: dict) -> None:
     for name, value, target, ok in rows:
         print(f"{name:<{w0}}  {value:<{w1}}  {target:<16} {'-' if ok is None else 'PASS' if ok else 'MISS'}")
     for phase, info in results["phases"].items():
-        print(f"  {phase}: transcript {info['size_start_mb']} -> {info['size_end_mb']} MB, claude -p median {info['cli_run_s_median']} s,"
-              f" load {info['load_before']} -> {info['load_after']}")
+        print(
+            f"  {phase}: transcript {info['size_start_mb']} -> {info['size_end_mb']} MB, claude -p median {info['cli_run_s_median']} s,"
+            f" load {info['load_before']} -> {info['load_after']}"
+        )
     base = results.get("baseline_python_pass_hook_ms")
     if base:
         print(f"  floor: a do-nothing hook `{base['command']}` takes median {base['median']} ms (max {base['max']}) in Claude Code here")
     diag = results.get("diagnosis")
     if diag:
         print("\nwhere a hook run's time goes (median wall ms, outside Claude Code):")
-        for k in ("python_startup_ms", "python_startup_no_site_ms", "hook_run_as_script_ms", "hook_run_via_cached_import_ms",
-                  "hook_run_as_registered_ms"):
+        for k in (
+            "python_startup_ms",
+            "python_startup_no_site_ms",
+            "hook_run_as_script_ms",
+            "hook_run_via_cached_import_ms",
+            "hook_run_as_registered_ms",
+        ):
             print(f"  {k:<30} {diag[k]}")
         print("  in one process: " + ", ".join(f"{k} {v}" for k, v in diag["in_process_ms"].items()))
         print(f"  imports (-X importtime, sum of self times): {diag['importtime_total_ms']} ms; top top-level imports:")
@@ -782,24 +986,42 @@ def main(argv=None) -> int:
     parser.add_argument("--turns", type=int, default=30, help="measured turns per phase (default 30)")
     parser.add_argument("--sizes", default="10,50", help="transcript sizes in MB after fresh (default 10,50)")
     parser.add_argument("--quick", action="store_true", help="8 turns per phase, 10 MB only (a ~3 min smoke run)")
-    parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
-                        help="interpreter in the hook command (default: the repo's .venv, which has the SDK for the sender)")
-    parser.add_argument("--install", choices=("installer", "script"), default="installer",
-                        help="installer: as scripts/install-hook.sh registers it (`<venv python> -m langfuse_hook`, compiled); "
-                             "script: `<python> <repo>/hooks/langfuse_hook.py` (compiled from source on every run)")
+    parser.add_argument(
+        "--python",
+        default=str(REPO / ".venv" / "bin" / "python"),
+        help="interpreter in the hook command (default: the repo's .venv, which has the SDK for the sender)",
+    )
+    parser.add_argument(
+        "--install",
+        choices=("installer", "script"),
+        default="installer",
+        help="installer: as scripts/install-hook.sh registers it (`<venv python> -m langfuse_hook`, compiled); "
+        "script: `<python> <repo>/hooks/langfuse_hook.py` (compiled from source on every run)",
+    )
     parser.add_argument("--rss-repeats", type=int, default=5, help="replays per phase for the peak RSS (default 5)")
     parser.add_argument("--drain-timeout", type=float, default=300, help="seconds to wait for the sender (default 300)")
-    parser.add_argument("--diagnose", choices=("auto", "always", "never"), default="auto",
-                        help="import-time and cProfile breakdown: when the median misses the target (auto), always or never")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the do-nothing Python hook turns that show the start-up floor")
+    parser.add_argument(
+        "--diagnose",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="import-time and cProfile breakdown: when the median misses the target (auto), always or never",
+    )
+    parser.add_argument(
+        "--no-baseline", dest="baseline", action="store_false", help="skip the do-nothing Python hook turns that show the start-up floor"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOME, transcript and span record")
-    parser.add_argument("--floor-hook", action="store_true",
-                        help="also register a do-nothing Python Stop hook in the same sessions and report its durationMs "
-                             "(what the session and the CLI add to any hook)")
-    parser.add_argument("--interleave", action="store_true",
-                        help="robust growth under drift: a fresh and a grown session in one HOME, measured turns alternating "
-                             "between them; reports the medians and the median per-pair difference")
+    parser.add_argument(
+        "--floor-hook",
+        action="store_true",
+        help="also register a do-nothing Python Stop hook in the same sessions and report its durationMs "
+        "(what the session and the CLI add to any hook)",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="robust growth under drift: a fresh and a grown session in one HOME, measured turns alternating "
+        "between them; reports the medians and the median per-pair difference",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.turns, args.sizes, args.rss_repeats = min(args.turns, 8), "10", 3
@@ -831,7 +1053,7 @@ def main(argv=None) -> int:
     finally:
         bench.close()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("bench_hook-%s.json" % dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+    out = RESULTS / ("bench_hook-%s.json" % dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"))
     out.write_text(json.dumps(bench.results, indent=1))
     print_table(bench.results)
     print(f"\n{bench.results['elapsed_s']} s; results in {out}" + (f"; work dir kept: {bench.work}" if args.keep else ""))

@@ -7,6 +7,7 @@ prints a cProfile of one run. Shows how much of Claude Code's `durationMs` is th
     .venv/bin/python bench/bench_hook.py --turns 4 --sizes 50 --keep --no-baseline --diagnose never
     .venv/bin/python bench/profile_stop.py /tmp/bench-hook-XXXX --phase 50MB
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,11 +29,19 @@ import langfuse_hook as h  # noqa: E402
 
 def last_stop_event(transcript: str) -> dict:
     rows = [json.loads(line) for line in open(transcript, "rb") if line.strip()]
-    prompts = [r for r in rows if r.get("type") == "user" and r.get("promptId") and isinstance((r.get("message") or {}).get("content"), str)]
+    prompts = [
+        r for r in rows if r.get("type") == "user" and r.get("promptId") and isinstance((r.get("message") or {}).get("content"), str)
+    ]
     texts = [b.get("text") for r in rows if r.get("type") == "assistant" for b in r["message"]["content"] if b.get("type") == "text"]
     last = prompts[-1]
-    return {"session_id": last["sessionId"], "transcript_path": transcript, "cwd": last.get("cwd", ""),
-            "prompt_id": last["promptId"], "hook_event_name": "Stop", "last_assistant_message": texts[-1]}
+    return {
+        "session_id": last["sessionId"],
+        "transcript_path": transcript,
+        "cwd": last.get("cwd", ""),
+        "prompt_id": last["promptId"],
+        "hook_event_name": "Stop",
+        "last_assistant_message": texts[-1],
+    }
 
 
 def main() -> int:
@@ -55,15 +64,19 @@ def main() -> int:
         state = scratch / "state"
         shutil.rmtree(state, ignore_errors=True)
         shutil.copytree(pristine, state)
-        settings = h.load_settings({"CC_LANGFUSE_STATE_DIR": str(state), "HOME": str(scratch), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"})
+        settings = h.load_settings(
+            {"CC_LANGFUSE_STATE_DIR": str(state), "HOME": str(scratch), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}
+        )
         t = time.perf_counter()
         h.run_hook(event, settings)
         return (time.perf_counter() - t) * 1000
 
     times = [run() for _ in range(args.runs)]
     entry = next(iter(json.load(open(pristine / "langfuse_state.json"))["transcripts"].values()))
-    print(f"transcript {os.path.getsize(transcripts[0]) / 1048576:.1f} MB, cursor at {entry['offset'] / 1048576:.1f} MB; "
-          f"run_hook warm: median {statistics.median(times):.1f} ms (min {min(times):.1f}, max {max(times):.1f}) over {len(times)} runs")
+    print(
+        f"transcript {os.path.getsize(transcripts[0]) / 1048576:.1f} MB, cursor at {entry['offset'] / 1048576:.1f} MB; "
+        f"run_hook warm: median {statistics.median(times):.1f} ms (min {min(times):.1f}, max {max(times):.1f}) over {len(times)} runs"
+    )
     profile = cProfile.Profile()
     profile.runcall(run)
     pstats.Stats(profile).sort_stats("cumulative").print_stats(15)

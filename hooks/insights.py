@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """claude-code-langfuse insights: what your Claude Code sessions did (see claude_code_langfuse/insights.py).
 
-    <python> -I /path/to/insights.py sessions --since 7d
+<python> -I /path/to/insights.py sessions --since 7d
 """
 
 import os

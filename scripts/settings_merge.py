@@ -14,6 +14,7 @@ Subcommands:
   check      --home H             run the installed hook's status/doctor; never fails
   uninstall  --home H [--purge]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,7 @@ ENV_PORT = "LANGFUSE_PORT"  # generate-env.sh: host port of the web UI
 ENV_BIND = "LANGFUSE_BIND_ADDRESS"
 DEFAULT_PORT = 3050
 RECORD_NAME = "install-record.json"
-STATE_FILES = ("langfuse_state.json", "pending_traces.jsonl", "dead_traces.jsonl",
-               "langfuse_sender.json")
+STATE_FILES = ("langfuse_state.json", "pending_traces.jsonl", "dead_traces.jsonl", "langfuse_sender.json")
 
 
 class UserError(Exception):
@@ -45,6 +45,7 @@ class UserError(Exception):
 
 
 # --------------------------------------------------------------------------- places
+
 
 class Places:
     def __init__(self, home: str):
@@ -86,6 +87,7 @@ def tilde(path: Path, home: Path) -> str:
 
 # --------------------------------------------------------------------------- files
 
+
 def atomic_write(path: Path, data: bytes, mode: int) -> None:
     """Temp file in the target's directory + rename: readers see the old or the new file."""
     path = Path(os.path.realpath(path))  # keep a dotfiles symlink pointing at its target
@@ -115,7 +117,7 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 def backup(path: Path) -> Path:
     """Timestamped 0600 copy next to `path` (settings may hold secrets in `env`)."""
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     data = path.read_bytes()
     n = 0
     while True:
@@ -163,23 +165,25 @@ def parse_json_object(raw: bytes, path: Path, what: str) -> dict:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise UserError(f"{path} is not UTF-8 (byte {e.start}); nothing was changed. "
-                        f"Fix {what} and run this again.") from e
+        raise UserError(f"{path} is not UTF-8 (byte {e.start}); nothing was changed. Fix {what} and run this again.") from e
     if not text.strip():
         return {}
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
-                        f"(char {e.pos}). Nothing was changed. Fix {what} (or move it away) "
-                        f"and run this again.") from e
+        raise UserError(
+            f"{path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
+            f"(char {e.pos}). Nothing was changed. Fix {what} (or move it away) "
+            f"and run this again."
+        ) from e
     except ValueError as e:  # duplicate key: rewriting would silently drop one of them
-        raise UserError(f"{path} has a {e}; Claude Code keeps only one of them and a rewrite "
-                        f"would drop the other. Nothing was changed. Remove the duplicate "
-                        f"and run this again.") from e
+        raise UserError(
+            f"{path} has a {e}; Claude Code keeps only one of them and a rewrite "
+            f"would drop the other. Nothing was changed. Remove the duplicate "
+            f"and run this again."
+        ) from e
     if not isinstance(obj, dict):
-        raise UserError(f"{path} must contain a JSON object ({{...}}), found "
-                        f"{type(obj).__name__}. Nothing was changed.")
+        raise UserError(f"{path} must contain a JSON object ({{...}}), found {type(obj).__name__}. Nothing was changed.")
     return obj
 
 
@@ -231,7 +235,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
                 if c == "\\" and i + 1 < len(rest):
                     buf.append(_DQ_ESCAPES.get(rest[i + 1], "\\" + rest[i + 1]))
                     i += 2
-                elif c == "$" and rest[i + 1:i + 2] == "$":
+                elif c == "$" and rest[i + 1 : i + 2] == "$":
                     buf.append("$")
                     i += 2
                 elif c == '"':
@@ -279,17 +283,18 @@ def resolve_keys(env_file: Path, env_file_given: bool) -> tuple[dict[str, str], 
             raise UserError(f"{env_file} {ENV_PORT}={port!r} is not a port number (1-65535)")
         host = _local_host(file_vals.get(ENV_BIND, ""))
         vals["CC_LANGFUSE_BASE_URL"] = f"http://{host}:{int(port)}"
-        src["CC_LANGFUSE_BASE_URL"] = (f"{env_file} {ENV_PORT}" if file_vals.get(ENV_PORT, "").strip()
-                                       else f"default port {DEFAULT_PORT}")
+        src["CC_LANGFUSE_BASE_URL"] = f"{env_file} {ENV_PORT}" if file_vals.get(ENV_PORT, "").strip() else f"default port {DEFAULT_PORT}"
 
     missing = [k for k in KEY_NAMES[:2] if k not in vals]
     if missing:
         have_file = env_file.is_file()
         lines = [f"no Langfuse {' and '.join(k.split('_')[2].lower() + ' key' for k in missing)} found."]
         if have_file:
-            lines.append(f"  {env_file} does not set "
-                         + " / ".join(f for k, f in ((KEY_NAMES[0], ENV_PUBLIC), (KEY_NAMES[1], ENV_SECRET))
-                                      if k in missing) + ".")
+            lines.append(
+                f"  {env_file} does not set "
+                + " / ".join(f for k, f in ((KEY_NAMES[0], ENV_PUBLIC), (KEY_NAMES[1], ENV_SECRET)) if k in missing)
+                + "."
+            )
         else:
             lines.append(f"  {env_file} does not exist.")
         lines += [
@@ -303,16 +308,17 @@ def resolve_keys(env_file: Path, env_file_given: bool) -> tuple[dict[str, str], 
         raise UserError("\n".join(lines))
     url = vals["CC_LANGFUSE_BASE_URL"].rstrip("/")
     if not re.match(r"https?://[^/\s]+", url):
-        raise UserError(f"base URL {url!r} (from {src['CC_LANGFUSE_BASE_URL']}) must start "
-                        f"with http:// or https:// and name a host")
+        raise UserError(f"base URL {url!r} (from {src['CC_LANGFUSE_BASE_URL']}) must start with http:// or https:// and name a host")
     vals["CC_LANGFUSE_BASE_URL"] = url
     if vals["CC_LANGFUSE_PUBLIC_KEY"].startswith("sk-lf-") or vals["CC_LANGFUSE_SECRET_KEY"].startswith("pk-lf-"):
-        raise UserError("the public and secret keys look swapped (public keys start with pk-lf-, "
-                        "secret keys with sk-lf-); nothing was changed")
+        raise UserError(
+            "the public and secret keys look swapped (public keys start with pk-lf-, secret keys with sk-lf-); nothing was changed"
+        )
     return vals, src
 
 
 # --------------------------------------------------------------------------- settings
+
 
 def _refers_to(handler, hook_path: Path, home: Path) -> bool:
     if not isinstance(handler, dict) or handler.get("type") != "command":
@@ -340,10 +346,10 @@ def _refers_to(handler, hook_path: Path, home: Path) -> bool:
 def _hooks_table(settings: dict, path: Path) -> dict:
     hooks = settings.get("hooks", {})
     if not isinstance(hooks, dict):
-        raise UserError(f"{path}: \"hooks\" must be an object; nothing was changed")
+        raise UserError(f'{path}: "hooks" must be an object; nothing was changed')
     for event, groups in hooks.items():
         if not isinstance(groups, list):
-            raise UserError(f"{path}: \"hooks\".\"{event}\" must be a list; nothing was changed")
+            raise UserError(f'{path}: "hooks"."{event}" must be a list; nothing was changed')
     return hooks
 
 
@@ -406,16 +412,22 @@ def has_ours(settings: dict, places: Places) -> bool:
     hooks = settings.get("hooks")
     if not isinstance(hooks, dict):
         return False
-    return any(_refers_to(h, places.hook, places.home)
-               for groups in hooks.values() if isinstance(groups, list)
-               for g in groups if isinstance(g, dict) and isinstance(g.get("hooks"), list)
-               for h in g["hooks"])
+    return any(
+        _refers_to(h, places.hook, places.home)
+        for groups in hooks.values()
+        if isinstance(groups, list)
+        for g in groups
+        if isinstance(g, dict) and isinstance(g.get("hooks"), list)
+        for h in g["hooks"]
+    )
 
 
 # --------------------------------------------------------------------------- commands
 
+
 def cmd_pin(args) -> int:
     import tomllib
+
     try:
         data = tomllib.loads(Path(args.pyproject).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
@@ -430,6 +442,7 @@ def cmd_pin(args) -> int:
 def cmd_satisfies(args) -> int:
     """Run with the venv's interpreter: lets a reinstall skip pip (offline, fast)."""
     from importlib import metadata
+
     try:
         from packaging.requirements import Requirement  # a dependency of langfuse itself
     except ImportError:
@@ -469,14 +482,18 @@ def link_and_compile(places: Places) -> None:
     py = str(places.venv_python)
     if not places.venv_python.exists():
         return
-    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True).stdout.strip()
+    purelib = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     pth = Path(purelib) / PTH_NAME
     want = (str(places.lf) + "\n").encode()
     if not pth.is_file() or pth.read_bytes() != want:
         atomic_write(pth, want, 0o644)
-    subprocess.run([py, "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)", str(places.hook)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [py, "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)", str(places.hook)],
+        check=True,
+        capture_output=True,
+    )
 
 
 def cmd_preflight(args) -> int:
@@ -493,8 +510,7 @@ def cmd_apply(args) -> int:
     # Remember the file as it was before our first install, so uninstall can put back the
     # exact bytes when nothing else changed in the meantime.
     if not places.record.exists():
-        rec = {"version": 1, "settings_existed": raw is not None,
-               "settings_original": raw.decode("utf-8") if raw is not None else None}
+        rec = {"version": 1, "settings_existed": raw is not None, "settings_original": raw.decode("utf-8") if raw is not None else None}
         atomic_write(places.record, dump_json(rec), 0o600)
 
     hook_src = Path(args.repo) / "hooks" / "langfuse_hook.py"
@@ -506,8 +522,10 @@ def cmd_apply(args) -> int:
         print(f"hook {tilde(places.hook, home)} already up to date")
 
     # the insights report sits next to the hook (it imports it); its skill lets Claude run it
-    for extra_src, extra_dst in ((Path(args.repo) / "hooks" / "insights.py", places.insights),
-                                 (Path(args.repo) / "skills" / "langfuse-insights" / "SKILL.md", places.skill)):
+    for extra_src, extra_dst in (
+        (Path(args.repo) / "hooks" / "insights.py", places.insights),
+        (Path(args.repo) / "skills" / "langfuse-insights" / "SKILL.md", places.skill),
+    ):
         if extra_src.is_file():
             extra_dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not extra_dst.is_file() or extra_dst.read_bytes() != extra_src.read_bytes():
@@ -533,24 +551,29 @@ def cmd_apply(args) -> int:
         if raw is not None:
             b = backup(places.settings)
             print(f"backup of {tilde(places.settings, home)}: {tilde(b, home)}")
-        atomic_write(places.settings, dump_json(new_settings),
-                     file_mode(places.settings, 0o600))
+        atomic_write(places.settings, dump_json(new_settings), file_mode(places.settings, 0o600))
         print(f"hook registered in {tilde(places.settings, home)} for {', '.join(HOOK_EVENTS)}")
 
     ccd = os.environ.get("CLAUDE_CONFIG_DIR")
     if ccd and os.path.realpath(os.path.expanduser(ccd)) != os.path.realpath(places.claude):
-        print(f"warning: CLAUDE_CONFIG_DIR={ccd} is set, so Claude Code reads its settings from "
-              f"there, not from {places.settings}; the hook will not run in those sessions.",
-              file=sys.stderr)
+        print(
+            f"warning: CLAUDE_CONFIG_DIR={ccd} is set, so Claude Code reads its settings from "
+            f"there, not from {places.settings}; the hook will not run in those sessions.",
+            file=sys.stderr,
+        )
     # Hook point: copying the repo's Claude Code skill (skills/) would go here.
     return 0
 
 
 def _run_hook(places: Places, sub: str, timeout: float) -> int | None:
     try:
-        p = subprocess.run([str(places.venv_python), str(places.hook), sub],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=timeout)
+        p = subprocess.run(
+            [str(places.venv_python), str(places.hook), sub],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         print(f"  ({sub} did not finish within {timeout:.0f} s)")
         return None
@@ -578,8 +601,10 @@ def cmd_check(args) -> int:
         print("\nHealth checks (doctor):")
         rc = _run_hook(places, "doctor", 60)
         if rc != 0:
-            print("  Some checks did not pass (see above). The hook is installed anyway: turns are\n"
-                  "  queued on disk and sent once the server is reachable and the keys are right.")
+            print(
+                "  Some checks did not pass (see above). The hook is installed anyway: turns are\n"
+                "  queued on disk and sent once the server is reachable and the keys are right."
+            )
     print(f"""
 Done. What next:
   - Start Claude Code (running sessions pick the hook up on their own): each finished
@@ -635,8 +660,7 @@ def cmd_uninstall(args) -> int:
                     orig = parse_json_object(orig_raw, places.record, "the install record")
                 except UserError:
                     orig = None
-                if orig is not None and not has_ours(orig, places) and \
-                        merge_ours(orig, places, places.settings) == settings:
+                if orig is not None and not has_ours(orig, places) and merge_ours(orig, places, places.settings) == settings:
                     restored = orig_raw
             elif record.get("settings_existed") is False and merge_ours({}, places, places.settings) == settings:
                 remove_file = True
@@ -645,8 +669,7 @@ def cmd_uninstall(args) -> int:
         elif remove_file:
             # It holds only what the installer wrote from nothing: no backup, no litter.
             places.settings.unlink()
-            print(f"removed {tilde(places.settings, home)} (the installer had created it "
-                  f"and nothing else was added since)")
+            print(f"removed {tilde(places.settings, home)} (the installer had created it and nothing else was added since)")
         else:
             b = backup(places.settings)
             print(f"backup of {tilde(places.settings, home)}: {tilde(b, home)}")
@@ -675,8 +698,7 @@ def cmd_uninstall(args) -> int:
     if places.lf.is_dir():
         left = sorted(x.name for x in places.lf.iterdir())
         if left:
-            print(f"kept {tilde(places.lf, home)}: it holds files the installer did not create: "
-                  + ", ".join(left))
+            print(f"kept {tilde(places.lf, home)}: it holds files the installer did not create: " + ", ".join(left))
         else:
             places.lf.rmdir()
             print(f"removed {tilde(places.lf, home)}")
@@ -723,8 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--home", required=True)
     p.add_argument("--purge", action="store_true")
     args = ap.parse_args(argv)
-    handler = {"pin": cmd_pin, "satisfies": cmd_satisfies, "preflight": cmd_preflight,
-               "apply": cmd_apply, "check": cmd_check, "uninstall": cmd_uninstall}[args.cmd]
+    handler = {
+        "pin": cmd_pin,
+        "satisfies": cmd_satisfies,
+        "preflight": cmd_preflight,
+        "apply": cmd_apply,
+        "check": cmd_check,
+        "uninstall": cmd_uninstall,
+    }[args.cmd]
     try:
         return handler(args)
     except UserError as e:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite the way CI does: creates .venv if needed, installs the pinned
-# dependencies (langfuse 5.x, pytest, check-jsonschema, pyyaml), installs the pinned Claude Code
-# CLI for the end-to-end tests (they skip with a reason if it cannot be installed), then pytest.
+# dependencies (langfuse 5.x, pytest, check-jsonschema, pyyaml, ruff), installs the pinned Claude Code
+# CLI for the end-to-end tests (they skip with a reason if it cannot be installed), then ruff
+# (lint + format check) and pytest.
 #
 #   scripts/test.sh              # everything
 #   scripts/test.sh -k delivery  # extra arguments go to pytest
@@ -30,5 +31,9 @@ if [[ -z "${CLAUDE_CLI:-}" ]]; then
         echo "test.sh: the Claude Code CLI could not be installed; end-to-end tests will be skipped" >&2
     fi
 fi
+
+# lint and format first: cheap, and a red lint fails CI like a red test
+.venv/bin/ruff check hooks scripts tests bench
+.venv/bin/ruff format --check hooks scripts tests bench
 
 exec .venv/bin/python -m pytest "$@"

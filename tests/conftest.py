@@ -1,4 +1,5 @@
 """Shared pytest setup: every tests/fixtures_*.py module is loaded as a plugin."""
+
 import pathlib
 import sys
 

@@ -25,6 +25,7 @@ count_tokens has its own path. ``HEAD /api/hello`` is a connectivity probe (answ
 A reply that is ``api_error(...)`` is answered with that HTTP status and an Anthropic error body;
 it is consumed like any other reply (the CLI's retry then gets the next one).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,9 +35,10 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_MODEL = "claude-sonnet-4-5-20250929"
 
@@ -51,6 +53,7 @@ DEFAULT_USAGE = {
 
 # ---- building replies -------------------------------------------------------------------------
 
+
 def text(value: str) -> dict:
     return {"type": "text", "text": value}
 
@@ -63,8 +66,7 @@ def tool_use(name: str, input: dict, id: str | None = None) -> dict:  # noqa: A0
     return {"type": "tool_use", "id": id or "toolu_" + uuid.uuid4().hex[:24], "name": name, "input": input}
 
 
-def usage(input_tokens: int = 12, output_tokens: int = 7, cache_read: int = 0,
-          cache_5m: int = 0, cache_1h: int = 0) -> dict:
+def usage(input_tokens: int = 12, output_tokens: int = 7, cache_read: int = 0, cache_5m: int = 0, cache_1h: int = 0) -> dict:
     """Usage as the API reports it: cache_creation_input_tokens is the sum of the 5m/1h parts."""
     return {
         "input_tokens": input_tokens,
@@ -75,9 +77,14 @@ def usage(input_tokens: int = 12, output_tokens: int = 7, cache_read: int = 0,
     }
 
 
-def reply(*blocks: dict | str, usage: dict | None = None, model: str | None = None,  # noqa: A002
-          stop_reason: str | None = None, message_id: str | None = None,
-          delay: float = 0.0) -> dict:
+def reply(
+    *blocks: dict | str,
+    usage: dict | None = None,
+    model: str | None = None,  # noqa: A002
+    stop_reason: str | None = None,
+    message_id: str | None = None,
+    delay: float = 0.0,
+) -> dict:
     """One assistant response. Strings are text blocks. Several tool_use blocks = parallel tools.
 
     ``delay`` seconds are slept before answering (to make a subagent outlive its parent turn)."""
@@ -109,7 +116,7 @@ class Script:
     model: str = DEFAULT_MODEL
 
     @classmethod
-    def of(cls, value: "Script | list | None") -> "Script":
+    def of(cls, value: Script | list | None) -> Script:
         if isinstance(value, Script):
             return value
         return cls(main=list(value or []))
@@ -155,6 +162,7 @@ def _is_subagent_system(body: dict) -> bool:
 
 # ---- the server -------------------------------------------------------------------------------
 
+
 class FakeMessagesAPI:
     """Use as a context manager; ``url`` goes into ANTHROPIC_BASE_URL."""
 
@@ -170,7 +178,7 @@ class FakeMessagesAPI:
         self._thread: threading.Thread | None = None
 
     # lifecycle
-    def start(self) -> "FakeMessagesAPI":
+    def start(self) -> FakeMessagesAPI:
         api = self
 
         class Handler(_Handler):
@@ -188,7 +196,7 @@ class FakeMessagesAPI:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "FakeMessagesAPI":
+    def __enter__(self) -> FakeMessagesAPI:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -212,8 +220,7 @@ class FakeMessagesAPI:
         return {k: v for k, v in left.items() if v}
 
     # routing
-    def classify(self, method: str, path: str, body: Any, headers: Mapping[str, str] | None = None
-                 ) -> tuple[str, str | None]:
+    def classify(self, method: str, path: str, body: Any, headers: Mapping[str, str] | None = None) -> tuple[str, str | None]:
         """(kind, agent script key): kind is main, agent, side, count_tokens or other."""
         route = path.split("?", 1)[0]
         if route.endswith("/count_tokens"):
@@ -279,8 +286,16 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.owner
         kind, agent_key = api.classify(self.command, self.path, body, self.headers)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("x-api-key", "authorization")}
-        entry = {"t": time.time(), "method": self.command, "path": self.path, "kind": kind,
-                 "agent_key": agent_key, "agent_id": _agent_id(self.headers), "headers": headers, "body": body}
+        entry = {
+            "t": time.time(),
+            "method": self.command,
+            "path": self.path,
+            "kind": kind,
+            "agent_key": agent_key,
+            "agent_id": _agent_id(self.headers),
+            "headers": headers,
+            "body": body,
+        }
         if kind == "count_tokens":
             entry["answer"] = {"status": 200}
             api.record(entry)
@@ -295,10 +310,13 @@ class _Handler(BaseHTTPRequestHandler):
         if scripted is None:
             entry["answer"] = {"status": 400, "exhausted": True}
             api.record(entry)
-            return self._json(400, _error_body(
-                "invalid_request_error",
-                "fake Messages API: the script has no reply left for the %s conversation (request #%d)"
-                % (kind, len(api.requests))))
+            return self._json(
+                400,
+                _error_body(
+                    "invalid_request_error",
+                    "fake Messages API: the script has no reply left for the %s conversation (request #%d)" % (kind, len(api.requests)),
+                ),
+            )
         entry["answer"] = {"status": scripted.get("status", 200), "scripted": scripted}
         api.record(entry)
         if scripted["kind"] == "error":
@@ -347,9 +365,10 @@ class _Handler(BaseHTTPRequestHandler):
         for index, block in enumerate(message["content"]):
             for name, data in _block_events(index, block):
                 self._event(name, data)
-        self._event("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                      "usage": final_usage})
+        self._event(
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None}, "usage": final_usage},
+        )
         self._event("message_stop", {"type": "message_stop"})
         self.wfile.flush()
 
@@ -360,24 +379,38 @@ class _Handler(BaseHTTPRequestHandler):
 def _block_events(index: int, block: dict):
     kind = block["type"]
     if kind == "text":
-        yield "content_block_start", {"type": "content_block_start", "index": index,
-                                      "content_block": {"type": "text", "text": ""}}
-        yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                      "delta": {"type": "text_delta", "text": block["text"]}}
+        yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}
+        yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": block["text"]}}
     elif kind == "thinking":
-        yield "content_block_start", {"type": "content_block_start", "index": index,
-                                      "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
-        yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                      "delta": {"type": "thinking_delta", "thinking": block["thinking"]}}
-        yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                      "delta": {"type": "signature_delta", "signature": block["signature"]}}
+        yield (
+            "content_block_start",
+            {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        )
+        yield (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": {"type": "thinking_delta", "thinking": block["thinking"]}},
+        )
+        yield (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": index, "delta": {"type": "signature_delta", "signature": block["signature"]}},
+        )
     elif kind == "tool_use":
-        yield "content_block_start", {"type": "content_block_start", "index": index,
-                                      "content_block": {"type": "tool_use", "id": block["id"],
-                                                        "name": block["name"], "input": {}}}
-        yield "content_block_delta", {"type": "content_block_delta", "index": index,
-                                      "delta": {"type": "input_json_delta",
-                                                "partial_json": json.dumps(block["input"])}}
+        yield (
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": index,
+                "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}},
+            },
+        )
+        yield (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+            },
+        )
     else:
         raise ValueError("fake API cannot stream content block type %r" % kind)
     yield "content_block_stop", {"type": "content_block_stop", "index": index}

@@ -10,6 +10,7 @@ The CLI gets a clean environment (no inherited ANTHROPIC_*, LANGFUSE_*, CC_LANGF
 CLAUDE_* variables): only PATH/LANG/TMPDIR, the variables below and what the test passes in ``env``.
 Set CLAUDE_CLI=/path/to/claude to use an existing 2.1.328 binary instead of installing one.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,9 @@ import shlex
 import signal
 import subprocess
 import time
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import pytest
-
 from fake_messages_api import FakeMessagesAPI, Script
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -84,8 +84,7 @@ def claude_project(tmp_path) -> pathlib.Path:
     return project
 
 
-def write_hook_settings(home: os.PathLike, hooks: Mapping[str, Iterable[str | dict]],
-                        extra: Mapping | None = None) -> pathlib.Path:
+def write_hook_settings(home: os.PathLike, hooks: Mapping[str, Iterable[str | dict]], extra: Mapping | None = None) -> pathlib.Path:
     """Register command hooks in <home>/.claude/settings.json, keeping what is already there.
 
     ``hooks``: {event: [command string, or a handler dict like {"type": "command", "command": ...,
@@ -106,15 +105,17 @@ def write_hook_settings(home: os.PathLike, hooks: Mapping[str, Iterable[str | di
 def claude_env(home: os.PathLike, base_url: str, env: Mapping[str, str] | None = None) -> dict:
     """The environment the CLI runs with: offline, telemetry off, HOME = the test's home."""
     out = {k: os.environ[k] for k in ("PATH", "LANG", "LC_ALL", "TMPDIR") if k in os.environ}
-    out.update({
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_API_KEY": "sk-ant-fake-test-key",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    })
+    out.update(
+        {
+            "HOME": str(home),
+            "ANTHROPIC_BASE_URL": base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-fake-test-key",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        }
+    )
     out.update(env or {})
     # Background agents write <TMPDIR>/claude-<uid>/... output files: keep them inside the test's dir.
     if "TMPDIR" not in (env or {}):
@@ -164,11 +165,21 @@ def find_transcript(home: os.PathLike, session_id: str) -> pathlib.Path | None:
     return found[0] if found else None
 
 
-def run_claude(home: os.PathLike, cwd: os.PathLike, prompt: str, script: Script | list | None,
-               resume: str | None = None, env: Mapping[str, str] | None = None, timeout: float = 120,
-               *, claude: str | None = None, allowed_tools: str = DEFAULT_ALLOWED_TOOLS,
-               extra_args: Iterable[str] = (), check: bool = True,
-               request_log: os.PathLike | None = None) -> ClaudeRun:
+def run_claude(
+    home: os.PathLike,
+    cwd: os.PathLike,
+    prompt: str,
+    script: Script | list | None,
+    resume: str | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+    *,
+    claude: str | None = None,
+    allowed_tools: str = DEFAULT_ALLOWED_TOOLS,
+    extra_args: Iterable[str] = (),
+    check: bool = True,
+    request_log: os.PathLike | None = None,
+) -> ClaudeRun:
     """Run one `claude -p` turn against a fresh fake Messages API serving ``script``.
 
     Fails the test (with the CLI's stderr/stdout) when the CLI times out, exits non-zero, prints
@@ -181,28 +192,46 @@ def run_claude(home: os.PathLike, cwd: os.PathLike, prompt: str, script: Script 
     argv += list(extra_args)
     with FakeMessagesAPI(script, log_path=str(request_log) if request_log else None) as api:
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=str(cwd), env=claude_env(home, api.url, env),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=str(cwd),
+            env=claude_env(home, api.url, env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             # The CLI may have spawned hooks/tools: kill its whole process group, not just it.
             os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
-            pytest.fail("claude -p timed out after %ss\nstderr:\n%s\nstdout:\n%s\nAPI requests: %d"
-                        % (timeout, stderr[-4000:], stdout[-2000:], len(api.requests)))
+            pytest.fail(
+                "claude -p timed out after %ss\nstderr:\n%s\nstdout:\n%s\nAPI requests: %d"
+                % (timeout, stderr[-4000:], stdout[-2000:], len(api.requests))
+            )
         duration = time.monotonic() - started
     try:
         result = json.loads(stdout) if stdout.strip() else {}
     except ValueError:
         result = {}
     session_id = result.get("session_id") or resume or ""
-    run = ClaudeRun(result=result, session_id=session_id,
-                    transcript=find_transcript(home, session_id) if session_id else None,
-                    api=api, returncode=proc.returncode, stdout=stdout, stderr=stderr,
-                    duration=duration, argv=argv)
+    run = ClaudeRun(
+        result=result,
+        session_id=session_id,
+        transcript=find_transcript(home, session_id) if session_id else None,
+        api=api,
+        returncode=proc.returncode,
+        stdout=stdout,
+        stderr=stderr,
+        duration=duration,
+        argv=argv,
+    )
     if check and (proc.returncode != 0 or not result or result.get("is_error")):
-        pytest.fail("claude -p failed (exit %s)\nstderr:\n%s\nstdout:\n%s\nunused script replies: %s"
-                    % (proc.returncode, stderr[-4000:], stdout[-4000:], api.unused()))
+        pytest.fail(
+            "claude -p failed (exit %s)\nstderr:\n%s\nstdout:\n%s\nunused script replies: %s"
+            % (proc.returncode, stderr[-4000:], stdout[-4000:], api.unused())
+        )
     return run

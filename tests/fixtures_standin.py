@@ -3,13 +3,13 @@
 Fresh keys matter: the Langfuse SDK keeps one client per public key per process,
 so a second client with a reused key would silently talk to the first one's server.
 """
+
 from __future__ import annotations
 
 import secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
-
 from langfuse_standin import LangfuseStandin
 
 

@@ -1,6 +1,6 @@
 """Fixtures for tests that write transcripts and run the hook's critical path in-process."""
-import pytest
 
+import pytest
 from transcript_factory import HookRunner, Transcript
 
 

@@ -17,6 +17,7 @@ Script use (benchmarks run by hand)::
 
     python tests/langfuse_standin.py --port 3050 --public-key pk --secret-key sk --record spans.jsonl
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Iterable
+from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -114,9 +116,7 @@ def spans_from_request(request: ExportTraceServiceRequest) -> list[dict[str, Any
             scope = scope_spans.scope
             for span in scope_spans.spans:
                 if not _valid_id(span.trace_id, 16) or not _valid_id(span.span_id, 8):
-                    raise ValueError(
-                        f"span {span.name!r} has a missing or invalid trace/span id"
-                    )
+                    raise ValueError(f"span {span.name!r} has a missing or invalid trace/span id")
                 if span.parent_span_id and len(span.parent_span_id) != 8:
                     raise ValueError(f"span {span.name!r} has a malformed parent span id")
                 spans.append(
@@ -162,7 +162,7 @@ def _prefixed_metadata(attributes: dict[str, Any], prefix: str) -> dict[str, Any
         merged["metadata"] = whole
     for key, value in attributes.items():
         if key.startswith(prefix + "."):
-            merged[key[len(prefix) + 1:]] = _maybe_json(value)
+            merged[key[len(prefix) + 1 :]] = _maybe_json(value)
     return merged
 
 
@@ -245,9 +245,7 @@ class Observation:
 
     @property
     def status_message(self) -> str | None:
-        return self.attributes.get("langfuse.observation.status_message") or (
-            self.span["status_message"] or None
-        )
+        return self.attributes.get("langfuse.observation.status_message") or (self.span["status_message"] or None)
 
     @property
     def completion_start_time(self) -> Any:
@@ -287,11 +285,7 @@ class Observation:
 
     @property
     def environment(self) -> str:
-        return (
-            self.attributes.get("langfuse.environment")
-            or self.span["resource"].get("langfuse.environment")
-            or "default"
-        )
+        return self.attributes.get("langfuse.environment") or self.span["resource"].get("langfuse.environment") or "default"
 
     @property
     def is_root(self) -> bool:
@@ -321,7 +315,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     @property
-    def standin(self) -> "LangfuseStandin":
+    def standin(self) -> LangfuseStandin:
         return self.server.standin  # type: ignore[attr-defined]
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
@@ -459,7 +453,7 @@ class LangfuseStandin:
         self._thread: threading.Thread | None = None
 
     # -- lifecycle
-    def start(self) -> "LangfuseStandin":
+    def start(self) -> LangfuseStandin:
         if self._server is not None:
             return self
         self.stopping = False
@@ -488,7 +482,7 @@ class LangfuseStandin:
         self._server = None
         self._thread = None
 
-    def __enter__(self) -> "LangfuseStandin":
+    def __enter__(self) -> LangfuseStandin:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -639,9 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="4.59.2", help="version reported by /api/public/health")
     args = parser.parse_args(argv)
 
-    standin = LangfuseStandin(
-        args.public_key, args.secret_key, port=args.port, version=args.version, record_path=args.record
-    )
+    standin = LangfuseStandin(args.public_key, args.secret_key, port=args.port, version=args.version, record_path=args.record)
     standin.start()
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

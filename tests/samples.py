@@ -1,5 +1,6 @@
 """Where the real sample transcripts are: ../shared/transcripts beside the checkout (as on the
 developers' machines and in CI), or CC_LANGFUSE_SAMPLES. Tests that need them skip when absent."""
+
 import os
 import pathlib
 

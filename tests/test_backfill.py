@@ -1,4 +1,5 @@
 """`langfuse_hook.py backfill`: sessions from before the install, with the live hook's ids."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,23 @@ import subprocess
 import sys
 
 import pytest
-
 from transcript_factory import Clock, HookRunner, Transcript, stop_event, text, tool_use, wait_for_worker
 
 HOOK = pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py"
 
 
 def run_cli(home: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
-    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
-           "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test", "CC_LANGFUSE_SECRET_KEY": "sk-lf-test", "USER": "tester"}
-    return subprocess.run([sys.executable, str(HOOK), *args], env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    env = {
+        "HOME": str(home),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "USER": "tester",
+    }
+    return subprocess.run(
+        [sys.executable, str(HOOK), *args], env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL
+    )
 
 
 def queue(home: pathlib.Path) -> list[dict]:
@@ -37,8 +45,12 @@ def make_project(home: pathlib.Path, name: str, sessions: int, turns: int, opt_o
     slug = "-" + str(cwd).strip("/").replace("/", "-")
     out = []
     for s in range(sessions):
-        t = Transcript(str(home / ".claude" / "projects" / slug / f"{name}-session-{s}.jsonl"), session_id=f"{name}-session-{s}",
-                       cwd=str(cwd), clock=Clock(f"2025-05-0{s + 1}T10:00:00.000Z"))
+        t = Transcript(
+            str(home / ".claude" / "projects" / slug / f"{name}-session-{s}.jsonl"),
+            session_id=f"{name}-session-{s}",
+            cwd=str(cwd),
+            clock=Clock(f"2025-05-0{s + 1}T10:00:00.000Z"),
+        )
         for i in range(turns):
             if i == 0:
                 t.simple_turn(f"{name} question {i}", f"answer {i}", tool=("Bash", {"command": "ls"}, "a.txt"))
@@ -95,8 +107,13 @@ def test_backfill_over_sessions_the_hook_already_traced_adds_nothing(home):
     [t] = make_project(home, "alpha", sessions=1, turns=2)
     env_state = home / ".claude" / "state"
     event = json.dumps(stop_event(t, "answer 1")).encode()
-    p = subprocess.run([sys.executable, "-I", str(HOOK)], input=event, capture_output=True, timeout=60,
-                       env={"HOME": str(home), "PATH": os.environ.get("PATH", ""), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9", "USER": "tester"})
+    p = subprocess.run(
+        [sys.executable, "-I", str(HOOK)],
+        input=event,
+        capture_output=True,
+        timeout=60,
+        env={"HOME": str(home), "PATH": os.environ.get("PATH", ""), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9", "USER": "tester"},
+    )
     assert p.returncode == 0 and p.stdout == b""
     wait_for_worker(env_state)
     before = queue(home)

@@ -3,6 +3,7 @@
 A probe hook (registered for Stop, SubagentStop and SessionEnd) appends every event's stdin JSON,
 plus what the transcript held at that moment, to a file the tests read back.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,11 +14,10 @@ import urllib.request
 import uuid
 
 import pytest
-
 from fake_messages_api import FakeMessagesAPI, Script, api_error, reply, text, thinking, tool_use, usage
 from fixtures_claude_cli import HOOK_EVENTS, hook_command, read_jsonl, run_claude, write_hook_settings
 
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import json, os, sys
     event, out = sys.argv[1], sys.argv[2]
     raw = sys.stdin.read()
@@ -30,7 +30,7 @@ PROBE = textwrap.dedent('''
                 seen[key] = fh.read().count("\\n")
     with open(out, "a", encoding="utf-8") as fh:
         fh.write(json.dumps({"event": event, "stdin": data, "lines_on_disk": seen}) + "\\n")
-''')
+""")
 
 
 @pytest.fixture
@@ -49,13 +49,17 @@ def probe(claude_home, tmp_path):
 
 
 def assistant_texts(lines: list[dict]) -> list[str]:
-    return [b["text"] for d in lines if d.get("type") == "assistant"
-            for b in d["message"]["content"] if b.get("type") == "text"]
+    return [b["text"] for d in lines if d.get("type") == "assistant" for b in d["message"]["content"] if b.get("type") == "text"]
 
 
 def tool_results(lines: list[dict]) -> list[dict]:
-    return [b for d in lines if d.get("type") == "user" and isinstance(d["message"]["content"], list)
-            for b in d["message"]["content"] if b.get("type") == "tool_result"]
+    return [
+        b
+        for d in lines
+        if d.get("type") == "user" and isinstance(d["message"]["content"], list)
+        for b in d["message"]["content"]
+        if b.get("type") == "tool_result"
+    ]
 
 
 def result_text(block: dict) -> str:
@@ -67,9 +71,11 @@ def result_text(block: dict) -> str:
 
 # ---- the fake API alone (no CLI needed) -------------------------------------------------------
 
+
 def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url + "/v1/messages", data=json.dumps(body).encode(),
-                                 headers={"content-type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url + "/v1/messages", data=json.dumps(body).encode(), headers={"content-type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, resp.read().decode()
@@ -77,22 +83,28 @@ def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-MAIN_BODY = {"model": "m", "max_tokens": 10, "tools": [{"name": "Bash"}],
-             "messages": [{"role": "user", "content": "hi"}]}
+MAIN_BODY = {"model": "m", "max_tokens": 10, "tools": [{"name": "Bash"}], "messages": [{"role": "user", "content": "hi"}]}
 
 
 def test_fake_api_streams_scripted_blocks_in_sse_order():
-    script = [reply(thinking("hmm", signature="sig-1"), "Hello", tool_use("Bash", {"command": "ls"}, id="toolu_1"),
-                    usage=usage(3, 5, cache_read=7, cache_5m=11, cache_1h=13))]
+    script = [
+        reply(
+            thinking("hmm", signature="sig-1"),
+            "Hello",
+            tool_use("Bash", {"command": "ls"}, id="toolu_1"),
+            usage=usage(3, 5, cache_read=7, cache_5m=11, cache_1h=13),
+        )
+    ]
     with FakeMessagesAPI(script) as api:
         status, raw = _post(api.url, dict(MAIN_BODY, stream=True))
     events = [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: ")]
     assert status == 200
-    assert [e["type"] for e in events] == (["message_start"]
-                                           + ["content_block_start", "content_block_delta", "content_block_delta",
-                                              "content_block_stop"]
-                                           + ["content_block_start", "content_block_delta", "content_block_stop"] * 2
-                                           + ["message_delta", "message_stop"])
+    assert [e["type"] for e in events] == (
+        ["message_start"]
+        + ["content_block_start", "content_block_delta", "content_block_delta", "content_block_stop"]
+        + ["content_block_start", "content_block_delta", "content_block_stop"] * 2
+        + ["message_delta", "message_stop"]
+    )
     deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
     assert deltas[1] == {"type": "signature_delta", "signature": "sig-1"}
     assert json.loads(deltas[3]["partial_json"]) == {"command": "ls"}
@@ -103,8 +115,7 @@ def test_fake_api_streams_scripted_blocks_in_sse_order():
 
 
 def test_fake_api_routes_subagents_errors_and_exhaustion():
-    script = Script(main=[api_error(529), reply("main one")],
-                    agents={"SUBTASK-9": [reply("agent one")]})
+    script = Script(main=[api_error(529), reply("main one")], agents={"SUBTASK-9": [reply("agent one")]})
     agent_body = dict(MAIN_BODY, messages=[{"role": "user", "content": "SUBTASK-9: do it"}])
     with FakeMessagesAPI(script) as api:
         first = _post(api.url, MAIN_BODY)
@@ -118,17 +129,24 @@ def test_fake_api_routes_subagents_errors_and_exhaustion():
     assert exhausted[0] == 400 and "no reply left for the main conversation" in exhausted[1]
     assert side[0] == 200
     assert [(r["kind"], r["agent_id"]) for r in api.requests] == [
-        ("main", None), ("agent", "a123"), ("main", None), ("main", None), ("side", None)]
+        ("main", None),
+        ("agent", "a123"),
+        ("main", None),
+        ("main", None),
+        ("side", None),
+    ]
     assert api.unused() == {}
 
 
 # ---- the real CLI -----------------------------------------------------------------------------
 
+
 @pytest.mark.e2e
 def test_simple_turn_writes_transcript_and_fires_hooks(claude_cli, claude_home, claude_project, probe):
     answer = "Hello from the fake API " + uuid.uuid4().hex[:8]
-    run = run_claude(claude_home, claude_project, "say hello",
-                     [reply(answer, usage=usage(100, 20, cache_read=50, cache_5m=30, cache_1h=10))])
+    run = run_claude(
+        claude_home, claude_project, "say hello", [reply(answer, usage=usage(100, 20, cache_read=50, cache_5m=30, cache_1h=10))]
+    )
     result, session_id, transcript = run
 
     assert result["result"] == answer
@@ -137,8 +155,7 @@ def test_simple_turn_writes_transcript_and_fires_hooks(claude_cli, claude_home, 
     assistant = [d for d in lines if d["type"] == "assistant"]
     assert assistant_texts(lines) == [answer]
     assert assistant[0]["message"]["model"] == "claude-sonnet-4-5-20250929"
-    assert assistant[0]["message"]["usage"]["cache_creation"] == {
-        "ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10}
+    assert assistant[0]["message"]["usage"]["cache_creation"] == {"ephemeral_5m_input_tokens": 30, "ephemeral_1h_input_tokens": 10}
 
     (stop,) = probe("Stop")
     assert stop["stdin"]["transcript_path"] == str(transcript)
@@ -159,8 +176,7 @@ def test_simple_turn_writes_transcript_and_fires_hooks(claude_cli, claude_home, 
 def test_resume_appends_to_the_same_transcript(claude_cli, claude_home, claude_project, probe):
     first = run_claude(claude_home, claude_project, "first prompt", [reply("First answer.")])
     before = first.transcript.read_bytes()
-    second = run_claude(claude_home, claude_project, "second prompt", [reply("Second answer.")],
-                        resume=first.session_id)
+    second = run_claude(claude_home, claude_project, "second prompt", [reply("Second answer.")], resume=first.session_id)
 
     assert second.session_id == first.session_id
     assert second.transcript == first.transcript
@@ -178,9 +194,14 @@ def test_resume_appends_to_the_same_transcript(claude_cli, claude_home, claude_p
 @pytest.mark.e2e
 def test_bash_tool_call_result_lands_in_transcript(claude_cli, claude_home, claude_project, probe):
     marker = "hi-" + uuid.uuid4().hex[:8]
-    script = [reply(thinking("I will run echo."), "Running it.",
-                    tool_use("Bash", {"command": "echo " + marker, "description": "echo"}, id="toolu_echo")),
-              reply("It printed the marker.")]
+    script = [
+        reply(
+            thinking("I will run echo."),
+            "Running it.",
+            tool_use("Bash", {"command": "echo " + marker, "description": "echo"}, id="toolu_echo"),
+        ),
+        reply("It printed the marker."),
+    ]
     run = run_claude(claude_home, claude_project, "run echo", script)
     lines = run.lines()
 
@@ -198,18 +219,22 @@ def test_bash_tool_call_result_lands_in_transcript(claude_cli, claude_home, clau
 
 @pytest.mark.e2e
 def test_parallel_tool_results_come_back_in_completion_order(claude_cli, claude_home, claude_project, probe):
-    script = [reply("Both at once.",
-                    tool_use("Bash", {"command": "sleep 1.5; echo slow", "description": "slow"}, id="toolu_slow"),
-                    tool_use("Bash", {"command": "echo fast", "description": "fast"}, id="toolu_fast")),
-              reply("Done.")]
+    script = [
+        reply(
+            "Both at once.",
+            tool_use("Bash", {"command": "sleep 1.5; echo slow", "description": "slow"}, id="toolu_slow"),
+            tool_use("Bash", {"command": "echo fast", "description": "fast"}, id="toolu_fast"),
+        ),
+        reply("Done."),
+    ]
     run = run_claude(claude_home, claude_project, "run two", script)
     lines = run.lines()
 
-    uses = [d["message"]["content"][0]["id"] for d in lines
-            if d["type"] == "assistant" and d["message"]["content"][0]["type"] == "tool_use"]
+    uses = [
+        d["message"]["content"][0]["id"] for d in lines if d["type"] == "assistant" and d["message"]["content"][0]["type"] == "tool_use"
+    ]
     assert uses == ["toolu_slow", "toolu_fast"]
-    assert len({d["message"]["id"] for d in lines if d["type"] == "assistant"
-                and d["message"]["content"][0]["type"] == "tool_use"}) == 1
+    assert len({d["message"]["id"] for d in lines if d["type"] == "assistant" and d["message"]["content"][0]["type"] == "tool_use"}) == 1
     results = {r["tool_use_id"]: result_text(r) for r in tool_results(lines)}
     assert results == {"toolu_slow": "slow", "toolu_fast": "fast"}
     assert [r["tool_use_id"] for r in tool_results(lines)] == ["toolu_fast", "toolu_slow"]
@@ -217,9 +242,13 @@ def test_parallel_tool_results_come_back_in_completion_order(claude_cli, claude_
 
 @pytest.mark.e2e
 def test_failing_tools_are_marked_is_error(claude_cli, claude_home, claude_project, probe):
-    script = [reply(tool_use("Bash", {"command": "echo oops >&2; exit 3", "description": "fail"}, id="toolu_exit3"),
-                    tool_use("Read", {"file_path": str(claude_project / "missing.txt")}, id="toolu_missing")),
-              reply("Both failed.")]
+    script = [
+        reply(
+            tool_use("Bash", {"command": "echo oops >&2; exit 3", "description": "fail"}, id="toolu_exit3"),
+            tool_use("Read", {"file_path": str(claude_project / "missing.txt")}, id="toolu_missing"),
+        ),
+        reply("Both failed."),
+    ]
     run = run_claude(claude_home, claude_project, "fail please", script)
     results = {r["tool_use_id"]: r for r in tool_results(run.lines())}
 
@@ -233,21 +262,36 @@ def test_failing_tools_are_marked_is_error(claude_cli, claude_home, claude_proje
 @pytest.mark.e2e
 def test_background_agent_run_shows_up_in_files_and_hooks(claude_cli, claude_home, claude_project, probe):
     script = Script(
-        main=[reply("Delegating.", tool_use("Agent", {"description": "count files",
-                                                      "prompt": "SUBTASK-1: count the files",
-                                                      "subagent_type": "general-purpose"}, id="toolu_agent1")),
-              reply("Launched; waiting."),
-              reply("The subagent reported back.")],
-        agents={"SUBTASK-1": [reply(tool_use("Bash", {"command": "echo three", "description": "count"},
-                                            id="toolu_sub")),
-                              reply("There are 3 files.", delay=0.5)]},
+        main=[
+            reply(
+                "Delegating.",
+                tool_use(
+                    "Agent",
+                    {"description": "count files", "prompt": "SUBTASK-1: count the files", "subagent_type": "general-purpose"},
+                    id="toolu_agent1",
+                ),
+            ),
+            reply("Launched; waiting."),
+            reply("The subagent reported back."),
+        ],
+        agents={
+            "SUBTASK-1": [
+                reply(tool_use("Bash", {"command": "echo three", "description": "count"}, id="toolu_sub")),
+                reply("There are 3 files.", delay=0.5),
+            ]
+        },
     )
     run = run_claude(claude_home, claude_project, "delegate counting", script)
     lines = run.lines()
 
     # Launch stub, not a result.
-    (launch,) = [d for d in lines if d["type"] == "user" and isinstance(d["message"]["content"], list)
-                 and d["message"]["content"][0].get("tool_use_id") == "toolu_agent1"]
+    (launch,) = [
+        d
+        for d in lines
+        if d["type"] == "user"
+        and isinstance(d["message"]["content"], list)
+        and d["message"]["content"][0].get("tool_use_id") == "toolu_agent1"
+    ]
     assert launch["toolUseResult"]["status"] == "async_launched"
     agent_id = launch["toolUseResult"]["agentId"]
 
@@ -266,8 +310,7 @@ def test_background_agent_run_shows_up_in_files_and_hooks(claude_cli, claude_hom
     notes = [d for d in lines if d["type"] == "user" and (d.get("origin") or {}).get("kind") == "task-notification"]
     assert len(notes) == 1 and "<tool-use-id>toolu_agent1</tool-use-id>" in notes[0]["message"]["content"]
     stops = probe("Stop")
-    assert [s["stdin"]["last_assistant_message"] for s in stops] == ["Launched; waiting.",
-                                                                    "The subagent reported back."]
+    assert [s["stdin"]["last_assistant_message"] for s in stops] == ["Launched; waiting.", "The subagent reported back."]
     assert stops[0]["stdin"]["background_tasks"][0]["id"] == agent_id
     assert stops[1]["stdin"]["prompt_id"] == notes[0]["promptId"] != stops[0]["stdin"]["prompt_id"]
     assert [r["event"] for r in probe()] == ["Stop", "SubagentStop", "Stop", "SessionEnd"]

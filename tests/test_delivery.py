@@ -10,6 +10,7 @@ Every scenario ends with the same proof: the stand-in's deduplicated observation
 turn of the transcript exactly once, under the trace id the transcript dictates, and the
 queue is empty.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,9 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
-
 from langfuse_standin import LangfuseStandin
 from transcript_factory import Transcript, stop_event, subagent_stop_event, text, tool_use
 
@@ -140,10 +140,16 @@ class Rig:
         self.state = tmp_path / "state"
         self.projects = self.home / ".claude" / "projects" / "-home-dev-proj"
         self.env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": str(self.home),
-            "CC_LANGFUSE_STATE_DIR": str(self.state), "CC_LANGFUSE_CONFIG": str(tmp_path / "config.json"),
-            "CC_LANGFUSE_PUBLIC_KEY": standin.public_key, "CC_LANGFUSE_SECRET_KEY": standin.secret_key,
-            "CC_LANGFUSE_BASE_URL": standin.base_url, "CC_LANGFUSE_USER_ID": "tester", "CC_LANGFUSE_TIMEOUT": "2",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "HOME": str(self.home),
+            "CC_LANGFUSE_STATE_DIR": str(self.state),
+            "CC_LANGFUSE_CONFIG": str(tmp_path / "config.json"),
+            "CC_LANGFUSE_PUBLIC_KEY": standin.public_key,
+            "CC_LANGFUSE_SECRET_KEY": standin.secret_key,
+            "CC_LANGFUSE_BASE_URL": standin.base_url,
+            "CC_LANGFUSE_USER_ID": "tester",
+            "CC_LANGFUSE_TIMEOUT": "2",
         }
 
     # -- transcripts
@@ -156,8 +162,9 @@ class Rig:
 
     def hook(self, event: dict, **env: str) -> subprocess.CompletedProcess:
         """One hook run; Claude Code needs exit 0 and nothing on stdout."""
-        proc = subprocess.run([sys.executable, "-I", HOOK], input=json.dumps(event).encode(), env=self._env(env),
-                              capture_output=True, timeout=WAIT_S)
+        proc = subprocess.run(
+            [sys.executable, "-I", HOOK], input=json.dumps(event).encode(), env=self._env(env), capture_output=True, timeout=WAIT_S
+        )
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout == b""
         self.wait_read()
@@ -246,8 +253,10 @@ class Rig:
         return error  # type: ignore[return-value]
 
     def wait_delivered(self, expected: dict[str, dict]) -> None:
-        wait_for(lambda: set(expected) <= set(self.standin.traces()) and not self.queue_lines() and not self.sender_pids(),
-                 f"{len(expected)} trace(s) delivered and an empty queue")
+        wait_for(
+            lambda: set(expected) <= set(self.standin.traces()) and not self.queue_lines() and not self.sender_pids(),
+            f"{len(expected)} trace(s) delivered and an empty queue",
+        )
 
     def assert_files_intact(self) -> None:
         """State, queue, dead letters and sender status parse; no half line anywhere."""
@@ -460,8 +469,9 @@ def test_refused_record_goes_to_dead_letters_rest_goes_through_retry_dead_sends_
     else:
         langfuse_standin.max_body_bytes = 40_000  # the turn with the big tool output cannot pass
     rig.hook(stop_event(t))
-    wait_for(lambda: rig.dead_path.exists() and not rig.queue_lines() and not rig.sender_pids(),
-             "one dead letter and the rest of the queue sent")
+    wait_for(
+        lambda: rig.dead_path.exists() and not rig.queue_lines() and not rig.sender_pids(), "one dead letter and the rest of the queue sent"
+    )
     (dead,) = [json.loads(line) for line in rig.dead_path.read_bytes().splitlines()]
     assert dead["http_status"] == refusal and str(refusal) in dead["reason"]
     assert dead["record"]["trace"]["id"] == first
@@ -553,10 +563,17 @@ def agent_turn(t: Transcript) -> Transcript:
     agent.respond(text("Fetching."), fetch)
     agent.tool_results((fetch["id"], "100 requests per minute"))
     agent.respond(text("The limit is 100 requests per minute."))
-    t.tool_results((call["id"], [text("The limit is 100 requests per minute.\n\nagentId: a3f9c2d1e4b5a6978")]),
-                   tool_use_result={"status": "completed", "agentId": "a3f9c2d1e4b5a6978",
-                                    "content": [text("The limit is 100 requests per minute.")],
-                                    "totalDurationMs": 2000, "totalTokens": 500, "totalToolUseCount": 1})
+    t.tool_results(
+        (call["id"], [text("The limit is 100 requests per minute.\n\nagentId: a3f9c2d1e4b5a6978")]),
+        tool_use_result={
+            "status": "completed",
+            "agentId": "a3f9c2d1e4b5a6978",
+            "content": [text("The limit is 100 requests per minute.")],
+            "totalDurationMs": 2000,
+            "totalTokens": 500,
+            "totalToolUseCount": 1,
+        },
+    )
     t.respond(text("The API allows 100 requests per minute."))
     t.stop_hook_summary()
     t.turn_duration()
@@ -569,10 +586,12 @@ def test_eight_sessions_at_once_plus_stop_and_subagent_stop_deliver_every_turn_o
     agent = agent_turn(sessions[0])
     meta = json.loads(pathlib.Path(agent.path.replace(".jsonl", ".meta.json")).read_text())
     events = [stop_event(t) for t in sessions] + [subagent_stop_event(sessions[0], agent)]
-    procs = [subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env=rig.env) for _ in events]
+    procs = [
+        subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=rig.env)
+        for _ in events
+    ]
     # all interpreters are up before any event arrives, so the runs overlap
-    outs = [p.communicate(json.dumps(e).encode(), timeout=WAIT_S) for p, e in zip(procs, events)]
+    outs = [p.communicate(json.dumps(e).encode(), timeout=WAIT_S) for p, e in zip(procs, events, strict=True)]
     assert [p.returncode for p in procs] == [0] * len(events), [o[1][-500:] for o in outs]
     assert all(out == b"" for out, _ in outs)
     rig.wait_read()
@@ -677,6 +696,7 @@ def test_hook_returns_while_the_server_holds_the_senders_request_open(rig, langf
 # ------------------------------------------------------------------------------ real transcript
 
 from samples import SAMPLES  # noqa: E402
+
 BIG_SAMPLE = "dkimuson-claude-code-viewer__fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl"
 
 
@@ -696,8 +716,9 @@ def test_real_session_survives_an_outage_and_arrives_once(rig, langfuse_standin)
         record = json.loads(line)
         latest[record["key"]] = record
     assert len(latest) >= 2
-    expected = {r["trace"]["id"]: {"root": r["observations"][0]["id"], "ids": {o["id"] for o in r["observations"]}}
-                for r in latest.values()}
+    expected = {
+        r["trace"]["id"]: {"root": r["observations"][0]["id"], "ids": {o["id"] for o in r["observations"]}} for r in latest.values()
+    }
     for tid in expected:
         assert tid in {_trace_id(session_id, k) for k in _turn_keys(path)}
 

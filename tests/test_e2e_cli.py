@@ -9,6 +9,7 @@ promptId, observation ids from the natural ids), so a lost, doubled or mis-paren
 Every CLI run here also checks that the hook never hurt Claude Code (empty hookErrors, no hook
 output, the CLI's JSON result intact).
 """
+
 from __future__ import annotations
 
 import collections
@@ -25,7 +26,6 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-
 from fake_messages_api import Script, reply, thinking, tool_use, usage
 from fixtures_claude_cli import HOOK_EVENTS, hook_command, read_jsonl, run_claude, write_hook_settings
 from langfuse_standin import LangfuseStandin, Observation
@@ -43,14 +43,14 @@ MODEL_B = "claude-haiku-4-5-20251001"
 
 # ============================================================================ time
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def ts_ms(value: str) -> int:
     """Transcript ISO timestamp -> epoch milliseconds (what Langfuse keeps)."""
     moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)
+        moment = moment.replace(tzinfo=dt.UTC)
     return (moment - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
@@ -59,6 +59,7 @@ def wall_ms() -> int:
 
 
 # ============================================================================ ids (docs/design.md)
+
 
 def trace_id_for(session_id: str, turn_key: str) -> str:
     return hashlib.sha256(f"{session_id}:{turn_key}".encode()).hexdigest()[:32]
@@ -69,6 +70,7 @@ def obs_id_for(trace_id: str, kind: str, natural_id: str) -> str:
 
 
 # ============================================================================ reading the transcript
+
 
 def _content(row: dict):
     message = row.get("message")
@@ -113,7 +115,7 @@ class TurnView:
     def timestamps(self) -> set[int]:
         return {ts_ms(r["timestamp"]) for r in self.rows if r.get("timestamp")}
 
-    def messages(self) -> "collections.OrderedDict[str, list[dict]]":
+    def messages(self) -> collections.OrderedDict[str, list[dict]]:
         """API responses: message.id -> its assistant lines (one per content block), file order."""
         out: collections.OrderedDict[str, list[dict]] = collections.OrderedDict()
         for row in self.rows:
@@ -122,20 +124,30 @@ class TurnView:
         return out
 
     def tool_uses(self) -> dict[str, tuple[dict, dict]]:
-        return {b["id"]: (row, b) for row in self.rows if row.get("type") == "assistant"
-                for b in _blocks(row) if b.get("type") == "tool_use"}
+        return {
+            b["id"]: (row, b) for row in self.rows if row.get("type") == "assistant" for b in _blocks(row) if b.get("type") == "tool_use"
+        }
 
     def tool_results(self) -> dict[str, tuple[dict, dict]]:
-        return {b["tool_use_id"]: (row, b) for row in self.rows if row.get("type") == "user"
-                for b in _blocks(row) if b.get("type") == "tool_result"}
+        return {
+            b["tool_use_id"]: (row, b)
+            for row in self.rows
+            if row.get("type") == "user"
+            for b in _blocks(row)
+            if b.get("type") == "tool_result"
+        }
 
     def tool_result_order(self) -> list[str]:
-        return [b["tool_use_id"] for row in self.rows if row.get("type") == "user"
-                for b in _blocks(row) if b.get("type") == "tool_result"]
+        return [b["tool_use_id"] for row in self.rows if row.get("type") == "user" for b in _blocks(row) if b.get("type") == "tool_result"]
 
     def final_text(self) -> str:
-        texts = [b["text"] for row in self.rows if row.get("type") == "assistant"
-                 for b in _blocks(row) if b.get("type") == "text" and b.get("text")]
+        texts = [
+            b["text"]
+            for row in self.rows
+            if row.get("type") == "assistant"
+            for b in _blocks(row)
+            if b.get("type") == "text" and b.get("text")
+        ]
         return texts[-1] if texts else ""
 
 
@@ -154,8 +166,7 @@ def main_turns(lines: list[dict]) -> list[TurnView]:
         if row.get("type") == "user" and row.get("isMeta") and row.get("promptId") and row.get("promptId") != current:
             ahead.append(row)
             continue
-        is_prompt = (row.get("type") == "user" and not row.get("isMeta") and not _is_tool_result_row(row)
-                     and row.get("promptId") != current)
+        is_prompt = row.get("type") == "user" and not row.get("isMeta") and not _is_tool_result_row(row) and row.get("promptId") != current
         if is_prompt:
             turns.append(TurnView(row, ahead + [row]))
             ahead = []
@@ -173,6 +184,7 @@ def agent_turn(path: pathlib.Path) -> TurnView:
 
 
 # ============================================================================ a traced Claude Code home
+
 
 class Traced:
     """A HOME with the project's hook registered for Stop/SubagentStop/SessionEnd, sending to a stand-in."""
@@ -228,11 +240,18 @@ class Traced:
         return env
 
     def hook_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        proc = subprocess.run([PYTHON, str(HOOK), *args], env=self.hook_env(), capture_output=True, text=True,
-                              timeout=120, cwd=str(self.project))
+        proc = subprocess.run(
+            [PYTHON, str(HOOK), *args], env=self.hook_env(), capture_output=True, text=True, timeout=120, cwd=str(self.project)
+        )
         if check:
             assert proc.returncode == 0, "%s %s failed (%s)\nstdout:\n%s\nstderr:\n%s\nlog:\n%s" % (
-                HOOK.name, " ".join(args), proc.returncode, proc.stdout, proc.stderr, self.log_tail())
+                HOOK.name,
+                " ".join(args),
+                proc.returncode,
+                proc.stdout,
+                proc.stderr,
+                self.log_tail(),
+            )
         return proc
 
     def status(self) -> dict:
@@ -273,10 +292,18 @@ class Traced:
                 return
             if time.monotonic() > deadline:
                 roots = {o.trace_id: o.output for o in self.standin.observations() if o.parent_id is None}
-                pytest.fail("not there within %.0f s: %d record(s) still queued, stand-in statuses %s, %d span(s) "
-                            "received; traces received (id -> root output): %s\nlog:\n%s"
-                            % (timeout, len(self.queue_records()), self.standin.statuses, len(self.standin.spans),
-                               json.dumps(roots)[:2000], self.log_tail()))
+                pytest.fail(
+                    "not there within %.0f s: %d record(s) still queued, stand-in statuses %s, %d span(s) "
+                    "received; traces received (id -> root output): %s\nlog:\n%s"
+                    % (
+                        timeout,
+                        len(self.queue_records()),
+                        self.standin.statuses,
+                        len(self.standin.spans),
+                        json.dumps(roots)[:2000],
+                        self.log_tail(),
+                    )
+                )
             time.sleep(0.1)
 
     def drain_and_check(self, clean_log: bool = True) -> str:
@@ -321,6 +348,7 @@ def traced(claude_cli, tmp_path, langfuse_standin) -> Traced:
 
 # ============================================================================ shared assertions
 
+
 def generation_texts(obs: Observation) -> list[tuple[str, str]]:
     """(type, text) of the text and thinking blocks in a generation's output."""
     out = obs.output
@@ -337,17 +365,19 @@ def usage_matches(got: dict, u: dict) -> bool:
 
     The cache-write split into 5m/1h must be kept whenever the API reported one (the two are
     priced differently); with no cache writes either form of zero is fine."""
-    common = {"input": u["input_tokens"], "output": u["output_tokens"],
-              "cache_read_input_tokens": u["cache_read_input_tokens"]}
-    split = {"input_cache_creation_5m": u["cache_creation"]["ephemeral_5m_input_tokens"],
-             "input_cache_creation_1h": u["cache_creation"]["ephemeral_1h_input_tokens"]}
+    common = {"input": u["input_tokens"], "output": u["output_tokens"], "cache_read_input_tokens": u["cache_read_input_tokens"]}
+    split = {
+        "input_cache_creation_5m": u["cache_creation"]["ephemeral_5m_input_tokens"],
+        "input_cache_creation_1h": u["cache_creation"]["ephemeral_1h_input_tokens"],
+    }
     if any(split.values()):
         return got == {**common, **split}
     return got in ({**common, **split}, {**common, "cache_creation_input_tokens": u["cache_creation_input_tokens"]})
 
 
-def assert_generations_match(turn: TurnView, got: dict[str, Observation], trace_id: str, parent_id: str,
-                             scripted: dict[str, tuple[str, dict]] | None = None) -> None:
+def assert_generations_match(
+    turn: TurnView, got: dict[str, Observation], trace_id: str, parent_id: str, scripted: dict[str, tuple[str, dict]] | None = None
+) -> None:
     """One generation per API message, with model, usage, every text/thinking block and exact times.
 
     ``scripted``: message id -> (model, usage dict as scripted), when the test knows it."""
@@ -364,10 +394,12 @@ def assert_generations_match(turn: TurnView, got: dict[str, Observation], trace_
             model, scripted_usage = scripted[message_id]
             assert gen.model == model
             assert gen.usage_details == {
-                "input": scripted_usage["input_tokens"], "output": scripted_usage["output_tokens"],
+                "input": scripted_usage["input_tokens"],
+                "output": scripted_usage["output_tokens"],
                 "cache_read_input_tokens": scripted_usage["cache_read_input_tokens"],
                 "input_cache_creation_5m": scripted_usage["cache_creation"]["ephemeral_5m_input_tokens"],
-                "input_cache_creation_1h": scripted_usage["cache_creation"]["ephemeral_1h_input_tokens"]}
+                "input_cache_creation_1h": scripted_usage["cache_creation"]["ephemeral_1h_input_tokens"],
+            }
         blocks = [b for r in rows for b in _blocks(r) if b.get("type") in ("text", "thinking")]
         texts = generation_texts(gen)
         for b in blocks:
@@ -403,7 +435,13 @@ def assert_within(run, observations) -> None:
     low, high = run.wall
     for o in observations:
         assert low <= o.start_ms <= o.end_ms <= high, "%s %s [%d, %d] outside the run [%d, %d]" % (
-            o.type, o.name, o.start_ms, o.end_ms, low, high)
+            o.type,
+            o.name,
+            o.start_ms,
+            o.end_ms,
+            low,
+            high,
+        )
 
 
 def closing_figures(standin: LangfuseStandin, trace_ids: list[str]) -> dict:
@@ -439,12 +477,21 @@ def two_turns(claude_cli, tmp_path_factory):
     try:
         t = Traced(tmp_path_factory.mktemp("two-turns"), standin)
         first = t.run(PROMPT_1, [reply(ANSWER_1, usage=USAGE_1, model=MODEL_A)], expect_result=ANSWER_1)
-        second = t.run(PROMPT_2, [
-            reply(thinking(THOUGHT_2, "sig-e2e"), PRE_TOOL_2,
-                  tool_use("Bash", {"command": "echo hi", "description": "Print hi"}, id="toolu_e2e_echo"),
-                  usage=USAGE_2A, model=MODEL_B),
-            reply(ANSWER_2, usage=USAGE_2B, model=MODEL_A),
-        ], resume=first.session_id, expect_result=ANSWER_2)
+        second = t.run(
+            PROMPT_2,
+            [
+                reply(
+                    thinking(THOUGHT_2, "sig-e2e"),
+                    PRE_TOOL_2,
+                    tool_use("Bash", {"command": "echo hi", "description": "Print hi"}, id="toolu_e2e_echo"),
+                    usage=USAGE_2A,
+                    model=MODEL_B,
+                ),
+                reply(ANSWER_2, usage=USAGE_2B, model=MODEL_A),
+            ],
+            resume=first.session_id,
+            expect_result=ANSWER_2,
+        )
         assert second.session_id == first.session_id
         turns = main_turns(second.lines())
         assert [tv.prompt for tv in turns] == [PROMPT_1, PROMPT_2]
@@ -461,7 +508,7 @@ def test_one_trace_per_turn_with_session_user_tags_and_name(two_turns):
     traces = t.standin.traces()
     assert sorted(traces) == sorted(ids) and ids[0] != ids[1]
     assert "0 sent" in drained  # the detached sender had delivered everything already
-    for tv, tid in zip(turns, ids):
+    for tv, tid in zip(turns, ids, strict=True):
         observations = traces[tid]
         for o in observations:
             assert o.session_id == first.session_id, "span %s lacks the session id" % o.name
@@ -474,10 +521,12 @@ def test_one_trace_per_turn_with_session_user_tags_and_name(two_turns):
     scripted = (USAGE_1, USAGE_2A, USAGE_2B)
     assert figures["observations"] == {"generation": 3, "span": 2, "tool": 1}
     assert figures["usage"] == {  # nothing counted twice, nothing missing
-        "input": sum(u["input_tokens"] for u in scripted), "output": sum(u["output_tokens"] for u in scripted),
+        "input": sum(u["input_tokens"] for u in scripted),
+        "output": sum(u["output_tokens"] for u in scripted),
         "cache_read_input_tokens": sum(u["cache_read_input_tokens"] for u in scripted),
         "input_cache_creation_5m": sum(u["cache_creation"]["ephemeral_5m_input_tokens"] for u in scripted),
-        "input_cache_creation_1h": sum(u["cache_creation"]["ephemeral_1h_input_tokens"] for u in scripted)}
+        "input_cache_creation_1h": sum(u["cache_creation"]["ephemeral_1h_input_tokens"] for u in scripted),
+    }
 
 
 def test_text_turn_root_and_generation(two_turns):
@@ -501,8 +550,7 @@ def test_bash_turn_generations_thinking_tool_and_times(two_turns):
     assert_root_matches(tv, root, ANSWER_2)
     message_ids = list(tv.messages())
     assert len(message_ids) == 2
-    assert_generations_match(tv, got, tid, root.id, {message_ids[0]: (MODEL_B, USAGE_2A),
-                                                      message_ids[1]: (MODEL_A, USAGE_2B)})
+    assert_generations_match(tv, got, tid, root.id, {message_ids[0]: (MODEL_B, USAGE_2A), message_ids[1]: (MODEL_A, USAGE_2B)})
     first_gen = got[obs_id_for(tid, "gen", message_ids[0])]
     assert ("thinking", THOUGHT_2) in generation_texts(first_gen)
     assert ("text", PRE_TOOL_2) in generation_texts(first_gen)
@@ -535,15 +583,18 @@ def test_each_run_fired_the_hook_without_errors(two_turns):
 
 # ============================================================================ 2. failing and parallel tools
 
+
 def test_failing_and_parallel_tools_are_paired_by_id(traced):
     t = traced
     missing = t.project / "no-such-file.txt"
     script = [
-        reply("Four at once.",
-              tool_use("Bash", {"command": "sleep 0.8; echo slow-output", "description": "slow"}, id="toolu_slow"),
-              tool_use("Bash", {"command": "echo fast-output", "description": "fast"}, id="toolu_fast"),
-              tool_use("Bash", {"command": "echo oops >&2; exit 3", "description": "fail"}, id="toolu_exit3"),
-              tool_use("Read", {"file_path": str(missing)}, id="toolu_missing")),
+        reply(
+            "Four at once.",
+            tool_use("Bash", {"command": "sleep 0.8; echo slow-output", "description": "slow"}, id="toolu_slow"),
+            tool_use("Bash", {"command": "echo fast-output", "description": "fast"}, id="toolu_fast"),
+            tool_use("Bash", {"command": "echo oops >&2; exit 3", "description": "fail"}, id="toolu_exit3"),
+            tool_use("Read", {"file_path": str(missing)}, id="toolu_missing"),
+        ),
         reply("Two worked, two failed."),
     ]
     run = t.run("run the four tools", script, expect_result="Two worked, two failed.")
@@ -577,17 +628,31 @@ def test_failing_and_parallel_tools_are_paired_by_id(traced):
 
 # ============================================================================ 3. background subagent
 
+
 def test_background_subagent_nests_under_its_agent_tool(traced):
     t = traced
     script = Script(
-        main=[reply("Delegating.", tool_use("Agent", {"description": "count files",
-                                                      "prompt": "SUBTASK-E2E: count the files",
-                                                      "subagent_type": "general-purpose"}, id="toolu_agent_e2e")),
-              reply("Launched; waiting."),
-              reply("The subagent reported back: 3 files.")],
-        agents={"SUBTASK-E2E": [reply(tool_use("Bash", {"command": "echo three", "description": "count"},
-                                              id="toolu_sub_e2e"), usage=usage(40, 9, cache_read=5, cache_5m=3, cache_1h=2)),
-                                reply("There are 3 files.", delay=0.5, usage=usage(50, 11, cache_read=6, cache_5m=4, cache_1h=1))]},
+        main=[
+            reply(
+                "Delegating.",
+                tool_use(
+                    "Agent",
+                    {"description": "count files", "prompt": "SUBTASK-E2E: count the files", "subagent_type": "general-purpose"},
+                    id="toolu_agent_e2e",
+                ),
+            ),
+            reply("Launched; waiting."),
+            reply("The subagent reported back: 3 files."),
+        ],
+        agents={
+            "SUBTASK-E2E": [
+                reply(
+                    tool_use("Bash", {"command": "echo three", "description": "count"}, id="toolu_sub_e2e"),
+                    usage=usage(40, 9, cache_read=5, cache_5m=3, cache_1h=2),
+                ),
+                reply("There are 3 files.", delay=0.5, usage=usage(50, 11, cache_read=6, cache_5m=4, cache_1h=1)),
+            ]
+        },
     )
     run = t.run("delegate counting to a subagent", script, expect_result="The subagent reported back: 3 files.")
     turns = main_turns(run.lines())
@@ -604,9 +669,12 @@ def test_background_subagent_nests_under_its_agent_tool(traced):
     def complete() -> bool:
         got = t.trace(launch_id)
         agent = got.get(agent_obs_id)
-        return (t.roots_with_output({launch_id: "Launched; waiting.", note_id: "The subagent reported back: 3 files."})
-                and agent is not None and agent.output == "There are 3 files."
-                and obs_id_for(launch_id, "gen", list(sub.messages())[-1]) in got)
+        return (
+            t.roots_with_output({launch_id: "Launched; waiting.", note_id: "The subagent reported back: 3 files."})
+            and agent is not None
+            and agent.output == "There are 3 files."
+            and obs_id_for(launch_id, "gen", list(sub.messages())[-1]) in got
+        )
 
     t.wait_delivered(complete)
     traces = t.standin.traces()
@@ -621,8 +689,7 @@ def test_background_subagent_nests_under_its_agent_tool(traced):
     assert agent.type == "agent" and agent.parent_id == agent_tool.id
     assert agent.input == "SUBTASK-E2E: count the files"
     assert agent.start_ms == ts_ms(sub.prompt_row["timestamp"])
-    assert agent.end_ms in sub.timestamps and agent.end_ms >= max(ts_ms(r["timestamp"]) for r in sub.rows
-                                                                  if r.get("type") == "assistant")
+    assert agent.end_ms in sub.timestamps and agent.end_ms >= max(ts_ms(r["timestamp"]) for r in sub.rows if r.get("type") == "assistant")
     assert_generations_match(sub, got, launch_id, agent.id)
     sub_tool = got[obs_id_for(launch_id, "tool", "toolu_sub_e2e")]
     assert sub_tool.parent_id == agent.id and sub_tool.output == "three" and sub_tool.input["command"] == "echo three"
@@ -636,7 +703,8 @@ def test_background_subagent_nests_under_its_agent_tool(traced):
         if row.get("uuid"):
             assert obs_id_for(launch_id, "event", row["uuid"]) not in got, (
                 "a row of the task-notification turn (promptId %s) is an event of the launch turn's trace: %s"
-                % (notification.prompt_id, json.dumps(row.get("message", {}).get("content"))[:120]))
+                % (notification.prompt_id, json.dumps(row.get("message", {}).get("content"))[:120])
+            )
 
     note = t.trace(note_id)
     note_root = note[obs_id_for(note_id, "root", notification.prompt_id)]
@@ -650,6 +718,7 @@ def test_background_subagent_nests_under_its_agent_tool(traced):
 
 
 # ============================================================================ 4. secrets
+
 
 def _random(alphabet: str, n: int) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(n))
@@ -667,11 +736,15 @@ def test_secrets_in_tool_output_never_leave_the_machine(claude_cli, tmp_path):
     try:
         t = Traced(tmp_path, standin)
         (t.project / "creds.env").write_text(
-            "AWS_ACCESS_KEY_ID=%s\nANTHROPIC_API_KEY=%s\nGITHUB_TOKEN=%s\nPASSWORD=%s\n" % (aws, anthropic, github, password))
+            "AWS_ACCESS_KEY_ID=%s\nANTHROPIC_API_KEY=%s\nGITHUB_TOKEN=%s\nPASSWORD=%s\n" % (aws, anthropic, github, password)
+        )
         prompt = "Show me creds.env and tell me whether PASSWORD is set (file: ./creds.env, keep it short)"
         answer = "The file sets four values; the access key id is %s." % aws
-        run = t.run(prompt, [reply(tool_use("Bash", {"command": "cat creds.env", "description": "show"}, id="toolu_cat")),
-                             reply(answer)], expect_result=answer)
+        run = t.run(
+            prompt,
+            [reply(tool_use("Bash", {"command": "cat creds.env", "description": "show"}, id="toolu_cat")), reply(answer)],
+            expect_result=answer,
+        )
         (tv,) = main_turns(run.lines())
         assert all(s in result_text(tv.tool_results()["toolu_cat"][1]) for s in leaked)  # Claude Code saw them
 
@@ -704,14 +777,18 @@ def test_secrets_in_tool_output_never_leave_the_machine(claude_cli, tmp_path):
 
 # ============================================================================ 5. a large tool output
 
+
 def test_large_tool_output_is_cut_with_length_and_digest(traced):
     t = traced
     line = "line %05d: the quick brown fox jumps over the lazy dog again and again\n"
     (t.project / "big.txt").write_text("".join(line % i for i in range(4200)))  # ~300 KB
     prompt = "Read big.txt and tell me how many lines it has"
     answer = "It has 4200 lines."
-    run = t.run(prompt, [reply(tool_use("Read", {"file_path": str(t.project / "big.txt"), "allow_large": True},
-                                        id="toolu_big")), reply(answer)], expect_result=answer)
+    run = t.run(
+        prompt,
+        [reply(tool_use("Read", {"file_path": str(t.project / "big.txt"), "allow_large": True}, id="toolu_big")), reply(answer)],
+        expect_result=answer,
+    )
     (tv,) = main_turns(run.lines())
     original = result_text(tv.tool_results()["toolu_big"][1])
     assert len(original) > 250_000  # Claude Code really handed the whole file back
@@ -733,10 +810,14 @@ def test_large_tool_output_is_cut_with_length_and_digest(traced):
 
 # ============================================================================ 6. idempotency
 
+
 def test_resending_a_session_changes_nothing_in_langfuse(traced):
     t = traced
-    run = t.run("run echo hi", [reply(thinking("Run it."), tool_use("Bash", {"command": "echo hi"}, id="toolu_again")),
-                                reply("Done: hi.")], expect_result="Done: hi.")
+    run = t.run(
+        "run echo hi",
+        [reply(thinking("Run it."), tool_use("Bash", {"command": "echo hi"}, id="toolu_again")), reply("Done: hi.")],
+        expect_result="Done: hi.",
+    )
     (tv,) = main_turns(run.lines())
     tid = trace_id_for(run.session_id, tv.prompt_id)
     t.wait_delivered(lambda: t.roots_with_output({tid: "Done: hi."}))
@@ -764,16 +845,18 @@ def test_resending_a_session_changes_nothing_in_langfuse(traced):
 
 # ============================================================================ 7. the server is down
 
+
 def test_server_down_session_succeeds_and_drain_delivers_once(claude_cli, tmp_path):
     standin = new_standin().start()
     standin.stop()  # connection refused from now on; start() later reuses the port
     try:
         t = Traced(tmp_path, standin)
-        first = t.run("first prompt while Langfuse is down",
-                      [reply(tool_use("Bash", {"command": "echo down"}, id="toolu_down")), reply("It printed down.")],
-                      expect_result="It printed down.")
-        second = t.run("second prompt, still down", [reply("Still fine.")], resume=first.session_id,
-                       expect_result="Still fine.")
+        first = t.run(
+            "first prompt while Langfuse is down",
+            [reply(tool_use("Bash", {"command": "echo down"}, id="toolu_down")), reply("It printed down.")],
+            expect_result="It printed down.",
+        )
+        second = t.run("second prompt, still down", [reply("Still fine.")], resume=first.session_id, expect_result="Still fine.")
         turns = main_turns(second.lines())
         ids = [trace_id_for(first.session_id, tv.prompt_id) for tv in turns]
         assert len(turns) == 2

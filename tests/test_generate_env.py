@@ -5,6 +5,7 @@ when a Compose v2 client exists (see test_compose.compose_command); otherwise th
 skip and the literal-encoding test still pins the documented form: double quotes, with
 \\ for a backslash, \" for a double quote and $$ for a dollar sign.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,22 @@ import termios
 import time
 
 import pytest
-
-from test_compose import (COMPOSE_FILE, GENERATE_ENV, SECRET_VARS, clean_env, compose_config,
-                          compose_command, parse_env_file)
+from test_compose import COMPOSE_FILE, GENERATE_ENV, SECRET_VARS, clean_env, compose_command, compose_config, parse_env_file
 
 HOSTILE = "a|b&c'd\"e$f\\g #h"
 PASSWORD = "correct horse battery"
 
-RANDOM_SECRETS = ["SALT", "ENCRYPTION_KEY", "NEXTAUTH_SECRET", "POSTGRES_PASSWORD",
-                  "CLICKHOUSE_PASSWORD", "REDIS_PASSWORD", "MINIO_ROOT_PASSWORD",
-                  "LANGFUSE_INIT_PROJECT_PUBLIC_KEY", "LANGFUSE_INIT_PROJECT_SECRET_KEY"]
+RANDOM_SECRETS = [
+    "SALT",
+    "ENCRYPTION_KEY",
+    "NEXTAUTH_SECRET",
+    "POSTGRES_PASSWORD",
+    "CLICKHOUSE_PASSWORD",
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_PASSWORD",
+    "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+    "LANGFUSE_INIT_PROJECT_SECRET_KEY",
+]
 
 
 def gen(tmp_path, *args, stdin=None, output=None, umask=None):
@@ -37,15 +44,20 @@ def gen(tmp_path, *args, stdin=None, output=None, umask=None):
     argv = ["bash", str(GENERATE_ENV), "--output", str(out), *args]
     if umask is not None:
         argv = ["bash", "-c", f'umask {umask}; exec "$@"', "_", *argv]
-    r = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60,
-                       env=clean_env(tmp_path),
-                       stdin=None if stdin is not None else subprocess.DEVNULL)
+    r = subprocess.run(
+        argv,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(tmp_path),
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
     return r, out
 
 
 def gen_ok(tmp_path, *args, **kw):
-    r, out = gen(tmp_path, "--non-interactive", "--email", "owner@example.com",
-                 "--password-stdin", *args, stdin=PASSWORD + "\n", **kw)
+    r, out = gen(tmp_path, "--non-interactive", "--email", "owner@example.com", "--password-stdin", *args, stdin=PASSWORD + "\n", **kw)
     assert r.returncode == 0, r.stderr
     return r, out
 
@@ -69,10 +81,22 @@ def compose():
 
 # --------------------------------------------------------------------------- hostile input
 
+
 def test_hostile_input_round_trips_through_composes_env_parser(tmp_path, compose):
-    r, out = gen(tmp_path, "--non-interactive", "--email", "x+y@example.com",
-                 "--name", HOSTILE, "--org-name", HOSTILE, "--project-name", "p " + HOSTILE,
-                 "--password-stdin", stdin=HOSTILE + "\n")
+    r, out = gen(
+        tmp_path,
+        "--non-interactive",
+        "--email",
+        "x+y@example.com",
+        "--name",
+        HOSTILE,
+        "--org-name",
+        HOSTILE,
+        "--project-name",
+        "p " + HOSTILE,
+        "--password-stdin",
+        stdin=HOSTILE + "\n",
+    )
     assert r.returncode == 0, r.stderr
     c = compose_config(compose, out, tmp_path)
     assert c.returncode == 0, c.stderr
@@ -86,14 +110,29 @@ def test_hostile_input_round_trips_through_composes_env_parser(tmp_path, compose
     assert got["LANGFUSE_INIT_USER_EMAIL"] == "x+y@example.com"
 
 
-@pytest.mark.parametrize("value", [
-    "\\", "ends with backslash\\", "\\'", "\\\"", "$", "$$", "${HOME}", "$HOME", "`id`",
-    "'single'", '"double"', "#start", " lead and trail ", "=equals=", "tab-less ünïcödé €",
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "\\",
+        "ends with backslash\\",
+        "\\'",
+        '\\"',
+        "$",
+        "$$",
+        "${HOME}",
+        "$HOME",
+        "`id`",
+        "'single'",
+        '"double"',
+        "#start",
+        " lead and trail ",
+        "=equals=",
+        "tab-less ünïcödé €",
+    ],
+)
 def test_edge_values_round_trip(tmp_path, compose, value):
     password = value if len(value) >= 8 else value + "-padding"
-    r, out = gen(tmp_path, "--non-interactive", "--email", "a@b.example", "--name", value,
-                 "--password", password)
+    r, out = gen(tmp_path, "--non-interactive", "--email", "a@b.example", "--name", value, "--password", password)
     assert r.returncode == 0, r.stderr
     c = compose_config(compose, out, tmp_path)
     assert c.returncode == 0, c.stderr
@@ -103,8 +142,7 @@ def test_edge_values_round_trip(tmp_path, compose, value):
 
 
 def test_values_are_written_in_the_documented_compose_form(tmp_path):
-    r, out = gen(tmp_path, "--non-interactive", "--email", "a@b.example", "--name", HOSTILE,
-                 "--password-stdin", stdin=HOSTILE + "\n")
+    r, out = gen(tmp_path, "--non-interactive", "--email", "a@b.example", "--name", HOSTILE, "--password-stdin", stdin=HOSTILE + "\n")
     assert r.returncode == 0, r.stderr
     raw = parse_env_file(out)
     expected = '"a|b&c\'d\\"e$$f\\\\g #h"'
@@ -125,6 +163,7 @@ def test_line_breaks_are_refused_and_nothing_is_written(tmp_path, flag):
 
 
 # --------------------------------------------------------------------------- secrets
+
 
 def test_secrets_have_the_right_form(tmp_path):
     _, out = gen_ok(tmp_path)
@@ -170,6 +209,7 @@ def test_no_secret_or_password_is_printed(tmp_path):
 
 # --------------------------------------------------------------------------- the file
 
+
 def test_file_is_0600_even_under_a_permissive_umask(tmp_path):
     _, out = gen_ok(tmp_path, umask="000")
     assert mode(out) == 0o600
@@ -180,8 +220,7 @@ def test_existing_file_is_refused_without_force_and_left_unchanged(tmp_path):
     _, out = gen_ok(tmp_path)
     before = out.read_bytes()
     stamp = out.stat().st_mtime_ns
-    r, _ = gen(tmp_path, "--non-interactive", "--email", "other@example.com",
-               "--password", "another password")
+    r, _ = gen(tmp_path, "--non-interactive", "--email", "other@example.com", "--password", "another password")
     assert r.returncode == 1
     assert "--force" in r.stderr and "unchanged" in r.stderr
     assert out.read_bytes() == before
@@ -193,8 +232,7 @@ def test_force_replaces_and_keeps_a_private_backup(tmp_path):
     _, out = gen_ok(tmp_path)
     old = out.read_bytes()
     out.chmod(0o644)  # even an old file someone opened up gets a private backup
-    r, _ = gen(tmp_path, "--non-interactive", "--force", "--email", "new@example.com",
-               "--password", "another password")
+    r, _ = gen(tmp_path, "--non-interactive", "--force", "--email", "new@example.com", "--password", "another password")
     assert r.returncode == 0, r.stderr
     backups = sorted(tmp_path.glob(".env.bak.*"))
     assert len(backups) == 1
@@ -207,8 +245,7 @@ def test_force_replaces_and_keeps_a_private_backup(tmp_path):
     assert new["ENCRYPTION_KEY"] != parse_env_file(backups[0])["ENCRYPTION_KEY"]
     assert backups[0].name in r.stdout
     # a second --force in the same second must not overwrite the first backup
-    r2, _ = gen(tmp_path, "--non-interactive", "--force", "--email", "third@example.com",
-                "--password", "another password")
+    r2, _ = gen(tmp_path, "--non-interactive", "--force", "--email", "third@example.com", "--password", "another password")
     assert r2.returncode == 0, r2.stderr
     assert len(list(tmp_path.glob(".env.bak.*"))) == 2
     assert backups[0].read_bytes() == old
@@ -220,10 +257,15 @@ def test_default_output_is_next_to_docker_compose_yml(tmp_path):
     shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
-    r = subprocess.run(["bash", str(tmp_path / "scripts" / "generate-env.sh"), "--non-interactive",
-                        "--email", "a@b.example", "--password", PASSWORD],
-                       capture_output=True, text=True, cwd=elsewhere, env=clean_env(tmp_path),
-                       stdin=subprocess.DEVNULL, timeout=60)
+    r = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "generate-env.sh"), "--non-interactive", "--email", "a@b.example", "--password", PASSWORD],
+        capture_output=True,
+        text=True,
+        cwd=elsewhere,
+        env=clean_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / ".env").is_file()
     assert mode(tmp_path / ".env") == 0o600
@@ -232,11 +274,15 @@ def test_default_output_is_next_to_docker_compose_yml(tmp_path):
 
 # --------------------------------------------------------------------------- no terminal
 
-@pytest.mark.parametrize("args,missing", [
-    ([], "--email"),
-    (["--email", "a@b.example"], "--password"),
-    (["--password", PASSWORD], "--email"),
-])
+
+@pytest.mark.parametrize(
+    "args,missing",
+    [
+        ([], "--email"),
+        (["--email", "a@b.example"], "--password"),
+        (["--password", PASSWORD], "--email"),
+    ],
+)
 def test_without_a_terminal_missing_values_are_a_clear_error(tmp_path, args, missing):
     for extra in ([], ["--non-interactive"]):
         r, out = gen(tmp_path, *extra, *args)
@@ -260,20 +306,20 @@ def test_unknown_option_is_an_error(tmp_path):
 
 # --------------------------------------------------------------------------- on a terminal
 
+
 class Terminal:
     """The script on a pseudo-terminal, as a person at a shell would run it."""
 
     def __init__(self, argv, env):
         self.master, slave = pty.openpty()
-        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                                     close_fds=True, start_new_session=True)
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True, start_new_session=True)
         os.close(slave)
         self.screen = b""
         self.seen = 0  # what expect() has matched so far: each prompt is waited for anew
 
     def expect(self, text: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
-        while text.encode() not in self.screen[self.seen:]:
+        while text.encode() not in self.screen[self.seen :]:
             left = deadline - time.monotonic()
             assert left > 0, f"never saw {text!r}; screen: {self.screen!r}"
             ready, _, _ = select.select([self.master], [], [], left)
@@ -283,7 +329,7 @@ class Terminal:
                 except OSError:
                     chunk = b""
                 if not chunk:
-                    assert text.encode() in self.screen[self.seen:], f"exited before {text!r}: {self.screen!r}"
+                    assert text.encode() in self.screen[self.seen :], f"exited before {text!r}: {self.screen!r}"
                 self.screen += chunk
         self.seen = self.screen.index(text.encode(), self.seen) + len(text)
 
@@ -337,8 +383,7 @@ def test_prompts_on_a_terminal_hide_the_password_and_ask_twice(tmp_path):
     values = {k: unquote(v) for k, v in parse_env_file(out).items()}
     assert values["LANGFUSE_INIT_USER_EMAIL"] == "me@example.com"
     assert values["LANGFUSE_INIT_USER_NAME"] == "me"
-    assert values["LANGFUSE_INIT_USER_PASSWORD"].replace("$$", "$").replace('\\"', '"').replace(
-        "\\\\", "\\") == HOSTILE
+    assert values["LANGFUSE_INIT_USER_PASSWORD"].replace("$$", "$").replace('\\"', '"').replace("\\\\", "\\") == HOSTILE
     assert mode(out) == 0o600
 
 

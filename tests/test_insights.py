@@ -3,6 +3,7 @@ the Langfuse source against a loopback read API that serves the SDK's own respon
 
 Expected numbers are worked out by hand from the fixture below, never by calling the report code.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,7 +19,6 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from claude_code_langfuse import insights
 from claude_code_langfuse.backfill import session_files
 from claude_code_langfuse.config import load_settings
@@ -29,12 +29,18 @@ from claude_code_langfuse.turns import group_turns
 
 HOOKS = pathlib.Path(__file__).resolve().parent.parent / "hooks"
 from samples import SAMPLES  # noqa: E402
-NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 SONNET = "claude-sonnet-4-5-20250929"
 UNKNOWN_MODEL = "claude-sonnet-5"
 # every generation of the fixture reports this usage
-USAGE = {"input_tokens": 10, "output_tokens": 20, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 100,
-         "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 0}}
+USAGE = {
+    "input_tokens": 10,
+    "output_tokens": 20,
+    "cache_read_input_tokens": 1000,
+    "cache_creation_input_tokens": 100,
+    "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 0},
+}
 GEN_TOKENS = 10 + 20 + 1000 + 100
 # Sonnet 4.5 list prices per MTok: input 3, output 15, cache read 0.30, cache write 5m 3.75
 GEN_COST = (10 * 3 + 20 * 15 + 1000 * 0.30 + 100 * 3.75) / 1e6
@@ -60,8 +66,15 @@ class SessionWriter:
         return f"{prefix}-{self.session_id}-{self.n}"
 
     def _base(self, kind: str, t: dt.datetime) -> dict:
-        return {"type": kind, "uuid": self._id("u"), "sessionId": self.session_id, "timestamp": iso(t), "cwd": self.cwd,
-                "version": "2.1.328", "gitBranch": "main"}
+        return {
+            "type": kind,
+            "uuid": self._id("u"),
+            "sessionId": self.session_id,
+            "timestamp": iso(t),
+            "cwd": self.cwd,
+            "version": "2.1.328",
+            "gitBranch": "main",
+        }
 
     def turn(self, prompt: str, start: dt.datetime, tools: list[tuple[str, bool]], model: str = SONNET) -> None:
         """One turn: each tool takes 10 s (call at +1 s, result at +10 s); the answer comes 5 s after the last result."""
@@ -70,16 +83,46 @@ class SessionWriter:
         t = start
         for name, failed in tools:
             tu = self._id("toolu")
-            self.rows.append(self._base("assistant", t + dt.timedelta(seconds=1)) | {"requestId": self._id("req"), "message": {
-                "id": self._id("msg"), "model": model, "role": "assistant", "stop_reason": "tool_use", "usage": USAGE,
-                "content": [{"type": "tool_use", "id": tu, "name": name, "input": {"x": 1}}]}})
+            self.rows.append(
+                self._base("assistant", t + dt.timedelta(seconds=1))
+                | {
+                    "requestId": self._id("req"),
+                    "message": {
+                        "id": self._id("msg"),
+                        "model": model,
+                        "role": "assistant",
+                        "stop_reason": "tool_use",
+                        "usage": USAGE,
+                        "content": [{"type": "tool_use", "id": tu, "name": name, "input": {"x": 1}}],
+                    },
+                }
+            )
             t += dt.timedelta(seconds=10)
-            self.rows.append(self._base("user", t) | {"promptId": pid, "message": {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": tu, "content": "boom" if failed else "ok", "is_error": failed}]}})
+            self.rows.append(
+                self._base("user", t)
+                | {
+                    "promptId": pid,
+                    "message": {
+                        "role": "user",
+                        "content": [{"type": "tool_result", "tool_use_id": tu, "content": "boom" if failed else "ok", "is_error": failed}],
+                    },
+                }
+            )
         t += dt.timedelta(seconds=5)
-        self.rows.append(self._base("assistant", t) | {"requestId": self._id("req"), "message": {
-            "id": self._id("msg"), "model": model, "role": "assistant", "stop_reason": "end_turn", "usage": USAGE,
-            "content": [{"type": "text", "text": "Done."}]}})
+        self.rows.append(
+            self._base("assistant", t)
+            | {
+                "requestId": self._id("req"),
+                "message": {
+                    "id": self._id("msg"),
+                    "model": model,
+                    "role": "assistant",
+                    "stop_reason": "end_turn",
+                    "usage": USAGE,
+                    "content": [{"type": "text", "text": "Done."}],
+                },
+            }
+        )
         self.rows.append(self._base("system", t) | {"subtype": "turn_duration", "durationMs": 1})
 
     def write(self) -> None:
@@ -118,8 +161,16 @@ def fixture_home(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("CC_LANGFUSE_CONFIG", str(tmp_path / "no-config.json"))
     monkeypatch.setenv("CC_LANGFUSE_STATE_DIR", str(tmp_path / "state"))
-    for name in ("CLAUDE_CONFIG_DIR", "CC_LANGFUSE_PUBLIC_KEY", "CC_LANGFUSE_SECRET_KEY", "LANGFUSE_PUBLIC_KEY", "LANGFUSE_SECRET_KEY",
-                 "CC_LANGFUSE_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST"):
+    for name in (
+        "CLAUDE_CONFIG_DIR",
+        "CC_LANGFUSE_PUBLIC_KEY",
+        "CC_LANGFUSE_SECRET_KEY",
+        "LANGFUSE_PUBLIC_KEY",
+        "LANGFUSE_SECRET_KEY",
+        "CC_LANGFUSE_BASE_URL",
+        "LANGFUSE_BASE_URL",
+        "LANGFUSE_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
     return home
 
@@ -159,7 +210,11 @@ def test_sessions_report_counts_turns_tools_errors_time_tokens_cost(fixture_home
 def test_tools_report_usage_and_error_rates(fixture_home, capsys):
     got = {r["tool"]: r for r in rows(run_json(capsys, "tools"))}
     assert {k: (v["calls"], v["errors"], v["sessions"]) for k, v in got.items()} == {
-        "Bash": (5, 1, 2), "Read": (2, 0, 2), "Edit": (1, 1, 1), "Write": (1, 0, 1)}
+        "Bash": (5, 1, 2),
+        "Read": (2, 0, 2),
+        "Edit": (1, 1, 1),
+        "Write": (1, 0, 1),
+    }
     assert got["Bash"]["error_rate"] == pytest.approx(0.2)
     with_old = {r["tool"]: r["calls"] for r in rows(run_json(capsys, "tools", "--since", "2w"))}
     assert with_old["Bash"] == 6
@@ -212,7 +267,8 @@ def test_until_closes_the_window(fixture_home, capsys):
     until = (NOW - dt.timedelta(days=2)).strftime("%Y-%m-%d")  # midnight UTC two days ago: before sess-goal
     got = rows(run_json(capsys, "sessions", "--since", "2w", "--until", until))
     assert sorted(r["session_id"] for r in got) == sorted(
-        s for s, n in (("sess-old", 10), ("sess-csrf", 3)) if day(n) < dt.datetime.fromisoformat(until + "T00:00:00+00:00"))
+        s for s, n in (("sess-old", 10), ("sess-csrf", 3)) if day(n) < dt.datetime.fromisoformat(until + "T00:00:00+00:00")
+    )
 
 
 def test_text_output_is_an_aligned_table(fixture_home, capsys):
@@ -221,7 +277,7 @@ def test_text_output_is_an_aligned_table(fixture_home, capsys):
     header = next(i for i, ln in enumerate(lines) if ln.startswith("session "))
     rule = lines[header + 1]
     assert set(rule) <= {"-", " "}
-    body = lines[header + 2: header + 5]
+    body = lines[header + 2 : header + 5]
     # numeric columns are right-aligned: "turns" ends where its values end
     end = lines[header].index("turns") + len("turns")
     assert [ln[end - 1] for ln in body] == ["3", "2", "1"]
@@ -237,15 +293,18 @@ def test_markdown_output(fixture_home, capsys):
     assert table[2] == "| Bash | 5 | 1 | 20.0% | 2 |"
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["sessions", "--since", "yesterday"], "--since 'yesterday'"),
-    (["sessions", "--since", "1d", "--until", "3d"], "must be after"),
-    (["usage", "--by", "week"], "--by 'week'"),
-    (["sessions", "--limit", "0"], "not a positive"),
-    (["nonsense"], "invalid choice"),
-    (["prompts", " "], "must not be empty"),
-    (["sessions", "--source", "langfuse"], "needs Langfuse keys"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["sessions", "--since", "yesterday"], "--since 'yesterday'"),
+        (["sessions", "--since", "1d", "--until", "3d"], "must be after"),
+        (["usage", "--by", "week"], "--by 'week'"),
+        (["sessions", "--limit", "0"], "not a positive"),
+        (["nonsense"], "invalid choice"),
+        (["prompts", " "], "must not be empty"),
+        (["sessions", "--source", "langfuse"], "needs Langfuse keys"),
+    ],
+)
 def test_bad_input_exits_2_with_a_message(fixture_home, argv, message):
     env = {**os.environ, "PYTHONPATH": ""}
     proc = subprocess.run([sys.executable, str(HOOKS / "insights.py"), *argv], capture_output=True, text=True, env=env, timeout=60)
@@ -299,8 +358,18 @@ from langfuse.api.observations.types.observations_v2response import Observations
 
 FIELD_GROUPS = {
     "core": {"id", "trace_id", "start_time", "end_time", "project_id", "parent_observation_id", "type"},
-    "basic": {"name", "level", "status_message", "version", "environment", "bookmarked", "public", "user_id", "session_id",
-              "is_root_observation"},
+    "basic": {
+        "name",
+        "level",
+        "status_message",
+        "version",
+        "environment",
+        "bookmarked",
+        "public",
+        "user_id",
+        "session_id",
+        "is_root_observation",
+    },
     "time": {"completion_start_time", "created_at", "updated_at"},
     "io": {"input", "output"},
     "metadata": {"metadata"},
@@ -310,11 +379,35 @@ FIELD_GROUPS = {
     "metrics": {"latency", "time_to_first_token"},
     "trace_context": {"tags", "release", "trace_name"},
 }
-KNOWN_PARAMS = {"fields", "limit", "cursor", "type", "isRootObservation", "fromStartTime", "toStartTime", "traceId", "sessionId",
-                "userId", "name", "level", "parentObservationId", "environment", "version", "filter", "expandMetadata"}
+KNOWN_PARAMS = {
+    "fields",
+    "limit",
+    "cursor",
+    "type",
+    "isRootObservation",
+    "fromStartTime",
+    "toStartTime",
+    "traceId",
+    "sessionId",
+    "userId",
+    "name",
+    "level",
+    "parentObservationId",
+    "environment",
+    "version",
+    "filter",
+    "expandMetadata",
+}
 # our own price table for the stand-in's cost: what the server's model prices would compute
-STANDIN_PRICES = {SONNET: {"input": 3e-6, "output": 15e-6, "cache_read_input_tokens": 0.3e-6, "input_cache_creation_5m": 3.75e-6,
-                           "input_cache_creation_1h": 6e-6}}
+STANDIN_PRICES = {
+    SONNET: {
+        "input": 3e-6,
+        "output": 15e-6,
+        "cache_read_input_tokens": 0.3e-6,
+        "input_cache_creation_5m": 3.75e-6,
+        "input_cache_creation_1h": 6e-6,
+    }
+}
 
 
 def _dt(text: str) -> dt.datetime:
@@ -327,14 +420,25 @@ def stored_observations(record: dict) -> list[dict]:
     out = []
     for o in record["observations"]:
         row = {
-            "id": o["id"], "trace_id": trace["id"], "start_time": _dt(o["start"]), "end_time": _dt(o["end"]), "project_id": "proj-1",
-            "parent_observation_id": o["parent_id"], "type": o["type"].upper(), "name": o["name"], "level": o["level"],
-            "status_message": o["status_message"], "environment": "default", "user_id": trace["user_id"],
-            "session_id": trace["session_id"], "is_root_observation": o["parent_id"] is None,
+            "id": o["id"],
+            "trace_id": trace["id"],
+            "start_time": _dt(o["start"]),
+            "end_time": _dt(o["end"]),
+            "project_id": "proj-1",
+            "parent_observation_id": o["parent_id"],
+            "type": o["type"].upper(),
+            "name": o["name"],
+            "level": o["level"],
+            "status_message": o["status_message"],
+            "environment": "default",
+            "user_id": trace["user_id"],
+            "session_id": trace["session_id"],
+            "is_root_observation": o["parent_id"] is None,
             "input": o["input"] if isinstance(o["input"], str) or o["input"] is None else json.dumps(o["input"]),
             # v4 keeps metadata values as strings (JSON-encoded for non-strings)
             "metadata": {k: v if isinstance(v, str) else json.dumps(v) for k, v in (o["metadata"] or {}).items()},
-            "tags": trace["tags"], "trace_name": trace["name"],
+            "tags": trace["tags"],
+            "trace_name": trace["name"],
         }
         if o["type"] == "generation":
             usage = dict(o["usage_details"] or {})
@@ -358,8 +462,7 @@ def records_for(home: pathlib.Path) -> list[dict]:
         sid = os.path.basename(path)[:-6]
         with open(path, "rb") as f:
             for number, turn in enumerate(group_turns(iter_rows(f, 0)), 1):
-                ctx = TraceContext(sid, "alice", project_name(turn.meta_row.get("cwd")), number,
-                                                 trace_id_for(sid, turn.key))
+                ctx = TraceContext(sid, "alice", project_name(turn.meta_row.get("cwd")), number, trace_id_for(sid, turn.key))
                 records.append(sanitize_record(turn_record(turn, ctx), redactor, settings.max_field_chars))
     return records
 
@@ -426,7 +529,7 @@ class ReadAPIStandin:
             selected = [o for o in selected if o["start_time"] < _dt(params["toStartTime"])]
         offset = int(base64.b64decode(params["cursor"]).decode()) if params.get("cursor") else 0
         limit = min(int(params.get("limit") or 50), 1000, self.PAGE)
-        page = selected[offset: offset + limit]
+        page = selected[offset : offset + limit]
         allowed = set().union(*(FIELD_GROUPS[g] for g in groups))
         next_cursor = base64.b64encode(str(offset + limit).encode()).decode() if offset + limit < len(selected) else None
         response = ObservationsV2Response(
@@ -449,8 +552,16 @@ def read_api(fixture_home, monkeypatch):
     standin.close()
 
 
-REPORTS = [["sessions"], ["tools"], ["search", "goal", "tax"], ["prompts", "csrf"], ["prompts", "the"], ["usage"],
-           ["usage", "--by", "model,project"], ["sessions", "--project", "taxapp", "--since", "2w"]]
+REPORTS = [
+    ["sessions"],
+    ["tools"],
+    ["search", "goal", "tax"],
+    ["prompts", "csrf"],
+    ["prompts", "the"],
+    ["usage"],
+    ["usage", "--by", "model,project"],
+    ["sessions", "--project", "taxapp", "--since", "2w"],
+]
 
 
 @pytest.mark.parametrize("argv", REPORTS, ids=[" ".join(a) for a in REPORTS])

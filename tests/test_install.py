@@ -3,6 +3,7 @@
 The real `pip install` runs once per session (fixture `pip_installed_home`); other tests get a
 copy of that virtualenv, which the installer must recognise as already satisfying the pin.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,7 @@ PK, SK = "pk-lf-test-public", "sk-lf-test-secret"
 def _python_ok(p: str | None) -> bool:
     if not p or not os.path.exists(p):
         return False
-    r = subprocess.run([p, "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"],
-                       capture_output=True)
+    r = subprocess.run([p, "-c", "import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))"], capture_output=True)
     return r.returncode == 0
 
 
@@ -45,8 +45,7 @@ def _base_python() -> str:
 BASE_PY = _base_python()
 
 
-def run(script: Path, home: Path, *args: str, env: dict | None = None,
-        python: str | None = BASE_PY) -> subprocess.CompletedProcess:
+def run(script: Path, home: Path, *args: str, env: dict | None = None, python: str | None = BASE_PY) -> subprocess.CompletedProcess:
     """Run a script like a user on a fresh login would: clean env, no terminal, stdin closed."""
     e = {"HOME": str(home), "PATH": f"{Path(BASE_PY).parent}:/usr/bin:/bin", "LANG": "C.UTF-8"}
     e.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
@@ -57,13 +56,16 @@ def run(script: Path, home: Path, *args: str, env: dict | None = None,
     argv = ["bash", "-c", 'exec "$@" 0<&-', "bash", "bash", str(script), *args]
     if python:
         argv += ["--python", python]
-    return subprocess.run(argv, env=e, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(argv, env=e, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
 
 
 def write_env(path: Path, pk: str = PK, sk: str = SK, port: str | None = "3055") -> Path:
-    lines = ["# written by generate-env.sh", f"LANGFUSE_INIT_PROJECT_PUBLIC_KEY={pk}",
-             f"LANGFUSE_INIT_PROJECT_SECRET_KEY={sk}", "POSTGRES_PASSWORD=unrelated"]
+    lines = [
+        "# written by generate-env.sh",
+        f"LANGFUSE_INIT_PROJECT_PUBLIC_KEY={pk}",
+        f"LANGFUSE_INIT_PROJECT_SECRET_KEY={sk}",
+        "POSTGRES_PASSWORD=unrelated",
+    ]
     if port:
         lines.append(f"LANGFUSE_PORT={port}")
     path.write_text("\n".join(lines) + "\n")
@@ -92,6 +94,7 @@ def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 # --------------------------------------------------------------------------- fixtures
+
 
 @pytest.fixture(scope="session")
 def pip_installed_home(tmp_path_factory):
@@ -129,13 +132,15 @@ def seed_venv(src_home: Path, dst_home: Path) -> None:
 
 # --------------------------------------------------------------------------- install
 
+
 def test_fresh_install_with_real_pip(pip_installed_home):
     home, r = pip_installed_home
     ok(r)
     lf = home / ".claude" / "langfuse"
     vpy = lf / "venv" / "bin" / "python"
-    v = subprocess.run([str(vpy), "-c", "import langfuse, importlib.metadata as m; print(m.version('langfuse'))"],
-                       capture_output=True, text=True)
+    v = subprocess.run(
+        [str(vpy), "-c", "import langfuse, importlib.metadata as m; print(m.version('langfuse'))"], capture_output=True, text=True
+    )
     assert v.returncode == 0, v.stderr
     assert v.stdout.strip().split(".")[0] == "5"
 
@@ -149,13 +154,20 @@ def test_fresh_install_with_real_pip(pip_installed_home):
     assert (lf / "insights.py").read_bytes() == (REPO / "hooks" / "insights.py").read_bytes()
     skill = home / ".claude" / "skills" / "langfuse-insights" / "SKILL.md"
     assert skill.read_bytes() == (REPO / "skills" / "langfuse-insights" / "SKILL.md").read_bytes()
-    r_ins = subprocess.run([str(lf / "venv" / "bin" / "python"), str(lf / "insights.py"), "sessions", "--json"],
-                           env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    r_ins = subprocess.run(
+        [str(lf / "venv" / "bin" / "python"), str(lf / "insights.py"), "sessions", "--json"],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r_ins.returncode == 0, r_ins.stderr
     assert mode(lf / "config.json") == 0o600
     assert json.loads((lf / "config.json").read_text()) == {
-        "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": SK,
-        "CC_LANGFUSE_BASE_URL": "http://localhost:3055"}
+        "CC_LANGFUSE_PUBLIC_KEY": PK,
+        "CC_LANGFUSE_SECRET_KEY": SK,
+        "CC_LANGFUSE_BASE_URL": "http://localhost:3055",
+    }
 
     settings = home / ".claude" / "settings.json"
     assert json.loads(settings.read_text()) == {"hooks": {e: [{"hooks": [ours(home)]}] for e in EVENTS}}
@@ -168,14 +180,14 @@ def test_fresh_install_with_real_pip(pip_installed_home):
 def test_second_install_writes_nothing(home, env_file):
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     claude = home / ".claude"
-    files = [claude / "settings.json", claude / "langfuse" / "config.json",
-             claude / "langfuse" / "langfuse_hook.py"]
+    files = [claude / "settings.json", claude / "langfuse" / "config.json", claude / "langfuse" / "langfuse_hook.py"]
     before = {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
     listing = sorted(p.name for p in claude.iterdir())
 
     # pip must not run when the venv already satisfies the pin: make it fail if it did.
-    r = ok(run(INSTALL, home, "--env-file", str(env_file),
-               env={"PIP_CONSTRAINT": str(home / "no-such-constraints.txt"), "PIP_NO_INDEX": "1"}))
+    r = ok(
+        run(INSTALL, home, "--env-file", str(env_file), env={"PIP_CONSTRAINT": str(home / "no-such-constraints.txt"), "PIP_NO_INDEX": "1"})
+    )
     assert "pip not needed" in r.stdout
     assert {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files} == before
     assert sorted(p.name for p in claude.iterdir()) == listing
@@ -223,9 +235,18 @@ def test_install_keeps_other_hooks_env_permissions(home, env_file):
 
 
 def test_stale_entry_of_ours_is_updated_not_duplicated(home, env_file):
-    old = {"hooks": {"Stop": [{"hooks": [
-        {"type": "command", "command": "python3 ~/.claude/langfuse/langfuse_hook.py"},
-        {"type": "command", "command": "echo other"}]}]}}
+    old = {
+        "hooks": {
+            "Stop": [
+                {
+                    "hooks": [
+                        {"type": "command", "command": "python3 ~/.claude/langfuse/langfuse_hook.py"},
+                        {"type": "command", "command": "echo other"},
+                    ]
+                }
+            ]
+        }
+    }
     write_settings(home, old)
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     new = json.loads((home / ".claude" / "settings.json").read_text())
@@ -258,12 +279,25 @@ def test_duplicate_key_in_settings_is_refused(tmp_path, env_file):
 
 
 def test_environment_overrides_env_file(home, env_file):
-    ok(run(INSTALL, home, "--env-file", str(env_file), env={
-        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud", "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
-        "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com/"}))
+    ok(
+        run(
+            INSTALL,
+            home,
+            "--env-file",
+            str(env_file),
+            env={
+                "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud",
+                "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
+                "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com/",
+            },
+        )
+    )
     cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
-    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud", "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
-                   "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com"}
+    assert cfg == {
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-cloud",
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-cloud",
+        "CC_LANGFUSE_BASE_URL": "https://cloud.langfuse.com",
+    }
 
 
 def test_reinstall_with_new_keys_updates_config_and_keeps_user_keys(home, env_file, tmp_path):
@@ -274,8 +308,11 @@ def test_reinstall_with_new_keys_updates_config_and_keeps_user_keys(home, env_fi
     cfg_path.write_text(json.dumps(cfg))
     ok(run(INSTALL, home, "--env-file", str(write_env(tmp_path / "new.env", sk="sk-lf-rotated", port="4000"))))
     assert json.loads(cfg_path.read_text()) == {
-        "CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": "sk-lf-rotated",
-        "CC_LANGFUSE_BASE_URL": "http://localhost:4000", "CC_LANGFUSE_REDACT_PATTERNS": ["acme-[0-9]+"]}
+        "CC_LANGFUSE_PUBLIC_KEY": PK,
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-rotated",
+        "CC_LANGFUSE_BASE_URL": "http://localhost:4000",
+        "CC_LANGFUSE_REDACT_PATTERNS": ["acme-[0-9]+"],
+    }
     assert mode(cfg_path) == 0o600
 
 
@@ -286,8 +323,14 @@ def test_no_keys_anywhere_is_a_clear_error(tmp_path):
     only_port.write_text("LANGFUSE_PORT=3050\n")
     r = run(INSTALL, home, "--env-file", str(only_port))
     assert r.returncode != 0
-    for needle in ("generate-env.sh", "--env-file", "CC_LANGFUSE_PUBLIC_KEY", "CC_LANGFUSE_SECRET_KEY",
-                   "CC_LANGFUSE_BASE_URL", "LANGFUSE_INIT_PROJECT_PUBLIC_KEY"):
+    for needle in (
+        "generate-env.sh",
+        "--env-file",
+        "CC_LANGFUSE_PUBLIC_KEY",
+        "CC_LANGFUSE_SECRET_KEY",
+        "CC_LANGFUSE_BASE_URL",
+        "LANGFUSE_INIT_PROJECT_PUBLIC_KEY",
+    ):
         assert needle in r.stderr
     assert not (home / ".claude").exists()
 
@@ -303,11 +346,11 @@ def test_env_file_is_parsed_as_data_never_run(home, tmp_path):
         "# comment line\n"
         "export LANGFUSE_INIT_PROJECT_PUBLIC_KEY=pk-lf-123   # inline comment\n"
         f"LANGFUSE_INIT_PROJECT_SECRET_KEY='{secret}'\n"
-        'LANGFUSE_PORT="3077"\n')
+        'LANGFUSE_PORT="3077"\n'
+    )
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
-    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-123", "CC_LANGFUSE_SECRET_KEY": secret,
-                   "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
+    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-123", "CC_LANGFUSE_SECRET_KEY": secret, "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
     assert not marker.exists()
 
 
@@ -317,26 +360,43 @@ GENERATE_ENV = REPO / "scripts" / "generate-env.sh"
 @pytest.mark.skipif(not GENERATE_ENV.is_file(), reason="scripts/generate-env.sh not written yet")
 def test_install_from_the_env_that_generate_env_writes(home, tmp_path):
     out = tmp_path / "generated.env"
-    g = subprocess.run(["bash", str(GENERATE_ENV), "--non-interactive", "--email", "dev@example.com",
-                        "--password-stdin", "--org-name", 'Acme "R&D" #1 $x \\ y', "--port", "3077",
-                        "--output", str(out)],
-                       input='pa$$"word\\1 #x\n', capture_output=True, text=True, timeout=60)
+    g = subprocess.run(
+        [
+            "bash",
+            str(GENERATE_ENV),
+            "--non-interactive",
+            "--email",
+            "dev@example.com",
+            "--password-stdin",
+            "--org-name",
+            'Acme "R&D" #1 $x \\ y',
+            "--port",
+            "3077",
+            "--output",
+            str(out),
+        ],
+        input='pa$$"word\\1 #x\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert g.returncode == 0, g.stderr
     text = out.read_text()
     pk = re.search(r'^LANGFUSE_INIT_PROJECT_PUBLIC_KEY="(pk-lf-[0-9a-f]+)"$', text, re.M).group(1)
     sk = re.search(r'^LANGFUSE_INIT_PROJECT_SECRET_KEY="(sk-lf-[0-9a-f]+)"$', text, re.M).group(1)
     ok(run(INSTALL, home, "--env-file", str(out)))
     cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
-    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": pk, "CC_LANGFUSE_SECRET_KEY": sk,
-                   "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
+    assert cfg == {"CC_LANGFUSE_PUBLIC_KEY": pk, "CC_LANGFUSE_SECRET_KEY": sk, "CC_LANGFUSE_BASE_URL": "http://localhost:3077"}
 
 
 def test_compose_quoting_in_env_file(home, tmp_path):
     env_file = tmp_path / "compose.env"
     # Compose .env syntax: inside double quotes \\ is \, \" is " and $$ is $.
-    env_file.write_text('LANGFUSE_INIT_PROJECT_PUBLIC_KEY="pk-lf-1"\n'
-                        'LANGFUSE_INIT_PROJECT_SECRET_KEY="sk-lf-a\\\\b\\"c$$d"\n'
-                        'LANGFUSE_BIND_ADDRESS="10.1.2.3"\nLANGFUSE_PORT="3099"\n')
+    env_file.write_text(
+        'LANGFUSE_INIT_PROJECT_PUBLIC_KEY="pk-lf-1"\n'
+        'LANGFUSE_INIT_PROJECT_SECRET_KEY="sk-lf-a\\\\b\\"c$$d"\n'
+        'LANGFUSE_BIND_ADDRESS="10.1.2.3"\nLANGFUSE_PORT="3099"\n'
+    )
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     cfg = json.loads((home / ".claude" / "langfuse" / "config.json").read_text())
     assert cfg["CC_LANGFUSE_SECRET_KEY"] == 'sk-lf-a\\b"c$d'
@@ -351,8 +411,14 @@ def test_home_with_spaces_and_quotes_gives_a_working_command(tmp_path, pip_insta
     new = json.loads((home / ".claude" / "settings.json").read_text())
     [[handler]] = [g["hooks"] for g in new["hooks"]["Stop"]]
     # Claude Code runs the command through sh: it must reach our files, then `status` runs.
-    r = subprocess.run(["sh", "-c", handler["command"] + " status"], env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
-                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        ["sh", "-c", handler["command"] + " status"],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -386,8 +452,7 @@ def test_missing_venv_module_names_the_debian_package(tmp_path, env_file):
 def test_pip_failure_registers_nothing(tmp_path, env_file):
     home = tmp_path / "home"
     original = write_settings(home, OTHER_SETTINGS)
-    r = run(INSTALL, home, "--env-file", str(env_file),
-            env={"PIP_CONSTRAINT": str(tmp_path / "no-such-file.txt"), "PIP_NO_INDEX": "1"})
+    r = run(INSTALL, home, "--env-file", str(env_file), env={"PIP_CONSTRAINT": str(tmp_path / "no-such-file.txt"), "PIP_NO_INDEX": "1"})
     assert r.returncode != 0 and "pip could not install" in r.stderr
     assert (home / ".claude" / "settings.json").read_bytes() == original
     assert backups(home) == []
@@ -402,6 +467,7 @@ def test_default_python3_from_path(home, env_file):
 
 
 # --------------------------------------------------------------------------- uninstall
+
 
 def test_uninstall_restores_original_bytes(home, env_file):
     original = b'{"model":"sonnet",   "hooks": {"Stop": [{"hooks": [{"type": "command", "command": "echo hi"}]}]}}'
@@ -485,8 +551,15 @@ def test_purge_removes_only_our_state_files(home, env_file):
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     state = home / ".claude" / "state"
     (state / "locks").mkdir(parents=True, exist_ok=True)
-    ours_files = ["langfuse_state.json", "pending_traces.jsonl", "dead_traces.jsonl", "langfuse_hook.log",
-                  "langfuse_hook.log.1", "langfuse_sender.json", "locks/queue.lock"]
+    ours_files = [
+        "langfuse_state.json",
+        "pending_traces.jsonl",
+        "dead_traces.jsonl",
+        "langfuse_hook.log",
+        "langfuse_hook.log.1",
+        "langfuse_sender.json",
+        "locks/queue.lock",
+    ]
     for name in ours_files:
         (state / name).write_text("x\n")
     (state / "other_tool_state.json").write_text("{}")

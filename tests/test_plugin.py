@@ -7,6 +7,7 @@ the turn to arrive at the Langfuse stand-in: hooks.json, ${CLAUDE_PLUGIN_ROOT}, 
 CLAUDE_PLUGIN_OPTION_* variables, ${CLAUDE_PLUGIN_DATA}/venv and the detached sender all have to
 work for that.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,9 @@ import sys
 import time
 import urllib.request
 
+import langfuse_hook
 import pytest
 import yaml
-
-import langfuse_hook
 from fake_messages_api import reply
 from fixtures_claude_cli import claude_env, read_jsonl, run_claude
 
@@ -56,8 +56,10 @@ def test_user_config_options_reach_the_hook_settings():
     assert options["secret_key"]["sensitive"] is True
     assert not options["public_key"].get("sensitive") and not options["base_url"].get("sensitive")
     # Claude Code exports option KEY to hooks as CLAUDE_PLUGIN_OPTION_<KEY upper-cased>
-    env = {f"CLAUDE_PLUGIN_OPTION_{k.upper()}": v for k, v in
-           {"public_key": "pk-lf-plugin", "secret_key": "sk-lf-plugin", "base_url": "http://127.0.0.1:3999/"}.items()}
+    env = {
+        f"CLAUDE_PLUGIN_OPTION_{k.upper()}": v
+        for k, v in {"public_key": "pk-lf-plugin", "secret_key": "sk-lf-plugin", "base_url": "http://127.0.0.1:3999/"}.items()
+    }
     settings = langfuse_hook.load_settings({**env, "CC_LANGFUSE_CONFIG": "/nonexistent/config.json"})
     assert (settings.public_key, settings.secret_key, settings.base_url) == ("pk-lf-plugin", "sk-lf-plugin", "http://127.0.0.1:3999")
     assert set(options) == {"public_key", "secret_key", "base_url"}
@@ -79,7 +81,7 @@ def test_skill_has_frontmatter_and_points_at_both_installs():
     meta = yaml.safe_load(front)
     assert meta["name"] == "langfuse-insights"
     assert "most complex sessions" in meta["description"] and len(meta["description"]) <= 1024
-    assert '${CLAUDE_PLUGIN_ROOT}/hooks/insights.py' in body
+    assert "${CLAUDE_PLUGIN_ROOT}/hooks/insights.py" in body
     assert "~/.claude/langfuse/venv/bin/python ~/.claude/langfuse/insights.py" in body
     for report in ("sessions", "tools", "search", "prompts", "usage"):
         assert f"INSIGHTS {report}" in body
@@ -96,8 +98,9 @@ def plugin_tree(dest: pathlib.Path) -> pathlib.Path:
 
 
 def cli(claude: str, home: pathlib.Path, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    proc = subprocess.run([claude, *argv], env=claude_env(home, "http://127.0.0.1:9"), input=stdin, capture_output=True,
-                          text=True, timeout=120, cwd=str(home))
+    proc = subprocess.run(
+        [claude, *argv], env=claude_env(home, "http://127.0.0.1:9"), input=stdin, capture_output=True, text=True, timeout=120, cwd=str(home)
+    )
     assert proc.returncode == 0, f"claude {' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr}\n{proc.stdout}"
     return proc
 
@@ -105,8 +108,13 @@ def cli(claude: str, home: pathlib.Path, *argv: str, stdin: str | None = None) -
 @pytest.mark.e2e
 def test_claude_plugin_validate_accepts_the_manifests(claude_cli, tmp_path):
     tree = plugin_tree(tmp_path / "repo")
-    proc = subprocess.run([claude_cli, "plugin", "validate", "--json", str(tree)], capture_output=True, text=True, timeout=120,
-                          env=claude_env(tmp_path, "http://127.0.0.1:9"))
+    proc = subprocess.run(
+        [claude_cli, "plugin", "validate", "--json", str(tree)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=claude_env(tmp_path, "http://127.0.0.1:9"),
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["success"] is True and report["manifest"]["errors"] == []
@@ -119,11 +127,27 @@ def installed_plugin(claude_cli, claude_home, tmp_path, langfuse_standin):
     """marketplace add + install, keys set through the CLI the way a user sets them."""
     tree = plugin_tree(tmp_path / "repo")
     cli(claude_cli, claude_home, "plugin", "marketplace", "add", str(tree))
-    cli(claude_cli, claude_home, "plugin", "install", PLUGIN_ID, "--config", f"public_key={langfuse_standin.public_key}",
-        "--config", f"base_url={langfuse_standin.base_url}")
+    cli(
+        claude_cli,
+        claude_home,
+        "plugin",
+        "install",
+        PLUGIN_ID,
+        "--config",
+        f"public_key={langfuse_standin.public_key}",
+        "--config",
+        f"base_url={langfuse_standin.base_url}",
+    )
     # the secret goes through stdin, never argv (it would show in `ps`)
-    cli(claude_cli, claude_home, "plugin", "configure", PLUGIN_ID, "--values-stdin",
-        stdin=json.dumps({"secret_key": langfuse_standin.secret_key}))
+    cli(
+        claude_cli,
+        claude_home,
+        "plugin",
+        "configure",
+        PLUGIN_ID,
+        "--values-stdin",
+        stdin=json.dumps({"secret_key": langfuse_standin.secret_key}),
+    )
     shown = json.loads(cli(claude_cli, claude_home, "plugin", "configure", PLUGIN_ID, "--json").stdout)
     assert langfuse_standin.secret_key not in json.dumps(shown), "configure --json must not print the secret"
     settings = json.loads((claude_home / ".claude" / "settings.json").read_text())
@@ -178,8 +202,10 @@ def hook_log(home: pathlib.Path) -> str:
 
 def assert_turn_arrived(run, standin, home: pathlib.Path, timeout: float) -> None:
     observations = wait_for_trace(standin, run.session_id, timeout)
-    assert observations, (f"no trace for session {run.session_id} reached the stand-in within {timeout:.0f}s; "
-                          f"stand-in statuses {standin.statuses()}\nhook log:\n{hook_log(home)}")
+    assert observations, (
+        f"no trace for session {run.session_id} reached the stand-in within {timeout:.0f}s; "
+        f"stand-in statuses {standin.statuses()}\nhook log:\n{hook_log(home)}"
+    )
     root = next(o for o in observations if o.is_root)
     prompt_row = next(r for r in read_jsonl(run.transcript) if r.get("type") == "user" and r.get("promptId"))
     assert root.trace_id == langfuse_hook.trace_id_for(run.session_id, prompt_row["promptId"])

@@ -5,6 +5,7 @@ hook-mode tests start `python hooks/langfuse_hook.py` with the event on stdin, e
 command registered in settings.json, with HOME and the state folder in a temp dir and the server
 URL on a closed port so the detached sender fails fast and keeps the queue.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,17 @@ import subprocess
 import sys
 
 import pytest
-
-from transcript_factory import (Transcript, observations, root, session_end_event, stop_event, text, tool_use,
-                                transcript_timestamps, wait_for_worker)
+from transcript_factory import (
+    Transcript,
+    observations,
+    root,
+    session_end_event,
+    stop_event,
+    text,
+    tool_use,
+    transcript_timestamps,
+    wait_for_worker,
+)
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
 
@@ -45,16 +54,28 @@ def test_half_written_last_line_is_left_for_the_next_run(session, runner):
     session.simple_turn("first", "first answer")
     p2 = session.prompt("second")
     # build the answer line without writing it, then write only its first half
-    full = Transcript.line(session.envelope("assistant", message={
-        "model": "claude-opus-5-5", "id": "msg_half", "type": "message", "role": "assistant", "content": [text("second answer")],
-        "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 9}}, apiBlockIndex=0))
+    full = Transcript.line(
+        session.envelope(
+            "assistant",
+            message={
+                "model": "claude-opus-5-5",
+                "id": "msg_half",
+                "type": "message",
+                "role": "assistant",
+                "content": [text("second answer")],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": 3, "output_tokens": 9},
+            },
+            apiBlockIndex=0,
+        )
+    )
     half_at = session.size()
     session.raw(full[: len(full) // 2])
     runner.run(stop_event(session))  # no last_assistant_message: an older CLI
     entry = runner.entry(session)
     assert entry["offset"] <= half_at
     assert not any("unreadable" in line for line in runner.logs), runner.logs
-    session.raw(full[len(full) // 2:])
+    session.raw(full[len(full) // 2 :])
     session.turn_duration()
     runner.run(stop_event(session, "second answer"))
     turns = latest_turns(runner)
@@ -67,8 +88,9 @@ def test_half_written_last_line_is_left_for_the_next_run(session, runner):
 
 def test_half_written_prompt_line_opens_no_turn_until_complete(session, runner):
     session.simple_turn("first", "first answer")
-    line = Transcript.line(session.envelope("user", message={"role": "user", "content": "second"}, promptId="p-2",
-                                            origin={"kind": "human"}))
+    line = Transcript.line(
+        session.envelope("user", message={"role": "user", "content": "second"}, promptId="p-2", origin={"kind": "human"})
+    )
     session.raw(line[:30])
     runner.run(stop_event(session, "first answer"))
     assert [r["trace"]["name"] for r in runner.queue()] == ["first"]
@@ -161,7 +183,12 @@ HOSTILE_ROWS = [
     {"type": "assistant", "message": {"id": "msg_odd", "content": "plain string content", "usage": {"output_tokens": "12"}}},
     {"type": "system", "subtype": "stop_hook_summary", "hookInfos": 7},
     {"type": "system", "subtype": "compact_boundary", "compactMetadata": "odd"},
-    {"type": "user", "timestamp": 1700000000, "uuid": 5, "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": None}]}},
+    {
+        "type": "user",
+        "timestamp": 1700000000,
+        "uuid": 5,
+        "message": {"role": "user", "content": [{"type": "tool_result", "tool_use_id": None}]},
+    },
     {"type": 12, "message": {}},
     {"type": "some-future-line", "payload": {"deep": [1, 2, 3]}},
     [1, 2, 3],
@@ -267,7 +294,7 @@ def test_a_run_reads_from_the_stored_offset_only(session, runner):
     # rewrite an early prompt in place (same length): a run that re-read old bytes would re-queue it
     data = bytearray(open(session.path, "rb").read())
     pos = data.find(b"question alpha 000")
-    data[pos:pos + 18] = b"question omega 000"
+    data[pos : pos + 18] = b"question omega 000"
     with open(session.path, "r+b") as f:
         f.write(bytes(data))
     session.simple_turn("one more", "last answer")
@@ -283,9 +310,14 @@ def test_a_run_reads_from_the_stored_offset_only(session, runner):
 
 def hook_env(tmp_path, **extra) -> dict:
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path / "home"), "LANG": "C.UTF-8",
-        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
-        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test", "CC_LANGFUSE_SECRET_KEY": "sk-lf-test", "CC_LANGFUSE_USER_ID": "tester",
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8",
+        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),
+        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "CC_LANGFUSE_USER_ID": "tester",
     }
     env.update(extra)
     return env
@@ -305,7 +337,9 @@ def queued(state_dir) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
-@pytest.mark.parametrize("stdin_kind", ["garbage", "empty", "missing-transcript", "directory", "hostile-transcript", "not-object", "binary"])
+@pytest.mark.parametrize(
+    "stdin_kind", ["garbage", "empty", "missing-transcript", "directory", "hostile-transcript", "not-object", "binary"]
+)
 def test_hook_prints_nothing_and_exits_0(tmp_path, session, stdin_kind):
     if stdin_kind == "garbage":
         stdin = b"{this is not json"
@@ -404,8 +438,10 @@ def test_concurrent_runs_on_one_session_queue_each_turn_once(tmp_path, session):
         session.simple_turn(f"q{i}", f"a{i}", tool=("Bash", {"command": "true"}, ""))
     event = json.dumps(stop_event(session, "a4")).encode()
     env = hook_env(tmp_path)
-    procs = [subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-             for _ in range(8)]
+    procs = [
+        subprocess.Popen([sys.executable, "-I", HOOK], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(8)
+    ]
     outs = [p.communicate(event, timeout=60) for p in procs]
     assert all(p.returncode == 0 for p in procs) and all(o == (b"", b"") for o in outs)
     wait_for_worker(tmp_path / "state")
@@ -450,9 +486,17 @@ def test_background_agent_hook_sequence_as_observed_in_2_1_328(session, runner):
     call = tool_use("Agent", {"description": "count files", "prompt": "Count the files.", "subagent_type": "general-purpose"})
     session.respond(text("Delegating."), call)
     agent = session.subagent("a7f1d58d081c7039f", call["id"], description="count files")
-    session.tool_results((call["id"], [text("Async agent launched successfully.\nagentId: a7f1d58d081c7039f (internal ID)")]),
-                         tool_use_result={"isAsync": True, "status": "async_launched", "agentId": agent.agent_id,
-                                          "description": "count files", "prompt": "Count the files.", "outputFile": "/tmp/a.output"})
+    session.tool_results(
+        (call["id"], [text("Async agent launched successfully.\nagentId: a7f1d58d081c7039f (internal ID)")]),
+        tool_use_result={
+            "isAsync": True,
+            "status": "async_launched",
+            "agentId": agent.agent_id,
+            "description": "count files",
+            "prompt": "Count the files.",
+            "outputFile": "/tmp/a.output",
+        },
+    )
     agent.agent_prompt("Count the files.")
     ls = tool_use("Bash", {"command": "ls | wc -l"})
     agent.respond(text("Counting."), ls, out_tokens=12)

@@ -4,10 +4,6 @@ Every secret below is a made-up value of the real format (right prefix, length, 
 tests check that the secret text itself is gone, the kind is named, and the text around it
 (key names, URL user/host, header names) is still there for a reader of the trace.
 """
-from claude_code_langfuse.turns import image_placeholder
-from claude_code_langfuse.redaction import (
-    Redactor, is_secret_name, redact_text, redact_value, truncate_field,
-    truncate_json_value)
 
 import base64
 import copy
@@ -17,7 +13,8 @@ import json
 import random
 
 import pytest
-
+from claude_code_langfuse.redaction import Redactor, is_secret_name, redact_text, redact_value, truncate_field, truncate_json_value
+from claude_code_langfuse.turns import image_placeholder
 from samples import SAMPLES as TRANSCRIPTS  # noqa: E402
 
 AWS_ID = "AKIAZ3MHQ7W2EXAMPL3X"
@@ -45,18 +42,21 @@ GOOGLE = "AIzaSyC9fKq3LmN8pR2tV6xZ1bD4gH7jW0yC5eA"
 STRIPE_LIVE = "sk_live_51Hq3vR8mK2pL9wN4tY7uB1cF6hJ0dS5gA"
 STRIPE_RESTRICTED = "rk_live_51Hq3vR8mK2pL9wN4tY7uB1cF6hJ0dS5gA"
 STRIPE_TEST = "sk_test_4eC39HqLyjWDarjtT1zdp7dc"
-JWT = ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
-       "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkFsaWNlIiwiaWF0IjoxNzAwMDAwMDAwfQ."
-       "Hq3vR8mK2pL9wN4tY7uB1cF6hJ0dS5gAzE8iO3rT6yU")
-PEM_BODY = "\n".join([
-    "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
-    "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu",
-    "NMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ",
-])
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkFsaWNlIiwiaWF0IjoxNzAwMDAwMDAwfQ."
+    "Hq3vR8mK2pL9wN4tY7uB1cF6hJ0dS5gAzE8iO3rT6yU"
+)
+PEM_BODY = "\n".join(
+    [
+        "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj",
+        "MzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvu",
+        "NMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ",
+    ]
+)
 PEM = "-----BEGIN PRIVATE KEY-----\n" + PEM_BODY + "\n-----END PRIVATE KEY-----"
 RSA_PEM = "-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY + "\n-----END RSA PRIVATE KEY-----"
-OPENSSH_PEM = ("-----BEGIN OPENSSH PRIVATE KEY-----\n" + PEM_BODY
-               + "\n-----END OPENSSH PRIVATE KEY-----")
+OPENSSH_PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + PEM_BODY + "\n-----END OPENSSH PRIVATE KEY-----"
 
 
 def redacted(text):
@@ -73,30 +73,33 @@ def assert_gone(out, *secrets):
 # Each kind, in the places it really turns up
 
 
-@pytest.mark.parametrize("kind, secret, context", [
-    ("aws-access-key", AWS_ID, "aws configure set aws_access_key_id {}"),
-    ("aws-access-key", AWS_SESSION_ID, "AccessKeyId: {}"),
-    ("anthropic-key", ANTHROPIC, "client = Anthropic(api_key='{}')"),
-    ("openai-key", OPENAI_OLD, "OpenAI key is {} (old format)"),
-    ("openai-key", OPENAI_PROJ, "curl https://api.openai.com/v1/models -H \"X: {}\""),
-    ("langfuse-secret-key", LANGFUSE_SECRET, "Langfuse(secret_key={!r})"),
-    ("github-token", GITHUB_TOKENS["ghp"], "git clone https://{}@github.com/org/repo.git"),
-    ("github-token", GITHUB_TOKENS["gho"], "gh auth status: token {}"),
-    ("github-token", GITHUB_TOKENS["ghu"], "user-to-server {}"),
-    ("github-token", GITHUB_TOKENS["ghs"], "installation token: {}"),
-    ("github-token", GITHUB_TOKENS["ghr"], "refresh={}"),
-    ("github-token", GITHUB_TOKENS["pat"], "fine-grained: {}"),
-    ("slack-token", SLACK_BOT, "slack_sdk.WebClient(token=\"{}\")"),
-    ("slack-token", SLACK_USER, "user token {}"),
-    ("slack-token", SLACK_APP, "socket mode app token {}"),
-    ("slack-token", SLACK_LEGACY, "legacy {}"),
-    ("google-api-key", GOOGLE, "https://maps.googleapis.com/maps/api/geocode/json?key={}"),
-    ("assignment", "Zk8Lq2Nv6Xb1", "https://example.com/cb?access_token={}&state=xyz"),
-    ("stripe-key", STRIPE_LIVE, "stripe.api_key = \"{}\""),
-    ("stripe-key", STRIPE_RESTRICTED, "restricted {}"),
-    ("stripe-key", STRIPE_TEST, "test mode {}"),
-    ("jwt", JWT, "Set-Cookie: session={}; Path=/; HttpOnly"),
-])
+@pytest.mark.parametrize(
+    "kind, secret, context",
+    [
+        ("aws-access-key", AWS_ID, "aws configure set aws_access_key_id {}"),
+        ("aws-access-key", AWS_SESSION_ID, "AccessKeyId: {}"),
+        ("anthropic-key", ANTHROPIC, "client = Anthropic(api_key='{}')"),
+        ("openai-key", OPENAI_OLD, "OpenAI key is {} (old format)"),
+        ("openai-key", OPENAI_PROJ, 'curl https://api.openai.com/v1/models -H "X: {}"'),
+        ("langfuse-secret-key", LANGFUSE_SECRET, "Langfuse(secret_key={!r})"),
+        ("github-token", GITHUB_TOKENS["ghp"], "git clone https://{}@github.com/org/repo.git"),
+        ("github-token", GITHUB_TOKENS["gho"], "gh auth status: token {}"),
+        ("github-token", GITHUB_TOKENS["ghu"], "user-to-server {}"),
+        ("github-token", GITHUB_TOKENS["ghs"], "installation token: {}"),
+        ("github-token", GITHUB_TOKENS["ghr"], "refresh={}"),
+        ("github-token", GITHUB_TOKENS["pat"], "fine-grained: {}"),
+        ("slack-token", SLACK_BOT, 'slack_sdk.WebClient(token="{}")'),
+        ("slack-token", SLACK_USER, "user token {}"),
+        ("slack-token", SLACK_APP, "socket mode app token {}"),
+        ("slack-token", SLACK_LEGACY, "legacy {}"),
+        ("google-api-key", GOOGLE, "https://maps.googleapis.com/maps/api/geocode/json?key={}"),
+        ("assignment", "Zk8Lq2Nv6Xb1", "https://example.com/cb?access_token={}&state=xyz"),
+        ("stripe-key", STRIPE_LIVE, 'stripe.api_key = "{}"'),
+        ("stripe-key", STRIPE_RESTRICTED, "restricted {}"),
+        ("stripe-key", STRIPE_TEST, "test mode {}"),
+        ("jwt", JWT, "Set-Cookie: session={}; Path=/; HttpOnly"),
+    ],
+)
 def test_token_formats_are_redacted_in_context(kind, secret, context):
     text = context.format(secret)
     out, count = redacted(text)
@@ -109,28 +112,40 @@ def test_token_formats_are_redacted_in_context(kind, secret, context):
 
 
 def test_cat_dotenv_output():
-    dotenv = "\n".join([
-        "# Langfuse",
-        "LANGFUSE_PUBLIC_KEY=" + LANGFUSE_PUBLIC,
-        "LANGFUSE_SECRET_KEY=" + LANGFUSE_SECRET,
-        "LANGFUSE_BASE_URL=http://localhost:3050",
-        "AWS_ACCESS_KEY_ID=" + AWS_ID,
-        "AWS_SECRET_ACCESS_KEY=" + AWS_SECRET,
-        "ANTHROPIC_API_KEY=" + ANTHROPIC,
-        'export OPENAI_API_KEY="%s"' % OPENAI_PROJ,
-        "DB_PASSWORD=Tr0ub4dor&3",
-        "export API_TOKEN='a8f5f167f44f4964e6c998dee827110c'",
-        "SMTP_PASS=hunter2hunter2",
-        "DATABASE_URL=postgres://app:Zk8Lq2Nv6Xb1Rc@db.internal:5432/app",
-        "SECRET_KEY_PLACEHOLDER_EXAMPLE=${SECRET_KEY}",
-        "STRIPE_KEY=<your-stripe-key>",
-        "REDIS_PASSWORD=",
-        "DEBUG=true",
-        "PORT=3000",
-    ])
+    dotenv = "\n".join(
+        [
+            "# Langfuse",
+            "LANGFUSE_PUBLIC_KEY=" + LANGFUSE_PUBLIC,
+            "LANGFUSE_SECRET_KEY=" + LANGFUSE_SECRET,
+            "LANGFUSE_BASE_URL=http://localhost:3050",
+            "AWS_ACCESS_KEY_ID=" + AWS_ID,
+            "AWS_SECRET_ACCESS_KEY=" + AWS_SECRET,
+            "ANTHROPIC_API_KEY=" + ANTHROPIC,
+            'export OPENAI_API_KEY="%s"' % OPENAI_PROJ,
+            "DB_PASSWORD=Tr0ub4dor&3",
+            "export API_TOKEN='a8f5f167f44f4964e6c998dee827110c'",
+            "SMTP_PASS=hunter2hunter2",
+            "DATABASE_URL=postgres://app:Zk8Lq2Nv6Xb1Rc@db.internal:5432/app",
+            "SECRET_KEY_PLACEHOLDER_EXAMPLE=${SECRET_KEY}",
+            "STRIPE_KEY=<your-stripe-key>",
+            "REDIS_PASSWORD=",
+            "DEBUG=true",
+            "PORT=3000",
+        ]
+    )
     out, count = redacted(dotenv)
-    assert_gone(out, LANGFUSE_SECRET, AWS_ID, AWS_SECRET, ANTHROPIC, OPENAI_PROJ, "Tr0ub4dor",
-                "a8f5f167f44f4964e6c998dee827110c", "hunter2hunter2", "Zk8Lq2Nv6Xb1Rc")
+    assert_gone(
+        out,
+        LANGFUSE_SECRET,
+        AWS_ID,
+        AWS_SECRET,
+        ANTHROPIC,
+        OPENAI_PROJ,
+        "Tr0ub4dor",
+        "a8f5f167f44f4964e6c998dee827110c",
+        "hunter2hunter2",
+        "Zk8Lq2Nv6Xb1Rc",
+    )
     lines = out.splitlines()
     assert lines[0] == "# Langfuse"
     assert lines[1] == "LANGFUSE_PUBLIC_KEY=" + LANGFUSE_PUBLIC  # public keys are not secret
@@ -150,27 +165,28 @@ def test_cat_dotenv_output():
 
 
 def test_env_dump():
-    env = "\n".join([
-        "SHELL=/bin/bash",
-        "PWD=/home/user/project",
-        "OLDPWD=/home/user",
-        "HOME=/home/user",
-        "PATH=/usr/local/bin:/usr/bin:/bin",
-        "LANG=en_US.UTF-8",
-        "GITHUB_TOKEN=" + GITHUB_TOKENS["ghp"],
-        "SLACK_BOT_TOKEN=" + SLACK_BOT,
-        "NPM_TOKEN=9f86d081-884c-4d63-9d2b-0c7b6a2e2f1e",
-        "MYSQL_PWD=S3cur3Pa55",
-        "PGPASSWORD=pg-Pa55w0rd",
-        "HISTSIZE=1000",
-        "GIT_COMMIT=3f786850e387550fdab836ed7e6dc881de23001b",
-        "CLAUDE_CODE_ENTRYPOINT=cli",
-        "MAX_TOKENS=4096",
-        "TOKENIZERS_PARALLELISM=false",
-    ])
+    env = "\n".join(
+        [
+            "SHELL=/bin/bash",
+            "PWD=/home/user/project",
+            "OLDPWD=/home/user",
+            "HOME=/home/user",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "LANG=en_US.UTF-8",
+            "GITHUB_TOKEN=" + GITHUB_TOKENS["ghp"],
+            "SLACK_BOT_TOKEN=" + SLACK_BOT,
+            "NPM_TOKEN=9f86d081-884c-4d63-9d2b-0c7b6a2e2f1e",
+            "MYSQL_PWD=S3cur3Pa55",
+            "PGPASSWORD=pg-Pa55w0rd",
+            "HISTSIZE=1000",
+            "GIT_COMMIT=3f786850e387550fdab836ed7e6dc881de23001b",
+            "CLAUDE_CODE_ENTRYPOINT=cli",
+            "MAX_TOKENS=4096",
+            "TOKENIZERS_PARALLELISM=false",
+        ]
+    )
     out, count = redacted(env)
-    assert_gone(out, GITHUB_TOKENS["ghp"], SLACK_BOT, "9f86d081-884c-4d63-9d2b-0c7b6a2e2f1e",
-                "S3cur3Pa55", "pg-Pa55w0rd")
+    assert_gone(out, GITHUB_TOKENS["ghp"], SLACK_BOT, "9f86d081-884c-4d63-9d2b-0c7b6a2e2f1e", "S3cur3Pa55", "pg-Pa55w0rd")
     lines = out.splitlines()
     original = env.splitlines()
     for i in (0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15):
@@ -184,19 +200,20 @@ def test_env_dump():
 
 
 def test_curl_commands():
-    cmd = ("curl -sS -X POST https://api.example.com/v1/items "
-           "-H 'Authorization: Bearer 7f3c9a1e5b2d8f4a6c0e9b1d3f5a7c9e' "
-           "-H \"x-api-key: Zk8Lq2Nv6Xb1Rc9Wd3Fh\" "
-           "-H 'Content-Type: application/json' -d '{\"name\": \"x\"}'")
+    cmd = (
+        "curl -sS -X POST https://api.example.com/v1/items "
+        "-H 'Authorization: Bearer 7f3c9a1e5b2d8f4a6c0e9b1d3f5a7c9e' "
+        '-H "x-api-key: Zk8Lq2Nv6Xb1Rc9Wd3Fh" '
+        "-H 'Content-Type: application/json' -d '{\"name\": \"x\"}'"
+    )
     out, count = redacted(cmd)
     assert_gone(out, "7f3c9a1e5b2d8f4a6c0e9b1d3f5a7c9e", "Zk8Lq2Nv6Xb1Rc9Wd3Fh")
     assert "-H 'Authorization: Bearer [REDACTED:bearer-token]'" in out
-    assert "-H \"x-api-key: [REDACTED:assignment]\"" in out
+    assert '-H "x-api-key: [REDACTED:assignment]"' in out
     assert "-H 'Content-Type: application/json'" in out
     assert count == 2
 
-    out, _ = redacted("curl -H 'Authorization: token %s' https://api.github.com/user"
-                      % GITHUB_TOKENS["gho"])
+    out, _ = redacted("curl -H 'Authorization: token %s' https://api.github.com/user" % GITHUB_TOKENS["gho"])
     assert out == "curl -H 'Authorization: token [REDACTED:github-token]' https://api.github.com/user"
 
     out, _ = redacted("curl -u admin:Zk8Lq2Nv6 http://localhost:9200/_cat/indices")
@@ -220,13 +237,20 @@ def test_http_headers_and_bearer_in_prose():
 
 
 def test_json_config():
-    config = json.dumps({
-        "database": {"host": "db", "user": "app", "password": "Zk8Lq2Nv6Xb1"},
-        "auth": {"client_id": "my-app", "client_secret": "cs_9fKq3LmN8pR2tV6x",
-                 "token_type": "Bearer", "accessToken": "at-7f3c9a1e5b2d8f4a"},
-        "usage": {"input_tokens": 1200, "output_tokens": 80, "max_tokens": 4096},
-        "publicKey": LANGFUSE_PUBLIC,
-    }, indent=2)
+    config = json.dumps(
+        {
+            "database": {"host": "db", "user": "app", "password": "Zk8Lq2Nv6Xb1"},
+            "auth": {
+                "client_id": "my-app",
+                "client_secret": "cs_9fKq3LmN8pR2tV6x",
+                "token_type": "Bearer",
+                "accessToken": "at-7f3c9a1e5b2d8f4a",
+            },
+            "usage": {"input_tokens": 1200, "output_tokens": 80, "max_tokens": 4096},
+            "publicKey": LANGFUSE_PUBLIC,
+        },
+        indent=2,
+    )
     out, count = redacted(config)
     assert_gone(out, "Zk8Lq2Nv6Xb1", "cs_9fKq3LmN8pR2tV6x", "at-7f3c9a1e5b2d8f4a")
     parsed = json.loads(out)  # structure kept: still valid JSON
@@ -239,23 +263,25 @@ def test_json_config():
 
 
 def test_yaml_file():
-    yaml_text = "\n".join([
-        "services:",
-        "  db:",
-        "    image: postgres:16",
-        "    environment:",
-        "      POSTGRES_PASSWORD: Zk8Lq2Nv6Xb1",
-        "      POSTGRES_USER: app",
-        "  app:",
-        "    environment:",
-        "      - API_TOKEN=tok_4f9a8b7c6d5e",
-        "      - LANGFUSE_SECRET_KEY=${LANGFUSE_SECRET_KEY}",
-        "smtp:",
-        "  password: correcthorse",
-        "  api_key: \"9fKq3LmN8pR2\"",
-        "  secret: ${{ secrets.SMTP_SECRET }}",
-        "  token_endpoint: https://auth.example.com/token",
-    ])
+    yaml_text = "\n".join(
+        [
+            "services:",
+            "  db:",
+            "    image: postgres:16",
+            "    environment:",
+            "      POSTGRES_PASSWORD: Zk8Lq2Nv6Xb1",
+            "      POSTGRES_USER: app",
+            "  app:",
+            "    environment:",
+            "      - API_TOKEN=tok_4f9a8b7c6d5e",
+            "      - LANGFUSE_SECRET_KEY=${LANGFUSE_SECRET_KEY}",
+            "smtp:",
+            "  password: correcthorse",
+            '  api_key: "9fKq3LmN8pR2"',
+            "  secret: ${{ secrets.SMTP_SECRET }}",
+            "  token_endpoint: https://auth.example.com/token",
+        ]
+    )
     out, count = redacted(yaml_text)
     assert_gone(out, "Zk8Lq2Nv6Xb1", "tok_4f9a8b7c6d5e", "correcthorse", "9fKq3LmN8pR2")
     lines = out.splitlines()
@@ -264,24 +290,26 @@ def test_yaml_file():
     assert lines[8] == "      - API_TOKEN=[REDACTED:assignment]"
     assert lines[9] == "      - LANGFUSE_SECRET_KEY=${LANGFUSE_SECRET_KEY}"
     assert lines[11] == "  password: [REDACTED:assignment]"
-    assert lines[12] == "  api_key: \"[REDACTED:assignment]\""
+    assert lines[12] == '  api_key: "[REDACTED:assignment]"'
     assert lines[13:] == yaml_text.splitlines()[13:]
     assert lines[:4] == yaml_text.splitlines()[:4]
     assert count == 4
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("psql postgres://alice:Sup3rS3cret@db.example.com:5432/app",
-     "psql postgres://alice:[REDACTED:url-password]@db.example.com:5432/app"),
-    ("postgresql://postgres:postgres@localhost/langfuse",
-     "postgresql://postgres:[REDACTED:url-password]@localhost/langfuse"),
-    ("REDIS_URL=redis://:a1b2c3d4@cache:6379/0", "REDIS_URL=redis://:[REDACTED:url-password]@cache:6379/0"),
-    ("mongodb+srv://svc:p%40ss@cluster0.mongodb.net/db",
-     "mongodb+srv://svc:[REDACTED:url-password]@cluster0.mongodb.net/db"),
-    ("amqp://guest:Gu3st!@rabbit:5672/", "amqp://guest:[REDACTED:url-password]@rabbit:5672/"),
-    ("https://hooks.slack.com/services/" + SLACK_WEBHOOK_PATH,
-     "https://hooks.slack.com/services/[REDACTED:slack-webhook]"),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "psql postgres://alice:Sup3rS3cret@db.example.com:5432/app",
+            "psql postgres://alice:[REDACTED:url-password]@db.example.com:5432/app",
+        ),
+        ("postgresql://postgres:postgres@localhost/langfuse", "postgresql://postgres:[REDACTED:url-password]@localhost/langfuse"),
+        ("REDIS_URL=redis://:a1b2c3d4@cache:6379/0", "REDIS_URL=redis://:[REDACTED:url-password]@cache:6379/0"),
+        ("mongodb+srv://svc:p%40ss@cluster0.mongodb.net/db", "mongodb+srv://svc:[REDACTED:url-password]@cluster0.mongodb.net/db"),
+        ("amqp://guest:Gu3st!@rabbit:5672/", "amqp://guest:[REDACTED:url-password]@rabbit:5672/"),
+        ("https://hooks.slack.com/services/" + SLACK_WEBHOOK_PATH, "https://hooks.slack.com/services/[REDACTED:slack-webhook]"),
+    ],
+)
 def test_connection_urls_keep_scheme_user_and_host(url, expected):
     out, count = redacted(url)
     assert out == expected
@@ -322,70 +350,93 @@ def test_public_key_and_certificate_blocks_are_kept():
 # What must not change
 
 
-@pytest.mark.parametrize("text", [
-    "the password field is required",
-    "Please enter your password and API key in the settings page.",
-    "token count: 123",
-    "Bearer tokens are sent in the Authorization header.",
-    "Authorization: header required for every call",
-    '"usage": {"input_tokens": 12, "output_tokens": 345, "cache_read_input_tokens": 6789}',
-    "LANGFUSE_PUBLIC_KEY=" + LANGFUSE_PUBLIC,
-    "commit 3f786850e387550fdab836ed7e6dc881de23001b",
-    "session 1af7fc5e-8455-4414-9ccd-011d40f70b2a",
-    "def login(username: str, password: str) -> Token:",
-    "password = getpass.getpass()",
-    "api_key = os.environ[\"OPENAI_API_KEY\"]",
-    "client = OpenAI(api_key=api_key, timeout=10)",
-    "token = request.headers.get('X-Token')",
-    "const apiKey: string = process.env.API_KEY;",
-    "self.secret = secret",
-    "if password == confirm_password:",
-    'headers = {"Authorization": f"Bearer {token}"}',
-    "Authorization: Bearer $GITHUB_TOKEN",
-    'tokenizer = {"eos_token": "</s>", "pad_token": "[PAD]", "bos_token": "<s>"}',
-    "PASSWORD=${DB_PASSWORD}",
-    "API_KEY=<your-api-key>",
-    "SECRET=********",
-    "TOKEN=xxxxxxxx",
-    "OPENAI_API_KEY=sk-...",
-    "password: null",
-    "PWD=/home/user/project",
-    "GOOGLE_APPLICATION_CREDENTIALS=/home/user/keys/service-account.json",
-    "ssh://git@github.com:22/org/repo.git",
-    "http://localhost:3050/api/public/ingestion",
-    "https://user@example.com/path",
-    "docker run -u 1000:1000 image",
-    "sort -u names.txt",
-    "task-management-system-component-library",
-    "primary_key = Column(Integer)",
-    "sort_key: name",
-    "x-request-id: 4f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c",
-    "already [REDACTED:openai-key] here; PASSWORD=[REDACTED:assignment]",
-    "パスワードは設定画面で入力してください",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the password field is required",
+        "Please enter your password and API key in the settings page.",
+        "token count: 123",
+        "Bearer tokens are sent in the Authorization header.",
+        "Authorization: header required for every call",
+        '"usage": {"input_tokens": 12, "output_tokens": 345, "cache_read_input_tokens": 6789}',
+        "LANGFUSE_PUBLIC_KEY=" + LANGFUSE_PUBLIC,
+        "commit 3f786850e387550fdab836ed7e6dc881de23001b",
+        "session 1af7fc5e-8455-4414-9ccd-011d40f70b2a",
+        "def login(username: str, password: str) -> Token:",
+        "password = getpass.getpass()",
+        'api_key = os.environ["OPENAI_API_KEY"]',
+        "client = OpenAI(api_key=api_key, timeout=10)",
+        "token = request.headers.get('X-Token')",
+        "const apiKey: string = process.env.API_KEY;",
+        "self.secret = secret",
+        "if password == confirm_password:",
+        'headers = {"Authorization": f"Bearer {token}"}',
+        "Authorization: Bearer $GITHUB_TOKEN",
+        'tokenizer = {"eos_token": "</s>", "pad_token": "[PAD]", "bos_token": "<s>"}',
+        "PASSWORD=${DB_PASSWORD}",
+        "API_KEY=<your-api-key>",
+        "SECRET=********",
+        "TOKEN=xxxxxxxx",
+        "OPENAI_API_KEY=sk-...",
+        "password: null",
+        "PWD=/home/user/project",
+        "GOOGLE_APPLICATION_CREDENTIALS=/home/user/keys/service-account.json",
+        "ssh://git@github.com:22/org/repo.git",
+        "http://localhost:3050/api/public/ingestion",
+        "https://user@example.com/path",
+        "docker run -u 1000:1000 image",
+        "sort -u names.txt",
+        "task-management-system-component-library",
+        "primary_key = Column(Integer)",
+        "sort_key: name",
+        "x-request-id: 4f9a8b7c-6d5e-4f3a-9b2c-1d0e9f8a7b6c",
+        "already [REDACTED:openai-key] here; PASSWORD=[REDACTED:assignment]",
+        "パスワードは設定画面で入力してください",
+    ],
+)
 def test_ordinary_text_is_untouched(text):
     assert redacted(text) == (text, 0)
 
 
-@pytest.mark.parametrize("name, secret", [
-    ("GITHUB_TOKEN", True), ("clientSecret", True), ("x-api-key", True), ("PGPASSWORD", True),
-    ("AWS_SECRET_ACCESS_KEY", True), ("db.password", True), ("--password", True),
-    ("Authorization", True), ("refresh_token", True), ("MYSQL_PWD", True), ("APP_KEY", True),
-    ("input_tokens", False), ("token_count", False), ("LANGFUSE_PUBLIC_KEY", False),
-    ("sort_key", False), ("eos_token", False), ("PWD", False), ("OLDPWD", False),
-    ("password_file", False), ("max_token", False), ("keyboard", False),
-])
+@pytest.mark.parametrize(
+    "name, secret",
+    [
+        ("GITHUB_TOKEN", True),
+        ("clientSecret", True),
+        ("x-api-key", True),
+        ("PGPASSWORD", True),
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("db.password", True),
+        ("--password", True),
+        ("Authorization", True),
+        ("refresh_token", True),
+        ("MYSQL_PWD", True),
+        ("APP_KEY", True),
+        ("input_tokens", False),
+        ("token_count", False),
+        ("LANGFUSE_PUBLIC_KEY", False),
+        ("sort_key", False),
+        ("eos_token", False),
+        ("PWD", False),
+        ("OLDPWD", False),
+        ("password_file", False),
+        ("max_token", False),
+        ("keyboard", False),
+    ],
+)
 def test_secret_name_rules(name, secret):
     assert is_secret_name(name) is secret
 
 
 def test_redaction_is_idempotent_and_counts_each_secret_once():
-    text = "\n".join([
-        "GITHUB_TOKEN=" + GITHUB_TOKENS["ghp"],
-        "curl -H 'Authorization: Bearer %s' x" % JWT,
-        "postgres://u:Pw0rd@h/db",
-        PEM,
-    ])
+    text = "\n".join(
+        [
+            "GITHUB_TOKEN=" + GITHUB_TOKENS["ghp"],
+            "curl -H 'Authorization: Bearer %s' x" % JWT,
+            "postgres://u:Pw0rd@h/db",
+            PEM,
+        ]
+    )
     once, n1 = redacted(text)
     twice, n2 = redacted(once)
     assert n1 == 4
@@ -441,11 +492,17 @@ def test_nested_value_keeps_keys_and_redacts_values():
     value = {
         "type": "tool_use",
         "name": "Bash",
-        "input": {"command": "export GITHUB_TOKEN=%s && gh pr list" % GITHUB_TOKENS["ghp"],
-                  "description": "List PRs"},
-        "config": {"password": "x", "api_key": "k-123", "Authorization": "Bearer abc.def.123",
-                   "secret": True, "token": None, "apiKey": 123456, "sessionToken": "",
-                   "client_secret": "<your-secret>"},
+        "input": {"command": "export GITHUB_TOKEN=%s && gh pr list" % GITHUB_TOKENS["ghp"], "description": "List PRs"},
+        "config": {
+            "password": "x",
+            "api_key": "k-123",
+            "Authorization": "Bearer abc.def.123",
+            "secret": True,
+            "token": None,
+            "apiKey": 123456,
+            "sessionToken": "",
+            "client_secret": "<your-secret>",
+        },
         "results": [{"stdout": "AKIA ok " + AWS_ID}, ["postgres://a:b1@h/d"], 7, None],
         "usage": {"input_tokens": 10, "output_tokens": 20},
     }
@@ -456,11 +513,16 @@ def test_nested_value_keeps_keys_and_redacts_values():
     assert out["input"]["command"] == "export GITHUB_TOKEN=[REDACTED:github-token] && gh pr list"
     assert out["input"]["description"] == "List PRs"
     assert out["config"] == {
-        "password": "[REDACTED:secret-field]", "api_key": "[REDACTED:secret-field]",
-        "Authorization": "Bearer [REDACTED:bearer-token]", "secret": True, "token": None,
-        "apiKey": "[REDACTED:secret-field]", "sessionToken": "", "client_secret": "<your-secret>"}
-    assert out["results"] == [{"stdout": "AKIA ok [REDACTED:aws-access-key]"},
-                              ["postgres://a:[REDACTED:url-password]@h/d"], 7, None]
+        "password": "[REDACTED:secret-field]",
+        "api_key": "[REDACTED:secret-field]",
+        "Authorization": "Bearer [REDACTED:bearer-token]",
+        "secret": True,
+        "token": None,
+        "apiKey": "[REDACTED:secret-field]",
+        "sessionToken": "",
+        "client_secret": "<your-secret>",
+    }
+    assert out["results"] == [{"stdout": "AKIA ok [REDACTED:aws-access-key]"}, ["postgres://a:[REDACTED:url-password]@h/d"], 7, None]
     assert out["usage"] == {"input_tokens": 10, "output_tokens": 20}
     assert count == 7
 
@@ -469,8 +531,7 @@ def _first_tool_result_line(path):
     for line in path.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         content = (row.get("message") or {}).get("content")
-        if isinstance(content, list) and any(
-                isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
+        if isinstance(content, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in content):
             return row
     return None
 
@@ -489,8 +550,7 @@ def test_secrets_injected_into_a_real_transcript_row():
     serialised = json.dumps(out)
     assert_gone(serialised, ANTHROPIC, "MIIEvQIBADAN")
     new_block = next(b for b in out["message"]["content"] if b.get("type") == "tool_result")
-    assert new_block["content"] == (
-        "$ cat .env\nANTHROPIC_API_KEY=[REDACTED:anthropic-key]\nDEBUG=1\n[REDACTED:private-key]")
+    assert new_block["content"] == ("$ cat .env\nANTHROPIC_API_KEY=[REDACTED:anthropic-key]\nDEBUG=1\n[REDACTED:private-key]")
     # Everything else in the row is unchanged.
     new_block["content"] = block["content"]
     assert out == before
@@ -502,15 +562,14 @@ def _changes(before, after, path=""):
         for key in before:
             yield from _changes(before[key], after[key], "%s/%s" % (path, key))
     elif isinstance(before, list):
-        for i, (b, a) in enumerate(zip(before, after)):
+        for i, (b, a) in enumerate(zip(before, after, strict=False)):
             yield from _changes(b, a, "%s[%d]" % (path, i))
     elif before != after:
         yield path, before, after
 
 
 @pytest.mark.skipif(not TRANSCRIPTS.is_dir(), reason="shared transcripts not available")
-@pytest.mark.parametrize("path", sorted(TRANSCRIPTS.glob("*.jsonl")) if TRANSCRIPTS.is_dir() else [],
-                         ids=lambda p: p.name[:40])
+@pytest.mark.parametrize("path", sorted(TRANSCRIPTS.glob("*.jsonl")) if TRANSCRIPTS.is_dir() else [], ids=lambda p: p.name[:40])
 def test_real_transcripts_have_no_false_positives(path):
     # The README of these files reports a secret scan that found nothing: any change made here
     # would be a false positive (several thousand strings of prose, code, tool output, JSON).
@@ -518,8 +577,7 @@ def test_real_transcripts_have_no_false_positives(path):
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         row = json.loads(line)
         out, count = redact_value(row)
-        problems += ["line %d %s: %r -> %r" % (number, p, b[:200], a[:200])
-                     for p, b, a in _changes(row, out)]
+        problems += ["line %d %s: %r -> %r" % (number, p, b[:200], a[:200]) for p, b, a in _changes(row, out)]
         raw, raw_count = redact_text(line)
         if raw != line:
             problems.append("raw line %d changed (%d)" % (number, raw_count))
@@ -541,14 +599,13 @@ def _adversarial_inputs():
         "colon-run": ":" * size,
         "slash-run": "/" * size,
         "base64": b64,
-        "base64-lines": "\n".join(b64[i:i + 76] for i in range(0, size, 76)),
+        "base64-lines": "\n".join(b64[i : i + 76] for i in range(0, size, 76)),
         "key-separators": ("password=" * (size // 9)),
         "open-quotes": ('token="' + "a" * 93) * (size // 100),
         "url-no-at": ("postgres://" + "u" * 200 + ":") * (size // 212),
         "pem-begin-no-end": "-----BEGIN PRIVATE KEY-----" * (size // 27),
         "jwt-prefixes": "eyJ" * (size // 3),
-        "mixed": ("a=" * 10 + "://" + "a:" * 10 + "@@@/////" + "secret" + "====" + "tokentoken")
-                 * (size // 70),
+        "mixed": ("a=" * 10 + "://" + "a:" * 10 + "@@@/////" + "secret" + "====" + "tokentoken") * (size // 70),
     }
 
 
@@ -557,8 +614,7 @@ def test_five_megabytes_of_adversarial_text_completes(name):
     text = _adversarial_inputs()[name]
     out, count = redact_text(text)
     assert isinstance(out, str) and count >= 0
-    if name in ("a-run", "equals-run", "colon-run", "slash-run", "base64", "base64-lines",
-                "url-no-at", "jwt-prefixes"):
+    if name in ("a-run", "equals-run", "colon-run", "slash-run", "base64", "base64-lines", "url-no-at", "jwt-prefixes"):
         assert (out, count) == (text, 0)
 
 
@@ -603,8 +659,7 @@ def test_json_values_are_cut_as_their_json_text():
     value, info = truncate_json_value(big, 500)
     serialised = json.dumps(big, ensure_ascii=False, separators=(",", ":"))
     assert isinstance(value, str) and value.startswith(serialised[:500])
-    assert info == {"original_length": len(serialised),
-                    "sha256": hashlib.sha256(serialised.encode()).hexdigest()}
+    assert info == {"original_length": len(serialised), "sha256": hashlib.sha256(serialised.encode()).hexdigest()}
     assert truncate_json_value("y" * 20, 10)[1]["original_length"] == 20
     assert truncate_json_value(12345, 2) == (12345, None)
 
@@ -631,15 +686,22 @@ def test_base64_with_line_breaks_counts_only_data():
 
 
 def test_url_and_other_image_sources():
-    assert image_placeholder({"type": "image", "source": {
-        "type": "url", "url": "https://example.com/cat.png"}}) == "[image: url https://example.com/cat.png]"
+    assert (
+        image_placeholder({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}})
+        == "[image: url https://example.com/cat.png]"
+    )
     data_url = "data:image/gif;base64," + base64.b64encode(b"GIF89a" + b"\0" * 94).decode()
     text = image_placeholder({"type": "image", "source": {"type": "url", "url": data_url}})
     assert text == "[image: image/gif, 100 bytes]"
-    assert image_placeholder({"type": "document", "source": {
-        "type": "base64", "media_type": "application/pdf",
-        "data": base64.b64encode(b"%PDF" * 10).decode()}}) == "[document: application/pdf, 40 bytes]"
-    assert image_placeholder({"type": "image", "source": {"type": "file", "file_id": "file_011"}}) \
-        == "[image: file file_011]"
+    assert (
+        image_placeholder(
+            {
+                "type": "document",
+                "source": {"type": "base64", "media_type": "application/pdf", "data": base64.b64encode(b"%PDF" * 10).decode()},
+            }
+        )
+        == "[document: application/pdf, 40 bytes]"
+    )
+    assert image_placeholder({"type": "image", "source": {"type": "file", "file_id": "file_011"}}) == "[image: file file_011]"
     assert image_placeholder({"type": "image"}) == "[image]"
     assert image_placeholder("not a block") == "[image]"

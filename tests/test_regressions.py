@@ -1,5 +1,6 @@
 """Regressions: defects found in an independent review of the hook (then one file, hooks/langfuse_hook.py), each reproduced
 as a user would notice it (they failed on the reviewed code and pass since the fixes)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import os
 import sys
 
 import pytest
-
 from claude_code_langfuse import config, hook, worker
 from claude_code_langfuse.commands import retry_dead_letters
 from claude_code_langfuse.config import ensure_state_dir
@@ -16,8 +16,17 @@ from claude_code_langfuse.delivery import drain_queue
 from claude_code_langfuse.files import FileLock, Paths
 from claude_code_langfuse.sender import BadRecord, build_plan
 from claude_code_langfuse.store import queue_read
-from transcript_factory import (HookRunner, Transcript, children, observations, session_end_event, stop_event,
-                                subagent_stop_event, text, tool_use)
+from transcript_factory import (
+    HookRunner,
+    Transcript,
+    children,
+    observations,
+    session_end_event,
+    stop_event,
+    subagent_stop_event,
+    text,
+    tool_use,
+)
 
 HOOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hooks", "langfuse_hook.py")
 
@@ -37,8 +46,10 @@ def test_late_flushed_final_answer_of_a_background_agent_reaches_langfuse(sessio
     session.respond(text("Starting a researcher."), call)
     agent_id = "a3f9c2d1e4b5a6978"
     agent = session.subagent(agent_id, call["id"], description="Research API")
-    session.tool_results((call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id}")]),
-                         tool_use_result={"status": "async_launched", "agentId": agent_id})
+    session.tool_results(
+        (call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id}")]),
+        tool_use_result={"status": "async_launched", "agentId": agent_id},
+    )
     agent.agent_prompt("Find the rate limits.")
     fetch = tool_use("WebFetch", {"url": "https://example.com/limits"})
     agent.respond(text("Fetching docs."), fetch, out_tokens=40)
@@ -130,14 +141,17 @@ def test_secret_in_an_agent_description_is_not_sent_in_the_agent_name(session, r
     agent = session.subagent("b81c7d2e9f0a1b2c3", call["id"], description=f"Try token {SECRET}")
     agent.agent_prompt("Check it.")
     agent.respond(text("It works."))
-    session.tool_results((call["id"], [text("It works.\nagentId: b81c7d2e9f0a1b2c3")]),
-                         tool_use_result={"status": "completed", "agentId": "b81c7d2e9f0a1b2c3"})
+    session.tool_results(
+        (call["id"], [text("It works.\nagentId: b81c7d2e9f0a1b2c3")]),
+        tool_use_result={"status": "completed", "agentId": "b81c7d2e9f0a1b2c3"},
+    )
     session.respond(text("The token works."))
     session.turn_duration()
     runner.run(stop_event(session, "The token works."))
     (record,) = runner.latest().values()
     assert SECRET not in json.dumps(record), "secret sent in: " + ", ".join(
-        o["type"] + " " + o["name"] for o in record["observations"] if SECRET in json.dumps(o))
+        o["type"] + " " + o["name"] for o in record["observations"] if SECRET in json.dumps(o)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,8 +185,7 @@ def test_secret_cut_by_the_status_message_limit_is_still_redacted(session, runne
 def test_password_in_the_base_url_stays_out_of_log_and_status(session, runner, tmp_path):
     session.simple_turn("hello", "Hi!")
     runner.run(stop_event(session, "Hi!"))
-    settings = runner.settings._replace(public_key="pk-lf-x", secret_key="sk-lf-y",
-                                        base_url="http://langfuse:Pr0xyPassw0rd@127.0.0.1:9")
+    settings = runner.settings._replace(public_key="pk-lf-x", secret_key="sk-lf-y", base_url="http://langfuse:Pr0xyPassw0rd@127.0.0.1:9")
     lines: list[str] = []
 
     class Capture(logging.Handler):
@@ -204,8 +217,9 @@ def test_retry_dead_does_not_replace_a_newer_version_of_the_same_turn(session, r
     session.prompt("write the release notes")
     session.respond(text("Draft one."))
     runner.run(stop_event(session, "Draft one."))
-    settings = runner.settings._replace(public_key=langfuse_standin.public_key, secret_key=langfuse_standin.secret_key,
-                                        base_url=langfuse_standin.base_url)
+    settings = runner.settings._replace(
+        public_key=langfuse_standin.public_key, secret_key=langfuse_standin.secret_key, base_url=langfuse_standin.base_url
+    )
     langfuse_standin.script([400])  # e.g. a proxy rule that was fixed later
     assert drain_queue(settings, _quiet_log()).dead == 1
     # the same turn goes on (Stop hook feedback) and is queued again, now with the final answer
@@ -220,7 +234,8 @@ def test_retry_dead_does_not_replace_a_newer_version_of_the_same_turn(session, r
     roots = [o for o in langfuse_standin.observations() if o.parent_id is None]
     assert roots, "nothing was sent"
     assert roots[-1].output == "Final notes with migrations.", (
-        f"Langfuse ends with {roots[-1].output!r}; queue left: {len(runner.queue())} record(s)")
+        f"Langfuse ends with {roots[-1].output!r}; queue left: {len(runner.queue())} record(s)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,8 +253,12 @@ def test_turn_that_resumes_its_own_subagent_can_be_sent(tmp_path, runner):
     t.respond(text("Delegating."), launch)
     agent.agent_prompt("Fix the e2e tests.")
     agent.respond(text("Fixed two of three."))
-    t.tool_results((launch["id"], f"Fixed two of three.\nagentId: {agent_id}"), tool_use_result={"agentId": agent_id, "status": "completed"})
-    resume = tool_use("Task", {"description": "Finish e2e", "prompt": "Fix the last one.", "resume": agent_id, "subagent_type": "general-purpose"})
+    t.tool_results(
+        (launch["id"], f"Fixed two of three.\nagentId: {agent_id}"), tool_use_result={"agentId": agent_id, "status": "completed"}
+    )
+    resume = tool_use(
+        "Task", {"description": "Finish e2e", "prompt": "Fix the last one.", "resume": agent_id, "subagent_type": "general-purpose"}
+    )
     t.respond(text("Resuming it."), resume)
     agent.agent_prompt("Fix the last one.")
     agent.respond(text("All three pass."))

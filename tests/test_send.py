@@ -1,18 +1,18 @@
 """The sender against a protocol-level Langfuse stand-in: what lands, and what each server answer means."""
+
 from __future__ import annotations
 
 import copy
 import hashlib
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from claude_code_langfuse.sender import Delivery, SendSettings, Sender
+from claude_code_langfuse.sender import Delivery, Sender, SendSettings
 from langfuse_standin import LangfuseStandin
 
 SESSION = "0d6f3c8e-5a7b-4c2e-9f10-1234567890ab"
-T0 = datetime(2026, 11, 23, 20, 7, 57, 123000, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 20, 7, 57, 123000, tzinfo=UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -20,7 +20,7 @@ def _iso(moment: datetime) -> str:
 
 
 def _ms(moment: datetime) -> int:
-    return int((moment - datetime(1970, 1, 1, tzinfo=timezone.utc)) / timedelta(milliseconds=1))
+    return int((moment - datetime(1970, 1, 1, tzinfo=UTC)) / timedelta(milliseconds=1))
 
 
 def _trace_id(prompt_id: str) -> str:
@@ -33,10 +33,20 @@ def _obs_id(trace_id: str, natural: str) -> str:
 
 def _obs(trace_id, natural, parent, obs_type, name, start_ms, end_ms, **fields):
     obs = {
-        "id": _obs_id(trace_id, natural), "parent_id": parent, "type": obs_type, "name": name,
-        "start": _iso(T0 + timedelta(milliseconds=start_ms)), "end": _iso(T0 + timedelta(milliseconds=end_ms)),
-        "input": None, "output": None, "metadata": {}, "level": "DEFAULT", "status_message": None,
-        "model": None, "usage_details": None, "completion_start_time": None,
+        "id": _obs_id(trace_id, natural),
+        "parent_id": parent,
+        "type": obs_type,
+        "name": name,
+        "start": _iso(T0 + timedelta(milliseconds=start_ms)),
+        "end": _iso(T0 + timedelta(milliseconds=end_ms)),
+        "input": None,
+        "output": None,
+        "metadata": {},
+        "level": "DEFAULT",
+        "status_message": None,
+        "model": None,
+        "usage_details": None,
+        "completion_start_time": None,
     }
     obs.update(fields)
     return obs
@@ -44,33 +54,94 @@ def _obs(trace_id, natural, parent, obs_type, name, start_ms, end_ms, **fields):
 
 def turn_record(prompt_id: str = "prompt-1") -> dict:
     tid = _trace_id(prompt_id)
-    root = _obs(tid, "root", None, "span", "Claude Code turn", 0, 9_876,
-                input="fix the failing test in parser.py", output="Fixed: the off-by-one in parse().",
-                metadata={"transcript": "/home/alice/.claude/projects/p/s.jsonl"})
-    gen1 = _obs(tid, "gen:msg_01", root["id"], "generation", "claude-sonnet-4-5", 12, 2_345,
-                model="claude-sonnet-4-5-20250929",
-                input=[{"role": "user", "content": "fix the failing test"}],
-                output=[{"type": "tool_use", "name": "Bash", "input": {"command": "pytest -x"}}],
-                usage_details={"input": 1200, "output": 345, "cache_read_input_tokens": 15000,
-                               "input_cache_creation_5m": 800, "input_cache_creation_1h": 200},
-                completion_start_time=_iso(T0 + timedelta(milliseconds=1_001)),
-                metadata={"stop_reason": "tool_use", "request_id": "req_1"})
-    tool = _obs(tid, "tool:toolu_01", root["id"], "tool", "Bash", 2_346, 3_999,
-                input={"command": "pytest -x"}, output="1 failed", level="ERROR",
-                status_message="exit code 1")
-    agent = _obs(tid, "agent:a1", root["id"], "agent", "Task: explore parser", 4_000, 8_000,
-                 input={"prompt": "find parse()"}, output="parse() is in parser.py:42")
-    gen2 = _obs(tid, "gen:msg_02", agent["id"], "generation", "claude-haiku-4-5", 4_100, 7_900,
-                model="claude-haiku-4-5-20251001", input="find parse()", output="parser.py:42",
-                usage_details={"input": 50, "output": 20, "cache_read_input_tokens": 0,
-                               "cache_creation_input_tokens": 1000})
+    root = _obs(
+        tid,
+        "root",
+        None,
+        "span",
+        "Claude Code turn",
+        0,
+        9_876,
+        input="fix the failing test in parser.py",
+        output="Fixed: the off-by-one in parse().",
+        metadata={"transcript": "/home/alice/.claude/projects/p/s.jsonl"},
+    )
+    gen1 = _obs(
+        tid,
+        "gen:msg_01",
+        root["id"],
+        "generation",
+        "claude-sonnet-4-5",
+        12,
+        2_345,
+        model="claude-sonnet-4-5-20250929",
+        input=[{"role": "user", "content": "fix the failing test"}],
+        output=[{"type": "tool_use", "name": "Bash", "input": {"command": "pytest -x"}}],
+        usage_details={
+            "input": 1200,
+            "output": 345,
+            "cache_read_input_tokens": 15000,
+            "input_cache_creation_5m": 800,
+            "input_cache_creation_1h": 200,
+        },
+        completion_start_time=_iso(T0 + timedelta(milliseconds=1_001)),
+        metadata={"stop_reason": "tool_use", "request_id": "req_1"},
+    )
+    tool = _obs(
+        tid,
+        "tool:toolu_01",
+        root["id"],
+        "tool",
+        "Bash",
+        2_346,
+        3_999,
+        input={"command": "pytest -x"},
+        output="1 failed",
+        level="ERROR",
+        status_message="exit code 1",
+    )
+    agent = _obs(
+        tid,
+        "agent:a1",
+        root["id"],
+        "agent",
+        "Task: explore parser",
+        4_000,
+        8_000,
+        input={"prompt": "find parse()"},
+        output="parse() is in parser.py:42",
+    )
+    gen2 = _obs(
+        tid,
+        "gen:msg_02",
+        agent["id"],
+        "generation",
+        "claude-haiku-4-5",
+        4_100,
+        7_900,
+        model="claude-haiku-4-5-20251001",
+        input="find parse()",
+        output="parser.py:42",
+        usage_details={"input": 50, "output": 20, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 1000},
+    )
     return {
-        "v": 1, "key": f"turn:{tid}", "kind": "turn", "queued_at": _iso(T0 + timedelta(seconds=10)),
+        "v": 1,
+        "key": f"turn:{tid}",
+        "kind": "turn",
+        "queued_at": _iso(T0 + timedelta(seconds=10)),
         "trace": {
-            "id": tid, "name": "fix the failing test in parser.py", "session_id": SESSION,
-            "user_id": "alice", "tags": ["claude-code", "my-project"],
-            "metadata": {"cwd": "/home/alice/my-project", "git_branch": "main", "turn_number": 3,
-                         "entrypoint": "cli", "project": "my-project"},
+            "id": tid,
+            "name": "fix the failing test in parser.py",
+            "session_id": SESSION,
+            "user_id": "alice",
+            "tags": ["claude-code", "my-project"],
+            "metadata": {
+                "cwd": "/home/alice/my-project",
+                "git_branch": "main",
+                "turn_number": 3,
+                "entrypoint": "cli",
+                "project": "my-project",
+            },
         },
         "observations": [root, gen1, tool, agent, gen2],
     }
@@ -79,12 +150,26 @@ def turn_record(prompt_id: str = "prompt-1") -> dict:
 def agent_record(turn: dict) -> dict:
     tid = turn["trace"]["id"]
     agent_tool = next(o for o in turn["observations"] if o["type"] == "tool")
-    top = _obs(tid, "agent:sub-1", agent_tool["id"], "agent", "subagent general-purpose", 2_400, 3_900,
-               input="look around", output="done")
-    gen = _obs(tid, "gen:msg_sub", top["id"], "generation", "claude-haiku-4-5", 2_450, 3_800,
-               model="claude-haiku-4-5-20251001", usage_details={"input": 5, "output": 6})
-    return {"v": 1, "key": f"agent:{tid}:{top['id']}", "kind": "agent", "queued_at": turn["queued_at"],
-            "trace": copy.deepcopy(turn["trace"]), "observations": [top, gen]}
+    top = _obs(tid, "agent:sub-1", agent_tool["id"], "agent", "subagent general-purpose", 2_400, 3_900, input="look around", output="done")
+    gen = _obs(
+        tid,
+        "gen:msg_sub",
+        top["id"],
+        "generation",
+        "claude-haiku-4-5",
+        2_450,
+        3_800,
+        model="claude-haiku-4-5-20251001",
+        usage_details={"input": 5, "output": 6},
+    )
+    return {
+        "v": 1,
+        "key": f"agent:{tid}:{top['id']}",
+        "kind": "agent",
+        "queued_at": turn["queued_at"],
+        "trace": copy.deepcopy(turn["trace"]),
+        "observations": [top, gen],
+    }
 
 
 @pytest.fixture
@@ -92,8 +177,7 @@ def make_sender(langfuse_standin):
     opened: list[Sender] = []
 
     def make(timeout: float = 5.0) -> Sender:
-        sender = Sender(SendSettings(langfuse_standin.public_key, langfuse_standin.secret_key,
-                                 langfuse_standin.base_url, timeout))
+        sender = Sender(SendSettings(langfuse_standin.public_key, langfuse_standin.secret_key, langfuse_standin.base_url, timeout))
         opened.append(sender)
         return sender
 
@@ -149,7 +233,7 @@ def test_resending_changes_nothing_in_langfuse(langfuse_standin, make_sender):
     first = sorted(langfuse_standin.spans, key=lambda s: s["span_id"])
     assert sender.send(copy.deepcopy(record)).outcome == "accepted"
     assert len(langfuse_standin.spans) == 2 * len(first)
-    again = sorted(langfuse_standin.spans[len(first):], key=lambda s: s["span_id"])
+    again = sorted(langfuse_standin.spans[len(first) :], key=lambda s: s["span_id"])
     assert again == first  # same ids, times and attributes: Langfuse upserts
     assert len(langfuse_standin.observations()) == len(record["observations"])
 
@@ -173,8 +257,7 @@ def test_agent_record_attaches_to_the_turn_trace_without_becoming_a_root(langfus
 def test_event_observations_keep_the_record_time(langfuse_standin, make_sender):
     record = turn_record()
     root_id = record["observations"][0]["id"]
-    event = _obs(record["trace"]["id"], "event:u1", root_id, "event", "compact", 5_555, 5_555,
-                 input={"trigger": "auto"})
+    event = _obs(record["trace"]["id"], "event:u1", root_id, "event", "compact", 5_555, 5_555, input={"trigger": "auto"})
     record["observations"].append(event)
     assert make_sender().send(record).outcome == "accepted"
     got = langfuse_standin.observation(event["id"])
@@ -186,8 +269,7 @@ def test_event_observations_keep_the_record_time(langfuse_standin, make_sender):
 def test_inline_images_stay_in_the_trace_without_side_uploads(langfuse_standin, make_sender, monkeypatch):
     monkeypatch.delenv("LANGFUSE_MEDIA_UPLOAD_ENABLED", raising=False)
     record = turn_record()
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": "iVBORw0KGgo" + "A" * 2000}}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo" + "A" * 2000}}
     record["observations"][1]["input"] = [{"role": "user", "content": [image]}]
     assert make_sender().send(record).outcome == "accepted"
     got = langfuse_standin.observation(record["observations"][1]["id"])
@@ -218,11 +300,20 @@ def test_large_turn_is_delivered_completely(langfuse_standin, make_sender):
     n = 3000
     for i in range(n):
         kind = ("generation", "tool", "event")[i % 3]
-        record["observations"].append(_obs(
-            tid, f"{kind}:{i}", root_id, kind, f"{kind}-{i}", 10 + i, 10 + i + (0 if kind == "event" else 3),
-            input={"i": i}, output="ok", **({"model": "claude-sonnet-4-5-20250929",
-                                             "usage_details": {"input": i, "output": 1}} if kind == "generation" else {}),
-        ))
+        record["observations"].append(
+            _obs(
+                tid,
+                f"{kind}:{i}",
+                root_id,
+                kind,
+                f"{kind}-{i}",
+                10 + i,
+                10 + i + (0 if kind == "event" else 3),
+                input={"i": i},
+                output="ok",
+                **({"model": "claude-sonnet-4-5-20250929", "usage_details": {"input": i, "output": 1}} if kind == "generation" else {}),
+            )
+        )
     delivery = make_sender().send(record)
     assert delivery.outcome == "accepted", delivery.detail
     stored = {o.id: o for o in langfuse_standin.observations()}
@@ -236,8 +327,16 @@ def test_large_turn_is_delivered_completely(langfuse_standin, make_sender):
 
 @pytest.mark.parametrize(
     "script, outcome, status",
-    [([401], "auth", 401), ([403], "auth", 403), ([500], "retry", 500), ([503], "retry", 503),
-     ([429], "retry", 429), ([408], "retry", 408), ([400], "dead", 400), ([404], "retry", 404)],
+    [
+        ([401], "auth", 401),
+        ([403], "auth", 403),
+        ([500], "retry", 500),
+        ([503], "retry", 503),
+        ([429], "retry", 429),
+        ([408], "retry", 408),
+        ([400], "dead", 400),
+        ([404], "retry", 404),
+    ],
 )
 def test_server_answers_map_to_queue_outcomes(langfuse_standin, make_sender, script, outcome, status):
     sender = make_sender()
@@ -339,8 +438,7 @@ def test_opening_and_sending_print_nothing(langfuse_standin, capfd):
 
 
 @pytest.mark.parametrize("name, value", [("LANGFUSE_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true")])
-def test_sdk_switched_off_by_environment_keeps_the_record_and_says_why(
-        langfuse_standin, make_sender, monkeypatch, name, value):
+def test_sdk_switched_off_by_environment_keeps_the_record_and_says_why(langfuse_standin, make_sender, monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     delivery = make_sender().send(turn_record())
     assert delivery.outcome == "retry" and f"{name}={value}" in delivery.detail

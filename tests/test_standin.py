@@ -1,4 +1,5 @@
 """The stand-in must decode exactly what the real Langfuse SDK sends, and refuse what Langfuse refuses."""
+
 from __future__ import annotations
 
 import base64
@@ -10,11 +11,10 @@ import time
 import httpx
 import pytest
 from langfuse import Langfuse, propagate_attributes
+from langfuse_standin import TRACES_PATH, LangfuseStandin
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 from opentelemetry.sdk.trace import TracerProvider
-
-from langfuse_standin import LangfuseStandin, TRACES_PATH
 
 
 def _client(standin: LangfuseStandin, *, secret_key: str | None = None, **kwargs) -> Langfuse:
@@ -46,8 +46,15 @@ def _request(trace_id: bytes, span_id: bytes, name: str = "s") -> ExportTraceSer
     return request
 
 
-def _post(standin: LangfuseStandin, body: bytes, *, content_type="application/x-protobuf",
-          gzipped=False, secret: str | None = None, timeout: float = 5.0) -> httpx.Response:
+def _post(
+    standin: LangfuseStandin,
+    body: bytes,
+    *,
+    content_type="application/x-protobuf",
+    gzipped=False,
+    secret: str | None = None,
+    timeout: float = 5.0,
+) -> httpx.Response:
     headers = {"Authorization": _auth(standin, secret), "Content-Type": content_type}
     if gzipped:
         body = gzip.compress(body)
@@ -59,15 +66,22 @@ def test_decodes_span_and_generation_sent_by_the_real_sdk(langfuse_standin):
     lf = _client(langfuse_standin)
     try:
         with propagate_attributes(
-            trace_name="fix the bug", session_id="sess-1", user_id="alice",
-            tags=["claude-code", "proj"], metadata={"cwd": "/tmp/x", "turn_number": 3},
+            trace_name="fix the bug",
+            session_id="sess-1",
+            user_id="alice",
+            tags=["claude-code", "proj"],
+            metadata={"cwd": "/tmp/x", "turn_number": 3},
         ):
             root = lf.start_observation(name="turn", as_type="span", input="hello", metadata={"k": "v"})
             gen = root.start_observation(
-                name="claude", as_type="generation", model="claude-sonnet-4-5-20250929",
-                input=[{"role": "user", "content": "hi"}], output={"text": "yo"},
+                name="claude",
+                as_type="generation",
+                model="claude-sonnet-4-5-20250929",
+                input=[{"role": "user", "content": "hi"}],
+                output={"text": "yo"},
                 usage_details={"input": 12, "output": 34, "cache_read_input_tokens": 5},
-                metadata={"stop_reason": "end_turn", "n": 2}, level="WARNING",
+                metadata={"stop_reason": "end_turn", "n": 2},
+                level="WARNING",
             )
             gen.end()
             root.update(output="bye")
@@ -140,15 +154,36 @@ def test_gzip_and_plain_protobuf_bodies_store_the_same_span(langfuse_standin):
 
 
 def test_otlp_json_with_hex_ids_is_accepted(langfuse_standin):
-    payload = {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "json"}, "spans": [{
-        "traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331",
-        "name": "j", "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000500000000",
-        "attributes": [{"key": "langfuse.observation.type", "value": {"stringValue": "event"}}]}]}]}]}
+    payload = {
+        "resourceSpans": [
+            {
+                "scopeSpans": [
+                    {
+                        "scope": {"name": "json"},
+                        "spans": [
+                            {
+                                "traceId": "0af7651916cd43dd8448eb211c80319c",
+                                "spanId": "b7ad6b7169203331",
+                                "name": "j",
+                                "startTimeUnixNano": "1700000000000000000",
+                                "endTimeUnixNano": "1700000000500000000",
+                                "attributes": [{"key": "langfuse.observation.type", "value": {"stringValue": "event"}}],
+                            }
+                        ],
+                    }
+                ]
+            }
+        ]
+    }
     response = _post(langfuse_standin, json.dumps(payload).encode(), content_type="application/json")
     assert response.status_code == 200
     [obs] = langfuse_standin.observations()
     assert (obs.trace_id, obs.id, obs.type, obs.end_ms) == (
-        "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", "event", 1_700_000_000_500)
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+        "event",
+        1_700_000_000_500,
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,8 +203,7 @@ def test_malformed_bodies_get_400(langfuse_standin, body, content_type, gzipped)
 
 
 def test_bad_gzip_gets_400(langfuse_standin):
-    headers = {"Authorization": _auth(langfuse_standin), "Content-Type": "application/x-protobuf",
-               "Content-Encoding": "gzip"}
+    headers = {"Authorization": _auth(langfuse_standin), "Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
     response = httpx.post(langfuse_standin.base_url + TRACES_PATH, content=b"not gzip", headers=headers)
     assert response.status_code == 400
 
@@ -235,9 +269,9 @@ def test_script_mode_records_spans_with_receive_time(tmp_path):
     with LangfuseStandin("pk", "sk") as probe:  # borrow a free port
         port = probe.port
     proc = subprocess.Popen(
-        [sys.executable, str(script), "--port", str(port), "--public-key", "pk", "--secret-key", "sk",
-         "--record", str(record)],
-        stdout=subprocess.PIPE, text=True,
+        [sys.executable, str(script), "--port", str(port), "--public-key", "pk", "--secret-key", "sk", "--record", str(record)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert "listening" in proc.stdout.readline()

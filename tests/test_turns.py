@@ -5,18 +5,30 @@ each is, which generations / tools / agents / events sit under which parent, and
 Expectations come from the transcript format notes and /work/shared/transcripts/README.md, not
 from what the hook happens to do.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 
 import pytest
-
 from claude_code_langfuse import turns as h
-from transcript_factory import (HookRunner, Transcript, children, image, observations, root, session_end_event, stop_event,
-                                subagent_stop_event, text, thinking, tool_use)
-
 from samples import SAMPLES  # noqa: E402
+from transcript_factory import (
+    HookRunner,
+    Transcript,
+    children,
+    image,
+    observations,
+    root,
+    session_end_event,
+    stop_event,
+    subagent_stop_event,
+    text,
+    thinking,
+    tool_use,
+)
+
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"sample transcripts folder {SAMPLES} absent")
 
 FE5E = "dkimuson-claude-code-viewer__fe5e1c67-53e7-4862-81ae-d0e013e3270b.jsonl"
@@ -65,23 +77,33 @@ def every_observation(records) -> list[dict]:
 
 
 @needs_samples
-@pytest.mark.parametrize("name, expected", [
-    # (kind, trace name prefix) per turn, from the samples README
-    (A1AF, [("slash-command", "/init")]),
-    (C037, [("slash-command", "/orchestrator")]),
-    (FE5E, [("slash-command", "/orchestrator create TODO app by Next.js"), ("prompt", "Thanks! Please update CLAUDE.md")]),
-    (AGT_SESSION, [("prompt", "add myapp directory"), ("prompt", "cd to myapp and run python hoge.py")]),
-    (STOP_ERR, [("prompt", "Run the command: echo run three")]),
-    (LADDER, [("prompt", "Run the command: echo hook fixture run"), ("prompt", "Read the file .env"),
-              ("prompt", "Use the Glob tool"), ("prompt", "Delete the file .stop-stage")]),
-    (AGT_AGENT, []),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        # (kind, trace name prefix) per turn, from the samples README
+        (A1AF, [("slash-command", "/init")]),
+        (C037, [("slash-command", "/orchestrator")]),
+        (FE5E, [("slash-command", "/orchestrator create TODO app by Next.js"), ("prompt", "Thanks! Please update CLAUDE.md")]),
+        (AGT_SESSION, [("prompt", "add myapp directory"), ("prompt", "cd to myapp and run python hoge.py")]),
+        (STOP_ERR, [("prompt", "Run the command: echo run three")]),
+        (
+            LADDER,
+            [
+                ("prompt", "Run the command: echo hook fixture run"),
+                ("prompt", "Read the file .env"),
+                ("prompt", "Use the Glob tool"),
+                ("prompt", "Delete the file .stop-stage"),
+            ],
+        ),
+        (AGT_AGENT, []),
+    ],
+)
 def test_real_transcripts_give_one_trace_per_prompt(tmp_path, name, expected):
     path = sample_copy(tmp_path, name)
     turns = turn_records(all_records(tmp_path, path))
     got = [(t["trace"]["metadata"]["turn_kind"], t["trace"]["name"]) for t in turns]
     assert len(got) == len(expected), got
-    for (kind, prefix), (got_kind, got_name) in zip(expected, got):
+    for (kind, prefix), (got_kind, got_name) in zip(expected, got, strict=True):
         assert got_kind == kind and got_name.startswith(prefix), got
     # one trace per turn, each under its own id
     assert len({t["trace"]["id"] for t in turns}) == len(turns)
@@ -91,8 +113,11 @@ def test_real_transcripts_give_one_trace_per_prompt(tmp_path, name, expected):
 def test_stop_ladder_is_four_prompts_and_the_feedback_stays_in_turn_four(tmp_path):
     path = sample_copy(tmp_path, LADDER)
     turns = turn_records(all_records(tmp_path, path))
-    prompt_ids = [r["promptId"] for r in raw_rows(path) if r.get("type") == "user" and isinstance(r["message"]["content"], str)
-                  and not r.get("isMeta")]
+    prompt_ids = [
+        r["promptId"]
+        for r in raw_rows(path)
+        if r.get("type") == "user" and isinstance(r["message"]["content"], str) and not r.get("isMeta")
+    ]
     assert len(prompt_ids) == 4 and len(set(prompt_ids)) == 4
     assert [t["trace"]["metadata"]["prompt_id"] for t in turns] == prompt_ids
     fourth = turns[3]
@@ -111,20 +136,34 @@ def test_stop_ladder_three_stop_firings_upsert_one_trace(tmp_path):
     lines = src.read_bytes().splitlines(keepends=True)
     rows = [json.loads(line) for line in lines]
     answers = {"READY", "CONTINUING", "NOTED"}
-    cut_points = [i + 1 for i, r in enumerate(rows) if r.get("type") == "assistant"
-                  and any(b.get("text") in answers for b in r["message"]["content"] if b.get("type") == "text")]
+    cut_points = [
+        i + 1
+        for i, r in enumerate(rows)
+        if r.get("type") == "assistant" and any(b.get("text") in answers for b in r["message"]["content"] if b.get("type") == "text")
+    ]
     assert len(cut_points) == 3
     live = tmp_path / "projects" / "p" / f"{session_of(src)}.jsonl"
     live.parent.mkdir(parents=True)
     runner = HookRunner(str(tmp_path / "state"))
     written = 0
-    fourth_prompt = next(r["promptId"] for r in rows if r.get("type") == "user" and str(r["message"]["content"]).startswith("Delete the file"))
-    for n, (cut, answer) in enumerate(zip(cut_points, ["READY", "CONTINUING", "NOTED"])):
+    fourth_prompt = next(
+        r["promptId"] for r in rows if r.get("type") == "user" and str(r["message"]["content"]).startswith("Delete the file")
+    )
+    for n, (cut, answer) in enumerate(zip(cut_points, ["READY", "CONTINUING", "NOTED"], strict=True)):
         with open(live, "ab") as f:
             f.write(b"".join(lines[written:cut]))
         written = cut
-        runner.run({"session_id": session_of(src), "transcript_path": str(live), "cwd": "/home/user/p", "hook_event_name": "Stop",
-                    "prompt_id": fourth_prompt, "stop_hook_active": n > 0, "last_assistant_message": answer})
+        runner.run(
+            {
+                "session_id": session_of(src),
+                "transcript_path": str(live),
+                "cwd": "/home/user/p",
+                "hook_event_name": "Stop",
+                "prompt_id": fourth_prompt,
+                "stop_hook_active": n > 0,
+                "last_assistant_message": answer,
+            }
+        )
     with open(live, "ab") as f:
         f.write(b"".join(lines[written:]))
     runner.run({"session_id": session_of(src), "transcript_path": str(live), "hook_event_name": "SessionEnd"})
@@ -148,16 +187,22 @@ def test_exit_local_command_is_not_a_turn(tmp_path):
 
 
 @needs_samples
-@pytest.mark.parametrize("name, command, expansion_snippet", [
-    (A1AF, "/init", None),
-    (FE5E, "/orchestrator", None),
-    (C037, "/orchestrator", None),
-])
+@pytest.mark.parametrize(
+    "name, command, expansion_snippet",
+    [
+        (A1AF, "/init", None),
+        (FE5E, "/orchestrator", None),
+        (C037, "/orchestrator", None),
+    ],
+)
 def test_slash_command_turn_folds_in_its_expansion(tmp_path, name, command, expansion_snippet):
     path = sample_copy(tmp_path, name)
     rows = raw_rows(path)
-    cmd_idx = next(i for i, r in enumerate(rows) if r.get("type") == "user" and isinstance(r["message"]["content"], str)
-                   and "<command-name>" in r["message"]["content"])
+    cmd_idx = next(
+        i
+        for i, r in enumerate(rows)
+        if r.get("type") == "user" and isinstance(r["message"]["content"], str) and "<command-name>" in r["message"]["content"]
+    )
     expansion = rows[cmd_idx + 1]
     assert expansion.get("isMeta")
     expansion_text = h.content_text(expansion["message"]["content"])
@@ -178,8 +223,10 @@ def test_usage_is_deduplicated_per_message_over_main_and_sidechains(tmp_path):
             u, mid = r["message"]["usage"], r["message"]["id"]
             if mid not in best or u["output_tokens"] > best[mid]["output_tokens"]:
                 best[mid] = u
-    deduped = {k: sum(u.get(src, 0) for u in best.values()) for k, src in
-               (("output", "output_tokens"), ("input", "input_tokens"), ("cache_read_input_tokens", "cache_read_input_tokens"))}
+    deduped = {
+        k: sum(u.get(src, 0) for u in best.values())
+        for k, src in (("output", "output_tokens"), ("input", "input_tokens"), ("cache_read_input_tokens", "cache_read_input_tokens"))
+    }
     assert (per_line, deduped["output"], len(best)) == (77_612, 51_933, 170)  # the README's numbers, recomputed above
 
     gens = [o for o in every_observation(all_records(tmp_path, path)) if o["type"] == "generation"]
@@ -366,9 +413,15 @@ def test_interrupt_marks_the_turn_and_adds_none(session, runner, for_tool_use):
     call = tool_use("Bash", {"command": "rm -rf build"})
     session.respond(text("Cleaning first."), call)
     if for_tool_use:
-        session.tool_results((call["id"], "The user doesn't want to proceed with this tool use. The tool use was rejected "
-                                          "(eg. if it was a file edit, the new_string was NOT written to the file). STOP what you are doing "
-                                          "and wait for the user to tell you how to proceed.", True))
+        session.tool_results(
+            (
+                call["id"],
+                "The user doesn't want to proceed with this tool use. The tool use was rejected "
+                "(eg. if it was a file edit, the new_string was NOT written to the file). STOP what you are doing "
+                "and wait for the user to tell you how to proceed.",
+                True,
+            )
+        )
     session.interrupt(for_tool_use=for_tool_use)
     # no Stop fires after an interrupt; the next prompt's Stop closes it
     session.simple_turn("just fix the typo", "Fixed.")
@@ -482,9 +535,10 @@ def test_images_become_placeholders(session, runner):
     call = tool_use("Read", {"file_path": "/home/dev/proj/shot.jpg"})
     session.respond(text("Let me look at the other one."), call)
     jpg = b"\xff\xd8\xff\xe0" + b"j" * 3000
-    session.tool_results((call["id"], [image(jpg, "image/jpeg")]),
-                         tool_use_result={"type": "image", "file": {"base64": image(jpg)["source"]["data"], "type": "image/jpeg",
-                                                                    "originalSize": len(jpg)}})
+    session.tool_results(
+        (call["id"], [image(jpg, "image/jpeg")]),
+        tool_use_result={"type": "image", "file": {"base64": image(jpg)["source"]["data"], "type": "image/jpeg", "originalSize": len(jpg)}},
+    )
     session.respond(text("Both are cats."))
     session.turn_duration()
     runner.run(session_end_event(session))
@@ -500,14 +554,23 @@ def test_images_become_placeholders(session, runner):
 def background_agent_session(session: Transcript):
     """2.1.x background Agent: launch stub result, subagent file + meta, later a task notification."""
     session.prompt("research the API in the background")
-    call = tool_use("Agent", {"description": "Research API", "prompt": "Find the rate limits of the API.", "subagent_type": "general-purpose"})
+    call = tool_use(
+        "Agent", {"description": "Research API", "prompt": "Find the rate limits of the API.", "subagent_type": "general-purpose"}
+    )
     session.respond(text("Starting a researcher."), call)
     agent_id = "a3f9c2d1e4b5a6978"
     agent = session.subagent(agent_id, call["id"], description="Research API")
-    session.tool_results((call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id} (internal ID)")]),
-                         tool_use_result={"status": "async_launched", "agentId": agent_id, "description": "Research API",
-                                          "prompt": "Find the rate limits of the API.", "outputFile": "/tmp/x.output",
-                                          "resolvedModel": "claude-opus-5-5"})
+    session.tool_results(
+        (call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id} (internal ID)")]),
+        tool_use_result={
+            "status": "async_launched",
+            "agentId": agent_id,
+            "description": "Research API",
+            "prompt": "Find the rate limits of the API.",
+            "outputFile": "/tmp/x.output",
+            "resolvedModel": "claude-opus-5-5",
+        },
+    )
     agent.agent_prompt("Find the rate limits of the API.")
     search = tool_use("WebFetch", {"url": "https://example.com/limits"})
     agent.respond(text("Fetching docs."), search, out_tokens=40)
@@ -581,9 +644,17 @@ def test_flat_agent_file_of_2_0_is_linked_by_agent_id(tmp_path, runner):
     agent = t.flat_agent("9e1f0c2a")
     agent.agent_prompt("List the modules.")
     agent.respond(text("Modules: a, b."), out_tokens=12)
-    t.tool_results((call["id"], [text("Modules: a, b.\n\nagentId: 9e1f0c2a (for resuming to continue this agent's work if needed)")]),
-                   tool_use_result={"status": "completed", "agentId": "9e1f0c2a", "content": [text("Modules: a, b.")],
-                                    "totalDurationMs": 2000, "totalTokens": 500, "totalToolUseCount": 0})
+    t.tool_results(
+        (call["id"], [text("Modules: a, b.\n\nagentId: 9e1f0c2a (for resuming to continue this agent's work if needed)")]),
+        tool_use_result={
+            "status": "completed",
+            "agentId": "9e1f0c2a",
+            "content": [text("Modules: a, b.")],
+            "totalDurationMs": 2000,
+            "totalTokens": 500,
+            "totalToolUseCount": 0,
+        },
+    )
     t.respond(text("The repo has modules a and b."))
     # a Warmup agent file from session start sits next to it and must not be picked up
     warm = t.flat_agent("0c4c3cf8")
@@ -617,9 +688,17 @@ def test_foreground_agent_linked_by_meta_json_while_it_runs(session, runner):
     assert agent_obs["output"] == "Looks fine."
     assert agent_obs["metadata"].get("agentType") == "code-reviewer" or "code-reviewer" in json.dumps(agent_obs["metadata"])
     # the parent then gets the result and answers: same trace, same agent observation
-    session.tool_results((call["id"], [text("Looks fine.")]),
-                         tool_use_result={"status": "completed", "agentId": agent.agent_id, "content": [text("Looks fine.")],
-                                          "totalDurationMs": 1500, "totalTokens": 900, "totalToolUseCount": 0})
+    session.tool_results(
+        (call["id"], [text("Looks fine.")]),
+        tool_use_result={
+            "status": "completed",
+            "agentId": agent.agent_id,
+            "content": [text("Looks fine.")],
+            "totalDurationMs": 1500,
+            "totalTokens": 900,
+            "totalToolUseCount": 0,
+        },
+    )
     session.respond(text("The reviewer approved the diff."))
     session.turn_duration()
     runner.run(stop_event(session, "The reviewer approved the diff."))

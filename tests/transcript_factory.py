@@ -10,6 +10,7 @@ Every line is appended to the file as soon as it is built, so a test can run the
 two lines. Times come from a deterministic clock (far from "now", so a record that used the wall
 clock would stand out).
 """
+
 from __future__ import annotations
 
 import base64
@@ -69,9 +70,13 @@ def image(data: bytes, media_type: str = "image/png") -> dict:
 
 def usage(input_tokens: int = 3, output_tokens: int = 50, cache_read: int = 12000, cache_5m: int = 0, cache_1h: int = 400) -> dict:
     return {
-        "input_tokens": input_tokens, "cache_creation_input_tokens": cache_5m + cache_1h, "cache_read_input_tokens": cache_read,
-        "output_tokens": output_tokens, "output_tokens_details": {"thinking_tokens": 0},
-        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0}, "service_tier": "standard",
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": cache_5m + cache_1h,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"thinking_tokens": 0},
+        "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
+        "service_tier": "standard",
         "cache_creation": {"ephemeral_1h_input_tokens": cache_1h, "ephemeral_5m_input_tokens": cache_5m},
     }
 
@@ -86,9 +91,19 @@ class Transcript:
     (no promptId/origin, streaming placeholder usage with stop_reason null).
     """
 
-    def __init__(self, path: str, session_id: str | None = None, version: str = "2.1.328", cwd: str = "/home/dev/proj",
-                 clock: Clock | None = None, agent_id: str = "", sidechain: bool = False, noise: bool = True,
-                 entrypoint: str = "cli", git_branch: str = "main"):
+    def __init__(
+        self,
+        path: str,
+        session_id: str | None = None,
+        version: str = "2.1.328",
+        cwd: str = "/home/dev/proj",
+        clock: Clock | None = None,
+        agent_id: str = "",
+        sidechain: bool = False,
+        noise: bool = True,
+        entrypoint: str = "cli",
+        git_branch: str = "main",
+    ):
         self.path = path
         self.session_id = session_id or _det_uuid(path)
         self.version = version
@@ -115,8 +130,15 @@ class Transcript:
         return _det_uuid(f"{self.path}:{self._n}")
 
     def envelope(self, type_: str, **fields) -> dict:
-        row: dict = {"parentUuid": self.last_uuid, "isSidechain": self.sidechain, "userType": "external", "cwd": self.cwd,
-                     "sessionId": self.session_id, "version": self.version, "gitBranch": self.git_branch}
+        row: dict = {
+            "parentUuid": self.last_uuid,
+            "isSidechain": self.sidechain,
+            "userType": "external",
+            "cwd": self.cwd,
+            "sessionId": self.session_id,
+            "version": self.version,
+            "gitBranch": self.git_branch,
+        }
         if self.modern:
             row["entrypoint"] = self.entrypoint
         if self.agent_id:
@@ -152,8 +174,17 @@ class Transcript:
             return
         ts = self.clock.now()
         for kind in ("environment", "model", "deferred_tools_delta", "skill_listing"):
-            self.write({"type": "attachment", "attachment": {"type": kind, "content": "x" * 40}, "parentUuid": self.last_uuid,
-                        "uuid": self._uuid(), "timestamp": ts, "sessionId": self.session_id, "isSidechain": self.sidechain})
+            self.write(
+                {
+                    "type": "attachment",
+                    "attachment": {"type": kind, "content": "x" * 40},
+                    "parentUuid": self.last_uuid,
+                    "uuid": self._uuid(),
+                    "timestamp": ts,
+                    "sessionId": self.session_id,
+                    "isSidechain": self.sidechain,
+                }
+            )
         self.write({"type": "atis-latch", "sessionId": self.session_id})
         self.write({"type": "api-request-shape", "shape": {"system": "s" * (20000 if big else 200)}, "sessionId": self.session_id})
         self.write({"type": "api-request", "id": f"req-ref-{self._n}", "params": {"model": MODEL}, "querySource": "repl_main_thread"})
@@ -168,14 +199,22 @@ class Transcript:
     def prompt(self, content: Any, *, prompt_id: str | None = None, origin: str = "human", no_prompt_id: bool = False, **extra) -> dict:
         fields: dict = {"message": {"role": "user", "content": content}}
         if self.modern:
-            fields.update(origin={"kind": origin}, permissionMode="default", promptSource="typed",
-                          turnOrigin="human" if origin == "human" else origin)
+            fields.update(
+                origin={"kind": origin}, permissionMode="default", promptSource="typed", turnOrigin="human" if origin == "human" else origin
+            )
             if not no_prompt_id:
                 self.prompt_id = prompt_id or _det_uuid(f"{self.path}:prompt:{self._n}")
                 fields["promptId"] = self.prompt_id
         if self.noise_enabled and not self.sidechain:
-            self.write({"type": "queue-operation", "operation": "enqueue", "content": content if isinstance(content, str) else "",
-                        "sessionId": self.session_id, "timestamp": self.clock.now()})
+            self.write(
+                {
+                    "type": "queue-operation",
+                    "operation": "enqueue",
+                    "content": content if isinstance(content, str) else "",
+                    "sessionId": self.session_id,
+                    "timestamp": self.clock.now(),
+                }
+            )
         fields.update(extra)
         row = self.write(self.envelope("user", **fields))
         self.noise()
@@ -213,45 +252,89 @@ class Transcript:
         return self._user([text(t)])
 
     def slash_command(self, name: str, args: str, expansion: str) -> dict:
-        row = self.prompt(f"<command-message>{name.lstrip('/')} is running…</command-message>\n<command-name>{name}</command-name>\n"
-                          f"<command-args>{args}</command-args>")
+        row = self.prompt(
+            f"<command-message>{name.lstrip('/')} is running…</command-message>\n<command-name>{name}</command-name>\n"
+            f"<command-args>{args}</command-args>"
+        )
         self.meta([text(expansion)])
         return row
 
     def local_command(self, name: str, stdout: str) -> None:
-        self.meta("Caveat: The messages below were generated by the user while running local commands. DO NOT respond to these "
-                  "messages or otherwise consider them in your response unless the user explicitly asks you to.")
-        self._user(f"<command-name>{name}</command-name>\n            <command-message>{name.lstrip('/')}</command-message>\n"
-                   f"            <command-args></command-args>")
+        self.meta(
+            "Caveat: The messages below were generated by the user while running local commands. DO NOT respond to these "
+            "messages or otherwise consider them in your response unless the user explicitly asks you to."
+        )
+        self._user(
+            f"<command-name>{name}</command-name>\n            <command-message>{name.lstrip('/')}</command-message>\n"
+            f"            <command-args></command-args>"
+        )
         self._user(f"<local-command-stdout>{stdout}</local-command-stdout>")
 
-    def task_notification(self, task_id: str, summary: str, result: str = "done", *, prompt_id: str | None = None,
-                          no_prompt_id: bool = False, tool_use_id: str = "") -> dict:
+    def task_notification(
+        self,
+        task_id: str,
+        summary: str,
+        result: str = "done",
+        *,
+        prompt_id: str | None = None,
+        no_prompt_id: bool = False,
+        tool_use_id: str = "",
+    ) -> dict:
         """2.1.328: a companion isMeta line, then the notification line, both under a new promptId."""
-        content = (f"<task-notification>\n<task-id>{task_id}</task-id>\n"
-                   + (f"<tool-use-id>{tool_use_id}</tool-use-id>\n" if tool_use_id else "")
-                   + f"<status>completed</status>\n<summary>{summary}</summary>\n"
-                   f"<note>the same task-id may notify more than once.</note>\n<result>{result}</result>\n"
-                   "<usage><subagent_tokens>19</subagent_tokens><tool_uses>1</tool_uses><duration_ms>1353</duration_ms></usage>\n"
-                   "</task-notification>")
+        content = (
+            f"<task-notification>\n<task-id>{task_id}</task-id>\n"
+            + (f"<tool-use-id>{tool_use_id}</tool-use-id>\n" if tool_use_id else "")
+            + f"<status>completed</status>\n<summary>{summary}</summary>\n"
+            f"<note>the same task-id may notify more than once.</note>\n<result>{result}</result>\n"
+            "<usage><subagent_tokens>19</subagent_tokens><tool_uses>1</tool_uses><duration_ms>1353</duration_ms></usage>\n"
+            "</task-notification>"
+        )
         if self.modern and not no_prompt_id:
             self.prompt_id = prompt_id or _det_uuid(f"{self.path}:notification:{self._n}")
-            self._user("<system-reminder>\n<tools-used-before-summary>Bash</tools-used-before-summary>\n</system-reminder>",
-                       isMeta=True, turnCompanion=True)
-        return self.prompt(content, prompt_id=self.prompt_id if not no_prompt_id else None, origin="task-notification",
-                           no_prompt_id=no_prompt_id, promptSource="system", turnOrigin="task_notification")
+            self._user(
+                "<system-reminder>\n<tools-used-before-summary>Bash</tools-used-before-summary>\n</system-reminder>",
+                isMeta=True,
+                turnCompanion=True,
+            )
+        return self.prompt(
+            content,
+            prompt_id=self.prompt_id if not no_prompt_id else None,
+            origin="task-notification",
+            no_prompt_id=no_prompt_id,
+            promptSource="system",
+            turnOrigin="task_notification",
+        )
 
     def compact(self, summary: str = "The conversation so far: the user asked for a web page.", trigger: str = "auto") -> tuple[dict, dict]:
-        boundary = self.write(self.envelope("system", parentUuid=None, logicalParentUuid=self.last_uuid, subtype="compact_boundary",
-                                            content="Conversation compacted", level="info", isMeta=False,
-                                            compactMetadata={"trigger": trigger, "preTokens": 160000}))
-        summary_row = self._user("This session is being continued from a previous conversation that ran out of context. " + summary,
-                                 isCompactSummary=True, isVisibleInTranscriptOnly=True)
+        boundary = self.write(
+            self.envelope(
+                "system",
+                parentUuid=None,
+                logicalParentUuid=self.last_uuid,
+                subtype="compact_boundary",
+                content="Conversation compacted",
+                level="info",
+                isMeta=False,
+                compactMetadata={"trigger": trigger, "preTokens": 160000},
+            )
+        )
+        summary_row = self._user(
+            "This session is being continued from a previous conversation that ran out of context. " + summary,
+            isCompactSummary=True,
+            isVisibleInTranscriptOnly=True,
+        )
         return boundary, summary_row
 
     # -- assistant lines
-    def respond(self, *blocks: dict, model: str = MODEL, out_tokens: int = 50, stop_reason: str | None = None,
-                msg_id: str | None = None, u: dict | None = None) -> list[dict]:
+    def respond(
+        self,
+        *blocks: dict,
+        model: str = MODEL,
+        out_tokens: int = 50,
+        stop_reason: str | None = None,
+        msg_id: str | None = None,
+        u: dict | None = None,
+    ) -> list[dict]:
         """One API response: one line per block, sharing message.id; returns the lines."""
         mid = msg_id or f"msg_{next(_counter):04d}{uuidlib.uuid4().hex[:20]}"
         req = f"req_{uuidlib.uuid4().hex[:24]}"
@@ -267,8 +350,16 @@ class Transcript:
                 # streaming placeholders: growing output_tokens, stop_reason null (final count on the last line)
                 line_usage = dict(final, output_tokens=final["output_tokens"] if last else i + 1)
                 line_stop = None
-            message = {"model": model, "id": mid, "type": "message", "role": "assistant", "content": [b],
-                       "stop_reason": line_stop, "stop_sequence": None, "usage": line_usage}
+            message = {
+                "model": model,
+                "id": mid,
+                "type": "message",
+                "role": "assistant",
+                "content": [b],
+                "stop_reason": line_stop,
+                "stop_sequence": None,
+                "usage": line_usage,
+            }
             fields: dict = {"message": message, "requestId": req}
             if self.modern:
                 fields.update(apiBlockIndex=i, requestRef=f"ref-{mid}", requestedModel=model)
@@ -276,9 +367,16 @@ class Transcript:
         return rows
 
     def api_error_message(self, error_text: str = "API Error: 529 Overloaded. Please try again later.") -> dict:
-        message = {"id": _det_uuid(f"{self.path}:synthetic:{self._n}"), "model": "<synthetic>", "role": "assistant", "type": "message",
-                   "stop_reason": "stop_sequence", "stop_sequence": "", "content": [text(error_text)],
-                   "usage": {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}
+        message = {
+            "id": _det_uuid(f"{self.path}:synthetic:{self._n}"),
+            "model": "<synthetic>",
+            "role": "assistant",
+            "type": "message",
+            "stop_reason": "stop_sequence",
+            "stop_sequence": "",
+            "content": [text(error_text)],
+            "usage": {"input_tokens": 0, "output_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+        }
         return self.write(self.envelope("assistant", message=message, isApiErrorMessage=True, error="overloaded"))
 
     # -- system lines
@@ -286,13 +384,28 @@ class Transcript:
         return self.write(self.envelope("system", subtype=subtype, isMeta=False, **fields))
 
     def api_error_retry(self, attempt: int = 1) -> dict:
-        return self.system("api_error", level="error", error={"status": 529, "error": {"type": "overloaded_error"}},
-                           retryAttempt=attempt, retryInMs=500 * attempt, maxRetries=10)
+        return self.system(
+            "api_error",
+            level="error",
+            error={"status": 529, "error": {"type": "overloaded_error"}},
+            retryAttempt=attempt,
+            retryInMs=500 * attempt,
+            maxRetries=10,
+        )
 
     def stop_hook_summary(self, duration_ms: int = 150, errors: list | None = None) -> dict:
-        return self.system("stop_hook_summary", hookCount=1, hookInfos=[{"command": "python3 hook.py", "durationMs": duration_ms}],
-                           hookErrors=errors or [], hookAdditionalContext=[], preventedContinuation=False, stopReason="",
-                           hasOutput=False, level="suggestion", toolUseID=_det_uuid(f"{self.path}:hook:{self._n}"))
+        return self.system(
+            "stop_hook_summary",
+            hookCount=1,
+            hookInfos=[{"command": "python3 hook.py", "durationMs": duration_ms}],
+            hookErrors=errors or [],
+            hookAdditionalContext=[],
+            preventedContinuation=False,
+            stopReason="",
+            hasOutput=False,
+            level="suggestion",
+            toolUseID=_det_uuid(f"{self.path}:hook:{self._n}"),
+        )
 
     def turn_duration(self, ms: int = 4321) -> dict:
         return self.system("turn_duration", durationMs=ms, messageCount=len(self.rows))
@@ -314,27 +427,46 @@ class Transcript:
         return p
 
     # -- subagents
-    def subagent(self, agent_id: str, tool_use_id: str, agent_type: str = "general-purpose", description: str = "Research task") -> "Transcript":
+    def subagent(
+        self, agent_id: str, tool_use_id: str, agent_type: str = "general-purpose", description: str = "Research task"
+    ) -> Transcript:
         """2.1.x layout: <session>/subagents/agent-<id>.jsonl plus agent-<id>.meta.json."""
         base = self.path[: -len(".jsonl")]
         sub_dir = os.path.join(base, "subagents")
         os.makedirs(sub_dir, exist_ok=True)
         with open(os.path.join(sub_dir, f"agent-{agent_id}.meta.json"), "w", encoding="utf-8") as f:
             json.dump({"agentType": agent_type, "description": description, "toolUseId": tool_use_id, "spawnDepth": 1, "model": MODEL}, f)
-        child = Transcript(os.path.join(sub_dir, f"agent-{agent_id}.jsonl"), session_id=self.session_id, version=self.version, cwd=self.cwd,
-                           clock=self.clock, agent_id=agent_id, sidechain=True, noise=False)
+        child = Transcript(
+            os.path.join(sub_dir, f"agent-{agent_id}.jsonl"),
+            session_id=self.session_id,
+            version=self.version,
+            cwd=self.cwd,
+            clock=self.clock,
+            agent_id=agent_id,
+            sidechain=True,
+            noise=False,
+        )
         child.prompt_id = self.prompt_id  # observed: agent lines carry the launching turn's promptId
         return child
 
-    def flat_agent(self, agent_id: str) -> "Transcript":
+    def flat_agent(self, agent_id: str) -> Transcript:
         """2.0.x layout: agent-<8hex>.jsonl next to the session file, parent's sessionId."""
-        return Transcript(os.path.join(os.path.dirname(self.path), f"agent-{agent_id}.jsonl"), session_id=self.session_id,
-                          version=self.version, cwd=self.cwd, clock=self.clock, agent_id=agent_id, sidechain=True, noise=False)
+        return Transcript(
+            os.path.join(os.path.dirname(self.path), f"agent-{agent_id}.jsonl"),
+            session_id=self.session_id,
+            version=self.version,
+            cwd=self.cwd,
+            clock=self.clock,
+            agent_id=agent_id,
+            sidechain=True,
+            noise=False,
+        )
 
-    def inline_sidechain(self) -> "Transcript":
+    def inline_sidechain(self) -> Transcript:
         """1.0.x layout: isSidechain lines in the session file itself, root parentUuid null, no agentId."""
-        side = Transcript(self.path, session_id=self.session_id, version=self.version, cwd=self.cwd, clock=self.clock,
-                          sidechain=True, noise=False)
+        side = Transcript(
+            self.path, session_id=self.session_id, version=self.version, cwd=self.cwd, clock=self.clock, sidechain=True, noise=False
+        )
         side._n = 10_000 + self._n  # distinct uuids in the same file
         return side
 
@@ -346,11 +478,25 @@ class Transcript:
 # ---------------------------------------------------------------- hook events
 
 
-def stop_event(t: Transcript, last_assistant_message: str | None = None, *, prompt_id: str | None = None,
-               stop_hook_active: bool = False, name: str = "Stop") -> dict:
-    ev = {"session_id": t.session_id, "transcript_path": t.path, "cwd": t.cwd, "permission_mode": "default",
-          "effort": {"level": "medium"}, "hook_event_name": name, "stop_hook_active": stop_hook_active,
-          "background_tasks": [], "session_crons": []}
+def stop_event(
+    t: Transcript,
+    last_assistant_message: str | None = None,
+    *,
+    prompt_id: str | None = None,
+    stop_hook_active: bool = False,
+    name: str = "Stop",
+) -> dict:
+    ev = {
+        "session_id": t.session_id,
+        "transcript_path": t.path,
+        "cwd": t.cwd,
+        "permission_mode": "default",
+        "effort": {"level": "medium"},
+        "hook_event_name": name,
+        "stop_hook_active": stop_hook_active,
+        "background_tasks": [],
+        "session_crons": [],
+    }
     pid = prompt_id or t.prompt_id
     if pid:
         ev["prompt_id"] = pid
@@ -359,8 +505,9 @@ def stop_event(t: Transcript, last_assistant_message: str | None = None, *, prom
     return ev
 
 
-def subagent_stop_event(t: Transcript, agent: Transcript, agent_type: str = "general-purpose",
-                        last_assistant_message: str | None = None) -> dict:
+def subagent_stop_event(
+    t: Transcript, agent: Transcript, agent_type: str = "general-purpose", last_assistant_message: str | None = None
+) -> dict:
     ev = stop_event(t, last_assistant_message, name="SubagentStop")
     ev.update(agent_id=agent.agent_id, agent_type=agent_type, agent_transcript_path=agent.path)
     return ev
@@ -385,13 +532,12 @@ def transcript_timestamps(*paths: str) -> set[str]:
                     continue
                 ts = row.get("timestamp") if isinstance(row, dict) else None
                 if isinstance(ts, str):
-                    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+                    t = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(dt.UTC)
                     out.add(t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z")
     return out
 
 
 # ---------------------------------------------------------------- running the hook in this process
-
 
 
 def wait_for_worker(state_dir, timeout: float = 30.0) -> None:

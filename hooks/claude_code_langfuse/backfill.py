@@ -1,4 +1,5 @@
 """backfill."""
+
 from __future__ import annotations
 
 import json
@@ -6,18 +7,18 @@ import os
 import re
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
+from .collect import collect_records
 from .config import FALSE_WORDS, LazyLog, Settings, _home, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, Paths, read_json_file
-from .transcript import iter_rows
-from .turns import parse_ts
 from .records import project_name
 from .redaction import Redactor
-from .store import load_state, queue_append, state_key, update_state_entry
-from .collect import collect_records
 from .runtime import self_command, wake_worker
+from .store import load_state, queue_append, state_key, update_state_entry
+from .transcript import iter_rows
+from .turns import parse_ts
 
 # ============================================================================ backfill
 
@@ -107,8 +108,10 @@ class Progress:
         frac = min(1.0, self.bytes / self.total_bytes)
         eta = (elapsed / frac - elapsed) if frac > 0 else 0
         bar = "#" * int(frac * 24)
-        sys.stderr.write(f"\r[{bar:<24}] {frac * 100:5.1f}%  files {self.files}/{self.total_files}  turns {self.turns}"
-                         f"  {self.turns / elapsed:6.1f} turns/s  ETA {eta:5.0f}s ")
+        sys.stderr.write(
+            f"\r[{bar:<24}] {frac * 100:5.1f}%  files {self.files}/{self.total_files}  turns {self.turns}"
+            f"  {self.turns / elapsed:6.1f} turns/s  ETA {eta:5.0f}s "
+        )
         sys.stderr.flush()
 
     def done(self) -> None:
@@ -198,8 +201,10 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
         progress.update()
     progress.done()
     what = "would queue" if dry_run else "queued"
-    print(f"backfill: {totals['sessions']} session(s), {totals['turns']} turn(s) read, {totals['records']} trace record(s) {what} "
-          f"({totals['bytes'] / 1048576:.1f} MB)" + (f", {totals['first'][:10]} .. {totals['last'][:10]}" if totals["first"] else ""))
+    print(
+        f"backfill: {totals['sessions']} session(s), {totals['turns']} turn(s) read, {totals['records']} trace record(s) {what} "
+        f"({totals['bytes'] / 1048576:.1f} MB)" + (f", {totals['first'][:10]} .. {totals['last'][:10]}" if totals["first"] else "")
+    )
     if skipped_opt_out:
         print(f"backfill: {skipped_opt_out} session(s) skipped: their project sets TRACE_TO_LANGFUSE=false")
     if skipped_project:
@@ -209,5 +214,3 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
             wake_worker(paths, log)
         print(f"backfill: the worker delivers them in the background; `{self_command()} status` shows progress")
     return 0
-
-

@@ -1,4 +1,5 @@
 """The command line: `langfuse_hook.py [status|drain|doctor|backfill]`; no command = hook mode."""
+
 from __future__ import annotations
 
 import sys
@@ -17,14 +18,17 @@ def main(argv: list[str] | None = None) -> int:
 def cli_main(argv: list[str]) -> int:
     import argparse
 
-    from .config import load_settings
-    from .worker import bootstrap_main, worker_main
-    from .commands import cmd_drain, cmd_status
     from .backfill import cmd_backfill
+    from .commands import cmd_drain, cmd_status
+    from .config import load_settings
     from .doctor import cmd_doctor
+    from .worker import bootstrap_main, worker_main
 
-    parser = argparse.ArgumentParser(prog="langfuse_hook.py", description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
-                                     "Without a command it runs as the Claude Code hook (event JSON on stdin).")
+    parser = argparse.ArgumentParser(
+        prog="langfuse_hook.py",
+        description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
+        "Without a command it runs as the Claude Code hook (event JSON on stdin).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill}")
     p = sub.add_parser("status", help="queue, hook events waiting, dead letters, last success and error, worker")
     p.add_argument("--json", action="store_true", help="machine-readable output")

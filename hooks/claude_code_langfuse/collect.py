@@ -1,4 +1,5 @@
 """collect."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,15 +7,15 @@ import os
 import time
 from typing import NamedTuple
 
-from .config import LOCK_TIMEOUT_S, LazyLog, Settings, ensure_state_dir
-from .event import BadEvent, HookEvent, parse_event
+from .config import LOCK_TIMEOUT_S, Settings, ensure_state_dir
+from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
-from .transcript import READ_CHUNK, iter_rows
-from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
-from .subagents import SubagentFinder
 from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, answer_lags, project_name, trace_id_for, turn_record
 from .redaction import Redactor, record_rev, sanitize_record
 from .store import MAX_EMITTED, load_state, now_iso, queue_append, state_key, update_state_entry
+from .subagents import SubagentFinder
+from .transcript import READ_CHUNK, iter_rows
+from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
 
 # ============================================================================ collect: transcript -> queued records
 
@@ -27,8 +28,9 @@ class CollectResult(NamedTuple):
     lagging: bool = False  # the event's final answer is not on disk yet; the trailing turn was held back
 
 
-def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None, sink=None,
-                    hold_lagging: bool = False) -> CollectResult:
+def collect_records(
+    event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None, sink=None, hold_lagging: bool = False
+) -> CollectResult:
     """New bytes of the session transcript -> new or changed turn records.
 
     hold_lagging: when a Stop event's final answer is not on disk yet, do not emit the trailing
@@ -127,8 +129,18 @@ def collect_records(event: HookEvent, entry: dict, settings: Settings, redactor:
         emitted = dict(list(emitted.items())[-MAX_EMITTED:])
     if len(agents) > MAX_EMITTED:
         agents = dict(list(agents.items())[-MAX_EMITTED:])
-    entry.update(offset=new_offset, turns_before=new_before, inode=st.st_ino, size_seen=st.st_size, emitted=emitted, agents=agents, tail=tail,
-                 updated=now_iso(), updated_epoch=time.time(), cwd=event.cwd or entry.get("cwd", ""))
+    entry.update(
+        offset=new_offset,
+        turns_before=new_before,
+        inode=st.st_ino,
+        size_seen=st.st_size,
+        emitted=emitted,
+        agents=agents,
+        tail=tail,
+        updated=now_iso(),
+        updated_epoch=time.time(),
+        cwd=event.cwd or entry.get("cwd", ""),
+    )
     return CollectResult(records, entry, seen, len(bad), lagging)
 
 
@@ -178,8 +190,12 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
     key = state_key(event.session_id, event.transcript_path)
     lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
     if not lock.acquire():
-        log.warning("session %s is being processed by another run for over %.0fs: skipped this event; "
-                    "the next event picks the turns up, nothing is lost", event.session_id, LOCK_TIMEOUT_S)
+        log.warning(
+            "session %s is being processed by another run for over %.0fs: skipped this event; "
+            "the next event picks the turns up, nothing is lost",
+            event.session_id,
+            LOCK_TIMEOUT_S,
+        )
         return Outcome(True)
     try:
         entry = load_state(paths)["transcripts"].get(key, {})
@@ -191,12 +207,21 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
         try:
             queue_append(paths, result.records)  # durable before the cursor moves
         except LockTimeout:
-            log.warning("the queue was busy (a large backlog being rewritten); the cursor stays, the next run "
-                        "queues these %d record(s); nothing is lost", len(result.records))
+            log.warning(
+                "the queue was busy (a large backlog being rewritten); the cursor stays, the next run "
+                "queues these %d record(s); nothing is lost",
+                len(result.records),
+            )
             return Outcome(True)
         update_state_entry(paths, key, result.entry)
-        log.debug("%s %s: %d turn(s) read, %d record(s) queued%s", event.name, event.session_id, result.turns_seen,
-                  len(result.records), " (final answer not on disk yet)" if result.lagging else "")
+        log.debug(
+            "%s %s: %d turn(s) read, %d record(s) queued%s",
+            event.name,
+            event.session_id,
+            result.turns_seen,
+            len(result.records),
+            " (final answer not on disk yet)" if result.lagging else "",
+        )
         return Outcome(not result.lagging, len(result.records))
     finally:
         lock.release()
@@ -220,11 +245,16 @@ def skip_while_disabled(event: HookEvent, settings: Settings) -> None:
             f.seek(max(0, size - READ_CHUNK))
             tail = f.read()
             end = size - (len(tail) - tail.rfind(b"\n") - 1) if b"\n" in tail else entry.get("offset", 0)
-            entry.update(offset=end, inode=os.fstat(f.fileno()).st_ino, size_seen=size, tail=_tail_hash(f, end) if end else "",
-                         updated=now_iso(), updated_epoch=time.time(), paused=True)
+            entry.update(
+                offset=end,
+                inode=os.fstat(f.fileno()).st_ino,
+                size_seen=size,
+                tail=_tail_hash(f, end) if end else "",
+                updated=now_iso(),
+                updated_epoch=time.time(),
+                paused=True,
+            )
         entry.setdefault("emitted", {})
         update_state_entry(paths, key, entry)
     finally:
         lock.release()
-
-

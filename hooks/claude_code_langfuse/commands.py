@@ -1,4 +1,5 @@
 """commands."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,12 +10,12 @@ import time
 from typing import Any
 
 from .config import Settings, display_url, ensure_state_dir, get_logger
+from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue
 from .files import FileLock, Paths, read_json_file, write_atomic
-from .turns import parse_ts
-from .store import _append_lines, load_state, now_iso, queue_read
 from .inbox import list_news
+from .store import _append_lines, load_state, now_iso, queue_read
+from .turns import parse_ts
 from .worker import process_inbox
-from .delivery import DrainSummary, NOKEYS_ADVICE, drain_queue
 
 # ============================================================================ status, drain, doctor
 
@@ -22,10 +23,10 @@ from .delivery import DrainSummary, NOKEYS_ADVICE, drain_queue
 def _age(epoch_or_iso: Any) -> str:
     if not epoch_or_iso:
         return "never"
-    t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.timezone.utc)
+    t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.UTC)
     if t is None:
         return str(epoch_or_iso)
-    secs = max(0, int((_dt.datetime.now(_dt.timezone.utc) - t).total_seconds()))
+    secs = max(0, int((_dt.datetime.now(_dt.UTC) - t).total_seconds()))
     if secs < 90:
         ago = f"{secs} s ago"
     elif secs < 5400:
@@ -80,8 +81,10 @@ def collect_status(settings: Settings) -> dict:
     sessions = {v.get("session_id") for v in state["transcripts"].values()}
     warnings = []
     if queue_bytes > settings.queue_warn_bytes:
-        warnings.append(f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
-                        "Langfuse has not taken traces for a while; nothing is dropped, but check the last error")
+        warnings.append(
+            f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
+            "Langfuse has not taken traces for a while; nothing is dropped, but check the last error"
+        )
     if dead_count:
         warnings.append(f"{dead_count} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")
     inbox = len(list_news(paths.inbox))
@@ -92,14 +95,29 @@ def collect_status(settings: Settings) -> dict:
     if not settings.has_keys:
         warnings.append(NOKEYS_ADVICE)
     return {
-        "enabled": settings.enabled, "base_url": display_url(settings.base_url), "public_key": _mask_key(settings.public_key),
-        "secret_key_set": bool(settings.secret_key), "config_path": settings.config_path, "state_dir": settings.state_dir,
-        "queue_records": len(records), "queue_turns": len(keys), "queue_bytes": queue_bytes, "queue_oldest": oldest or None,
+        "enabled": settings.enabled,
+        "base_url": display_url(settings.base_url),
+        "public_key": _mask_key(settings.public_key),
+        "secret_key_set": bool(settings.secret_key),
+        "config_path": settings.config_path,
+        "state_dir": settings.state_dir,
+        "queue_records": len(records),
+        "queue_turns": len(keys),
+        "queue_bytes": queue_bytes,
+        "queue_oldest": oldest or None,
         "queue_corrupt_lines": sum(1 for e in entries if e.record is None and e.error != "incomplete last line"),
-        "dead_letters": dead_count, "last_success": sender.get("last_success"), "last_error": sender.get("last_error"),
-        "next_attempt_epoch": sender.get("next_attempt_epoch") or 0, "sent_total": sender.get("sent_total") or 0,
-        "worker_running": running, "sender_running": running, "inbox_events": inbox, "sessions_tracked": len(sessions), "last_log_problem": _last_log_problem(paths.log),
-        "log": paths.log, "warnings": warnings,
+        "dead_letters": dead_count,
+        "last_success": sender.get("last_success"),
+        "last_error": sender.get("last_error"),
+        "next_attempt_epoch": sender.get("next_attempt_epoch") or 0,
+        "sent_total": sender.get("sent_total") or 0,
+        "worker_running": running,
+        "sender_running": running,
+        "inbox_events": inbox,
+        "sessions_tracked": len(sessions),
+        "last_log_problem": _last_log_problem(paths.log),
+        "log": paths.log,
+        "warnings": warnings,
     }
 
 
@@ -108,13 +126,28 @@ def format_status(st: dict) -> str:
     rows = [
         ("Langfuse", f"{st['base_url']}  (public key {st['public_key']}, secret {'set' if st['secret_key_set'] else 'NOT SET'})"),
         ("Tracing", "on" if st["enabled"] else "off (TRACE_TO_LANGFUSE=false)"),
-        ("Queue", f"{st['queue_turns']} trace(s) waiting, {st['queue_bytes'] / 1024:.1f} KB" + (f", oldest queued {_age(st['queue_oldest'])}" if st["queue_oldest"] else "")),
+        (
+            "Queue",
+            f"{st['queue_turns']} trace(s) waiting, {st['queue_bytes'] / 1024:.1f} KB"
+            + (f", oldest queued {_age(st['queue_oldest'])}" if st["queue_oldest"] else ""),
+        ),
         ("Dead letters", str(st["dead_letters"])),
         ("Last success", _age(st["last_success"])),
         ("Last error", "none" if not err else f"{_age(err.get('time'))}: {err.get('advice') or err.get('detail')}"),
         ("Sessions", f"{st['sessions_tracked']} tracked"),
-        ("Worker", ("running" if st["worker_running"] else ("waiting (backoff) until " + _age(st["next_attempt_epoch"]).split(" (")[0] if st["next_attempt_epoch"] and st["next_attempt_epoch"] > time.time() else "idle"))
-         + f", {st['inbox_events']} hook event(s) not read yet"),
+        (
+            "Worker",
+            (
+                "running"
+                if st["worker_running"]
+                else (
+                    "waiting (backoff) until " + _age(st["next_attempt_epoch"]).split(" (")[0]
+                    if st["next_attempt_epoch"] and st["next_attempt_epoch"] > time.time()
+                    else "idle"
+                )
+            )
+            + f", {st['inbox_events']} hook event(s) not read yet",
+        ),
         ("Log", st["log"] + (f"\n{'':16}last problem: {st['last_log_problem']}" if st["last_log_problem"] else "")),
     ]
     out = ["claude-code-langfuse status"] + [f"  {k:<14}{v}" for k, v in rows]
@@ -178,6 +211,7 @@ def cmd_drain(settings: Settings, retry_dead: bool) -> int:
         if retry_dead:
             n = retry_dead_letters(paths)
             print(f"moved {n} dead letter(s) back into the queue", file=sys.stderr)
+
         def progress(done: int, total: int, s: DrainSummary) -> None:
             print(f"\rsending {done}/{total}  (sent {s.sent}, dead {s.dead})", end="", file=sys.stderr, flush=True)
 
@@ -187,11 +221,11 @@ def cmd_drain(settings: Settings, retry_dead: bool) -> int:
     if sys.stderr.isatty():
         print(file=sys.stderr)
     left = collect_status(settings)["queue_turns"]
-    print(f"drain: {summary.sent} sent, {summary.dead} moved to dead letters, {summary.corrupt} corrupt line(s) set aside, {left} left in the queue")
+    print(
+        f"drain: {summary.sent} sent, {summary.dead} moved to dead letters, {summary.corrupt} corrupt line(s) set aside, {left} left in the queue"
+    )
     if summary.stopped_by:
         err = (read_json_file(paths.sender_status, {}) or {}).get("last_error") or {}
         print(f"stopped: {err.get('advice') or summary.detail}")
         return 1
     return 0
-
-

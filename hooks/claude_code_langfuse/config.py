@@ -1,11 +1,11 @@
 """config."""
+
 from __future__ import annotations
 
+import collections
 import json
 import os
 import sys
-import collections
-
 
 HOOK_VERSION = "0.1.0"
 RECORD_VERSION = 1
@@ -44,8 +44,38 @@ def default_state_dir() -> str:
 # collections.namedtuple, not typing.NamedTuple: `typing` alone costs the hook ~4 ms per event.
 _SettingsBase = collections.namedtuple(
     "_SettingsBase",
-    ['enabled', 'public_key', 'secret_key', 'base_url', 'debug', 'user_id', 'max_field_chars', 'redact', 'redact_patterns', 'timeout', 'queue_warn_bytes', 'state_dir', 'config_path', 'config_error'],
-    defaults=(True, "", "", DEFAULT_BASE_URL, False, "", DEFAULT_MAX_FIELD_CHARS, True, (), 10.0, DEFAULT_QUEUE_WARN_BYTES, "", "", "",),
+    [
+        "enabled",
+        "public_key",
+        "secret_key",
+        "base_url",
+        "debug",
+        "user_id",
+        "max_field_chars",
+        "redact",
+        "redact_patterns",
+        "timeout",
+        "queue_warn_bytes",
+        "state_dir",
+        "config_path",
+        "config_error",
+    ],
+    defaults=(
+        True,
+        "",
+        "",
+        DEFAULT_BASE_URL,
+        False,
+        "",
+        DEFAULT_MAX_FIELD_CHARS,
+        True,
+        (),
+        10.0,
+        DEFAULT_QUEUE_WARN_BYTES,
+        "",
+        "",
+        "",
+    ),
 )
 
 
@@ -117,7 +147,9 @@ def load_settings(environ: dict | None = None) -> Settings:
         enabled=(get("TRACE_TO_LANGFUSE") or "true").strip().lower() not in FALSE_WORDS,
         public_key=get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
         secret_key=get("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "",
-        base_url=(get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL).rstrip("/"),
+        base_url=(
+            get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL
+        ).rstrip("/"),
         debug=(get("CC_LANGFUSE_DEBUG") or "false").strip().lower() not in FALSE_WORDS,
         user_id=user_id,
         max_field_chars=max(1000, int(number("CC_LANGFUSE_MAX_FIELD_CHARS", DEFAULT_MAX_FIELD_CHARS, int))),
@@ -150,7 +182,11 @@ def get_logger(settings: Settings):
     try:
         ensure_state_dir(settings.state_dir)
         handler = logging.handlers.RotatingFileHandler(
-            os.path.join(settings.state_dir, "langfuse_hook.log"), maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8", delay=True
+            os.path.join(settings.state_dir, "langfuse_hook.log"),
+            maxBytes=LOG_MAX_BYTES,
+            backupCount=LOG_BACKUPS,
+            encoding="utf-8",
+            delay=True,
         )
     except OSError:
         handler = logging.StreamHandler(sys.stderr)
@@ -193,5 +229,3 @@ def ensure_state_dir(path: str) -> None:
                 os.chmod(p, 0o700)
         except OSError:
             pass
-
-

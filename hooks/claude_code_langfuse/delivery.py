@@ -1,4 +1,5 @@
 """delivery."""
+
 from __future__ import annotations
 
 import hashlib
@@ -7,18 +8,24 @@ import os
 import sys
 import time
 
-from .config import Settings, display_url, ensure_state_dir, get_logger
-from .files import FileLock, Paths, read_json_file, write_atomic
+from .config import Settings, display_url
+from .files import Paths, read_json_file, write_atomic
 from .store import now_iso, queue_read, queue_remove
 
 # ============================================================================ sender loop
 
-AUTH_ADVICE = ("Langfuse rejected the keys: check CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY (config file {config}) "
-               "match an API key of the project at {url}; the queue is kept and resumes by itself once they work")
+AUTH_ADVICE = (
+    "Langfuse rejected the keys: check CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY (config file {config}) "
+    "match an API key of the project at {url}; the queue is kept and resumes by itself once they work"
+)
 RETRY_ADVICE = "Langfuse at {url} is not accepting traces right now ({detail}); the queue is kept and retried with backoff. Is the server up? `docker compose ps`"
 DEAD_ADVICE = "{detail} Moved to {dead}; `drain --retry-dead` tries again"
-NOKEYS_ADVICE = "no Langfuse keys configured: run scripts/install-hook.sh or set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY; the queue is kept"
-NOSDK_ADVICE = "the langfuse SDK is not importable by {python}: rerun scripts/install-hook.sh (it creates ~/.claude/langfuse/venv); the queue is kept"
+NOKEYS_ADVICE = (
+    "no Langfuse keys configured: run scripts/install-hook.sh or set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY; the queue is kept"
+)
+NOSDK_ADVICE = (
+    "the langfuse SDK is not importable by {python}: rerun scripts/install-hook.sh (it creates ~/.claude/langfuse/venv); the queue is kept"
+)
 
 
 FIRST_BACKOFF_S = 5.0
@@ -70,7 +77,11 @@ def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, de
     if kind in ("nokeys", "nosdk"):
         wait = 0.0  # not the server's fault: the next run (perhaps another interpreter) may try at once
     update_sender_status(
-        paths, last_attempt=now_iso(), last_attempt_epoch=time.time(), consecutive_failures=failures, next_attempt_epoch=time.time() + wait,
+        paths,
+        last_attempt=now_iso(),
+        last_attempt_epoch=time.time(),
+        consecutive_failures=failures,
+        next_attempt_epoch=time.time() + wait,
         auth_failed_keys=key_fingerprint(settings) if kind == "auth" else None,
         last_error={"time": now_iso(), "kind": kind, "http_status": http_status, "detail": detail, "advice": advice},
     )
@@ -160,7 +171,10 @@ def drain_queue(settings: Settings, log, progress=None) -> DrainSummary:
     if summary.sent or summary.dead:
         changes: dict = {"last_attempt": now_iso(), "last_attempt_epoch": time.time()}
         if summary.sent:
-            changes.update(last_success=now_iso(), sent_total=int((read_json_file(paths.sender_status, {}) or {}).get("sent_total") or 0) + summary.sent)
+            changes.update(
+                last_success=now_iso(),
+                sent_total=int((read_json_file(paths.sender_status, {}) or {}).get("sent_total") or 0) + summary.sent,
+            )
         if not summary.stopped_by:
             changes.update(consecutive_failures=0, next_attempt_epoch=0, auth_failed_keys=None, last_error=None)
         update_sender_status(paths, **changes)

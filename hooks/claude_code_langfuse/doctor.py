@@ -1,4 +1,5 @@
 """doctor."""
+
 from __future__ import annotations
 
 import json
@@ -6,12 +7,12 @@ import os
 import re
 import sys
 
+from .commands import collect_status
 from .config import HOOK_VERSION, Settings, claude_dir, display_url
+from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE
 from .files import read_json_file
 from .redaction import Redactor
 from .runtime import self_command
-from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE
-from .commands import collect_status
 
 MIN_SERVER_VERSION = (4, 59, 0)
 
@@ -46,7 +47,9 @@ def hook_registrations(settings_path: str) -> dict[str, bool]:
     for event in found:
         for group in hooks.get(event) or []:
             for handler in (group or {}).get("hooks") or [] if isinstance(group, dict) else []:
-                if isinstance(handler, dict) and "langfuse_hook" in str(handler.get("command", "")) + " ".join(map(str, handler.get("args") or [])):
+                if isinstance(handler, dict) and "langfuse_hook" in str(handler.get("command", "")) + " ".join(
+                    map(str, handler.get("args") or [])
+                ):
                     found[event] = True
     return found
 
@@ -61,22 +64,50 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     if as_plugin:
         checks.append(("hook registered in Claude Code", True, "plugin install: hooks/hooks.json registers it (`claude plugin list`)"))
     else:
-        checks.append(("hook registered in Claude Code", not missing,
-                       f"{settings_path}: Stop, SubagentStop, SessionEnd" if not missing else
-                       f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh"))
+        checks.append(
+            (
+                "hook registered in Claude Code",
+                not missing,
+                f"{settings_path}: Stop, SubagentStop, SessionEnd"
+                if not missing
+                else f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh",
+            )
+        )
     checks.append(("tracing enabled", settings.enabled, "on" if settings.enabled else "TRACE_TO_LANGFUSE is false in this environment"))
     if as_plugin and not settings.has_keys:
-        checks.append(("config", not settings.config_error, settings.config_error or
-                       "plugin install: Claude Code passes the keys to the hook (CLAUDE_PLUGIN_OPTION_*); to check them "
-                       "here, set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY / CC_LANGFUSE_BASE_URL in this shell"))
+        checks.append(
+            (
+                "config",
+                not settings.config_error,
+                settings.config_error
+                or "plugin install: Claude Code passes the keys to the hook (CLAUDE_PLUGIN_OPTION_*); to check them "
+                "here, set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY / CC_LANGFUSE_BASE_URL in this shell",
+            )
+        )
     else:
-        source = "the environment" if (os.environ.get("CC_LANGFUSE_PUBLIC_KEY") or os.environ.get("LANGFUSE_PUBLIC_KEY")) else settings.config_path
-        checks.append(("config", not settings.config_error and settings.has_keys,
-                       settings.config_error or (f"keys from {source}" if settings.has_keys else NOKEYS_ADVICE)))
+        source = (
+            "the environment"
+            if (os.environ.get("CC_LANGFUSE_PUBLIC_KEY") or os.environ.get("LANGFUSE_PUBLIC_KEY"))
+            else settings.config_path
+        )
+        checks.append(
+            (
+                "config",
+                not settings.config_error and settings.has_keys,
+                settings.config_error or (f"keys from {source}" if settings.has_keys else NOKEYS_ADVICE),
+            )
+        )
     try:
         Redactor(settings.redact, settings.redact_patterns)
-        checks.append(("redaction", True, "on" + (f", {len(settings.redact_patterns)} pattern(s) of yours" if settings.redact_patterns else "")
-                       if settings.redact else "OFF (CC_LANGFUSE_REDACT=false): secrets in transcripts are sent as they are"))
+        checks.append(
+            (
+                "redaction",
+                True,
+                "on" + (f", {len(settings.redact_patterns)} pattern(s) of yours" if settings.redact_patterns else "")
+                if settings.redact
+                else "OFF (CC_LANGFUSE_REDACT=false): secrets in transcripts are sent as they are",
+            )
+        )
     except ValueError as e:
         checks.append(("redaction", False, f"{e}; only the built-in rules apply until it is fixed"))
     try:
@@ -84,8 +115,15 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
 
         version = md.version("langfuse")
         ok = version.split(".")[0] == "5"
-        checks.append(("langfuse SDK", ok, f"langfuse {version} in {sys.executable}" if ok else
-                       f"langfuse {version} in {sys.executable}, but 5.x is required: rerun scripts/install-hook.sh"))
+        checks.append(
+            (
+                "langfuse SDK",
+                ok,
+                f"langfuse {version} in {sys.executable}"
+                if ok
+                else f"langfuse {version} in {sys.executable}, but 5.x is required: rerun scripts/install-hook.sh",
+            )
+        )
     except Exception:
         checks.append(("langfuse SDK", False, NOSDK_ADVICE.format(python=sys.executable)))
     code, body = _http_get(settings.base_url + "/api/public/health", timeout=5)
@@ -97,20 +135,52 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
         except ValueError:
             version_text = ""
     if code is None:
-        checks.append(("server reachable", False, f"{display_url(settings.base_url)}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL"))
+        checks.append(
+            (
+                "server reachable",
+                False,
+                f"{display_url(settings.base_url)}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL",
+            )
+        )
     elif not server_ok:
-        checks.append(("server reachable", False, f"{display_url(settings.base_url)}/api/public/health answered {code}: the server is starting or unhealthy; `docker compose ps` and `docker compose logs langfuse-web`"))
+        checks.append(
+            (
+                "server reachable",
+                False,
+                f"{display_url(settings.base_url)}/api/public/health answered {code}: the server is starting or unhealthy; `docker compose ps` and `docker compose logs langfuse-web`",
+            )
+        )
     else:
         new_enough = _version_tuple(version_text) >= MIN_SERVER_VERSION if version_text else False
         checks.append(("server reachable", True, f"{display_url(settings.base_url)} (Langfuse {version_text or 'unknown version'})"))
-        checks.append(("server version >= 4.59", new_enough, f"Langfuse {version_text}" if new_enough else
-                       f"Langfuse {version_text or '(version not reported)'} is too old for SDK 5: upgrade the server images to >= 4.59 (docker-compose.yml)"))
+        checks.append(
+            (
+                "server version >= 4.59",
+                new_enough,
+                f"Langfuse {version_text}"
+                if new_enough
+                else f"Langfuse {version_text or '(version not reported)'} is too old for SDK 5: upgrade the server images to >= 4.59 (docker-compose.yml)",
+            )
+        )
     if server_ok and settings.has_keys:
         code, body = _http_get(settings.base_url + "/api/public/projects", timeout=5, auth=(settings.public_key, settings.secret_key))
-        checks.append(("keys accepted", code == 200, "the project accepts the keys" if code == 200 else
-                       (AUTH_ADVICE.format(config=settings.config_path, url=display_url(settings.base_url)) if code in (401, 403) else f"/api/public/projects answered {code}: {body[:200]}")))
+        checks.append(
+            (
+                "keys accepted",
+                code == 200,
+                "the project accepts the keys"
+                if code == 200
+                else (
+                    AUTH_ADVICE.format(config=settings.config_path, url=display_url(settings.base_url))
+                    if code in (401, 403)
+                    else f"/api/public/projects answered {code}: {body[:200]}"
+                ),
+            )
+        )
     st = collect_status(settings)
-    queue_ok = not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])
+    queue_ok = (
+        not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])
+    )
     detail = f"{st['queue_turns']} waiting, {st['dead_letters']} dead letter(s)"
     if st["last_error"] and st["queue_turns"]:
         detail += "; last error: " + (st["last_error"].get("advice") or "")
@@ -119,8 +189,15 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     checks.append(("queue healthy", queue_ok, detail))
     try:
         mode = os.stat(settings.state_dir).st_mode & 0o777
-        checks.append(("private state folder", not mode & 0o077, f"{settings.state_dir} is {mode:o}" if not mode & 0o077
-                       else f"{settings.state_dir} is {mode:o}, readable by others: chmod 700 {settings.state_dir}"))
+        checks.append(
+            (
+                "private state folder",
+                not mode & 0o077,
+                f"{settings.state_dir} is {mode:o}"
+                if not mode & 0o077
+                else f"{settings.state_dir} is {mode:o}, readable by others: chmod 700 {settings.state_dir}",
+            )
+        )
     except OSError:
         checks.append(("private state folder", True, f"{settings.state_dir} does not exist yet; the first hook run creates it (0700)"))
     return checks
@@ -133,5 +210,3 @@ def cmd_doctor(settings: Settings) -> int:
     failed = [c for c in checks if not c[1]]
     print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + ("" if not failed else "; fix the FAIL lines above"))
     return 1 if failed else 0
-
-

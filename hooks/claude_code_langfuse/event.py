@@ -1,10 +1,10 @@
 """event."""
+
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, NamedTuple
-
 
 # ============================================================================ event
 
@@ -56,5 +56,3 @@ def event_from_dict(obj: Any) -> HookEvent:
         permission_mode=str(obj.get("permission_mode") or ""),
         raw=obj,
     )
-
-

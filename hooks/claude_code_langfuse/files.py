@@ -1,4 +1,5 @@
 """files."""
+
 from __future__ import annotations
 
 import errno
@@ -114,5 +115,3 @@ class Paths:
         import hashlib  # not at module level: the hook imports this module and never needs it
 
         return os.path.join(self.locks, "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".lock")
-
-

@@ -72,6 +72,8 @@ def hook_main() -> None:
         log.error("ignored a hook call: %s", e)
     except BaseException as e:  # the hook must never hurt Claude Code
         try:
-            (log or LazyLog(settings or load_settings())).exception("hook failed: %s (the transcript keeps the data; the next event retries)", e)
+            (log or LazyLog(settings or load_settings())).exception(
+                "hook failed: %s (the transcript keeps the data; the next event retries)", e
+            )
         except BaseException:
             pass

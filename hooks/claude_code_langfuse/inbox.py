@@ -34,7 +34,9 @@ def write_news(inbox_dir: str, event: dict, environ) -> str:
         pass
     now = time.time_ns()
     name = f"{now:020d}-{os.getpid()}.json"
-    data = json.dumps({"v": NEWS_VERSION, "received": now / 1e9, "event": event, "env": settings_env(environ)})  # ASCII: a lone surrogate stays an escape
+    data = json.dumps(
+        {"v": NEWS_VERSION, "received": now / 1e9, "event": event, "env": settings_env(environ)}
+    )  # ASCII: a lone surrogate stays an escape
     tmp = os.path.join(inbox_dir, "." + name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

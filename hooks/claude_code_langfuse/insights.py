@@ -17,6 +17,7 @@ Examples:
   insights.py search "goal" "tax" --since 30d --markdown
   insights.py prompts csrf --source langfuse --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,17 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
+from .backfill import parse_since, project_opted_out, projects_roots, session_files, transcript_cwd
 from .config import Settings, load_settings
-from .transcript import iter_rows
-from .turns import group_turns, iso_ms, parse_ts
-from .subagents import SubagentFinder
 from .records import TraceContext, project_name, trace_id_for, turn_record
 from .redaction import Redactor, sanitize_record
-from .backfill import parse_since, project_opted_out, projects_roots, session_files, transcript_cwd
+from .subagents import SubagentFinder
+from .transcript import iter_rows
+from .turns import group_turns, iso_ms, parse_ts
 
 # ============================================================================ rows
 
@@ -93,8 +95,12 @@ _PRICE_RES = [(re.compile(p), v) for p, v in PRICES]
 
 # usage_details key -> index into a price tuple (notes/langfuse-v5.md section 4)
 USAGE_PRICE_INDEX = {
-    "input": 0, "output": 1, "cache_read_input_tokens": 2,
-    "input_cache_creation_5m": 3, "input_cache_creation_1h": 4, "cache_creation_input_tokens": 3,
+    "input": 0,
+    "output": 1,
+    "cache_read_input_tokens": 2,
+    "input_cache_creation_5m": 3,
+    "input_cache_creation_1h": 4,
+    "cache_creation_input_tokens": 3,
 }
 
 
@@ -120,7 +126,8 @@ def usage_tokens(usage: dict) -> dict:
         "input": int(u.get("input") or 0),
         "output": int(u.get("output") or 0),
         "cache_read": int(u.get("cache_read_input_tokens") or 0),
-        "cache_write": int(u.get("input_cache_creation_5m") or 0) + int(u.get("input_cache_creation_1h") or 0)
+        "cache_write": int(u.get("input_cache_creation_5m") or 0)
+        + int(u.get("input_cache_creation_1h") or 0)
         + int(u.get("cache_creation_input_tokens") or 0),
     }
 
@@ -157,7 +164,7 @@ def parse_window(since: str | None, until: str | None, project: str | None) -> W
             epoch = parse_since(text)
         except ValueError:
             raise InputError(f"{flag} {text!r}: use a duration like 7d, 12h, 2w (that long ago) or a date like 2026-10-01") from None
-        return _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc) if epoch is not None else None
+        return _dt.datetime.fromtimestamp(epoch, _dt.UTC) if epoch is not None else None
 
     window = Window(one(since, "--since"), one(until, "--until"), project or None)
     if window.since and window.until and window.until <= window.since:
@@ -183,9 +190,16 @@ def fact_from_record(record: dict) -> TurnFact:
             model = o.get("model") or o.get("name") or ""
             gens.append(GenerationFact(model, o.get("start") or root["start"], usage, estimate_cost(model, usage)))
     return TurnFact(
-        session_id=trace.get("session_id") or "", project=str(meta.get("project") or ""), trace_id=trace["id"],
-        turn_number=int(meta.get("turn_number") or 0), prompt=prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
-        start=root["start"], end=root["end"] or root["start"], title=trace.get("name") or "", tools=tools, generations=gens,
+        session_id=trace.get("session_id") or "",
+        project=str(meta.get("project") or ""),
+        trace_id=trace["id"],
+        turn_number=int(meta.get("turn_number") or 0),
+        prompt=prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
+        start=root["start"],
+        end=root["end"] or root["start"],
+        title=trace.get("name") or "",
+        tools=tools,
+        generations=gens,
     )
 
 
@@ -255,7 +269,7 @@ def _unwrap(value: Any) -> Any:
 def _iso(t: _dt.datetime | None) -> str:
     if t is None:
         return ""
-    return iso_ms(t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc))
+    return iso_ms(t if t.tzinfo else t.replace(tzinfo=_dt.UTC))
 
 
 def generation_cost(o: Any) -> float | None:
@@ -288,9 +302,14 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
         except (TypeError, ValueError):
             number = 0
         facts[r.trace_id] = TurnFact(
-            session_id=r.session_id or "", project=str(project or ""), trace_id=r.trace_id, turn_number=number,
+            session_id=r.session_id or "",
+            project=str(project or ""),
+            trace_id=r.trace_id,
+            turn_number=number,
             prompt=prompt if isinstance(prompt, str) else json.dumps(prompt, ensure_ascii=False),
-            start=start, end=_iso(r.end_time) or start, title=r.trace_name or r.name or "",
+            start=start,
+            end=_iso(r.end_time) or start,
+            title=r.trace_name or r.name or "",
         )
     for c in sorted(children, key=lambda o: (o.start_time, o.id)):
         fact = facts.get(c.trace_id or "")
@@ -300,7 +319,9 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
         if kind == "TOOL":
             fact.tools.append(ToolFact(c.name or "tool", c.level == "ERROR"))
         elif kind == "GENERATION":
-            fact.generations.append(GenerationFact(c.model or c.name or "", _iso(c.start_time), dict(c.usage_details or {}), generation_cost(c)))
+            fact.generations.append(
+                GenerationFact(c.model or c.name or "", _iso(c.start_time), dict(c.usage_details or {}), generation_cost(c))
+            )
     return list(facts.values())
 
 
@@ -318,17 +339,26 @@ def _fetch_all(api: Any, **params: Any) -> list[Any]:
 def langfuse_facts(window: Window, settings: Settings | None = None) -> list[TurnFact]:
     settings = settings or load_settings()
     if not settings.has_keys:
-        raise InputError("--source langfuse needs Langfuse keys: set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY "
-                         f"(or the config file {settings.config_path}); or use --source local")
+        raise InputError(
+            "--source langfuse needs Langfuse keys: set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY "
+            f"(or the config file {settings.config_path}); or use --source local"
+        )
     try:
         import httpx
         from langfuse import Langfuse
         from langfuse.api.core.api_error import ApiError
     except ImportError as e:
-        raise SourceError(f"the langfuse SDK is not importable by {sys.executable} ({e}); run this script with the hook's venv "
-                          "python (~/.claude/langfuse/venv/bin/python) or use --source local") from None
-    lf = Langfuse(public_key=settings.public_key, secret_key=settings.secret_key, base_url=settings.base_url,
-                  timeout=max(1, int(settings.timeout)), tracing_enabled=False)
+        raise SourceError(
+            f"the langfuse SDK is not importable by {sys.executable} ({e}); run this script with the hook's venv "
+            "python (~/.claude/langfuse/venv/bin/python) or use --source local"
+        ) from None
+    lf = Langfuse(
+        public_key=settings.public_key,
+        secret_key=settings.secret_key,
+        base_url=settings.base_url,
+        timeout=max(1, int(settings.timeout)),
+        tracing_enabled=False,
+    )
     since = window.since
     until = window.until
     try:
@@ -340,15 +370,20 @@ def langfuse_facts(window: Window, settings: Settings | None = None) -> list[Tur
     except ApiError as e:
         status = e.status_code
         if status in (401, 403):
-            raise SourceError(f"Langfuse at {settings.base_url} rejected the keys (HTTP {status}): check CC_LANGFUSE_PUBLIC_KEY / "
-                              "CC_LANGFUSE_SECRET_KEY belong to this server's project") from None
+            raise SourceError(
+                f"Langfuse at {settings.base_url} rejected the keys (HTTP {status}): check CC_LANGFUSE_PUBLIC_KEY / "
+                "CC_LANGFUSE_SECRET_KEY belong to this server's project"
+            ) from None
         if status == 404:
-            raise SourceError(f"Langfuse at {settings.base_url} has no /api/public/v2/observations (HTTP 404): insights need a "
-                              "Langfuse v4 server; use --source local meanwhile") from None
+            raise SourceError(
+                f"Langfuse at {settings.base_url} has no /api/public/v2/observations (HTTP 404): insights need a "
+                "Langfuse v4 server; use --source local meanwhile"
+            ) from None
         raise SourceError(f"Langfuse at {settings.base_url} answered HTTP {status}: {str(e.body)[:300]}") from None
     except httpx.HTTPError as e:
-        raise SourceError(f"cannot reach Langfuse at {settings.base_url} ({type(e).__name__}: {e}); is the server up? "
-                          "or use --source local") from None
+        raise SourceError(
+            f"cannot reach Langfuse at {settings.base_url} ({type(e).__name__}: {e}); is the server up? or use --source local"
+        ) from None
     return facts_from_observations(roots, children, window)
 
 
@@ -401,27 +436,50 @@ def _by_session(facts: list[TurnFact]) -> dict[str, list[TurnFact]]:
 def session_row(sid: str, turns: list[TurnFact]) -> dict:
     tools = [t for f in turns for t in f.tools]
     return {
-        "session_id": sid, "project": turns[0].project, "first": turns[0].start, "last": max(f.end for f in turns),
-        "turns": len(turns), "tool_calls": len(tools), "tool_errors": sum(t.is_error for t in tools),
-        "duration_s": round(sum(f.duration_s for f in turns), 3), "tokens": sum(_fact_tokens(f) for f in turns),
-        "cost": _cost_sum(_fact_cost(f) for f in turns), "first_prompt": _first_line(turns[0].title or turns[0].prompt),
+        "session_id": sid,
+        "project": turns[0].project,
+        "first": turns[0].start,
+        "last": max(f.end for f in turns),
+        "turns": len(turns),
+        "tool_calls": len(tools),
+        "tool_errors": sum(t.is_error for t in tools),
+        "duration_s": round(sum(f.duration_s for f in turns), 3),
+        "tokens": sum(_fact_tokens(f) for f in turns),
+        "cost": _cost_sum(_fact_cost(f) for f in turns),
+        "first_prompt": _first_line(turns[0].title or turns[0].prompt),
     }
 
 
-SESSION_SORTS = {"turns": ("turns", "tool_calls"), "tools": ("tool_calls", "turns"), "errors": ("tool_errors", "tool_calls"),
-                 "duration": ("duration_s", "turns"), "tokens": ("tokens", "turns"), "cost": ("cost", "tokens")}
-SESSION_COLS = [("session_id", "session", "text"), ("project", "project", "text"), ("first", "started", "time"),
-                ("turns", "turns", "int"), ("tool_calls", "tools", "int"), ("tool_errors", "errors", "int"),
-                ("duration_s", "active", "dur"), ("tokens", "tokens", "int"), ("cost", "cost", "cost"),
-                ("first_prompt", "first prompt", "text")]
+SESSION_SORTS = {
+    "turns": ("turns", "tool_calls"),
+    "tools": ("tool_calls", "turns"),
+    "errors": ("tool_errors", "tool_calls"),
+    "duration": ("duration_s", "turns"),
+    "tokens": ("tokens", "turns"),
+    "cost": ("cost", "tokens"),
+}
+SESSION_COLS = [
+    ("session_id", "session", "text"),
+    ("project", "project", "text"),
+    ("first", "started", "time"),
+    ("turns", "turns", "int"),
+    ("tool_calls", "tools", "int"),
+    ("tool_errors", "errors", "int"),
+    ("duration_s", "active", "dur"),
+    ("tokens", "tokens", "int"),
+    ("cost", "cost", "cost"),
+    ("first_prompt", "first prompt", "text"),
+]
 
 
 def report_sessions(facts: list[TurnFact], sort: str = "turns", limit: int = 10) -> Report:
     keys = SESSION_SORTS[sort]
     rows = [session_row(sid, turns) for sid, turns in _by_session(facts).items()]
     rows.sort(key=lambda r: tuple(-(r[k] or 0) for k in keys) + (r["session_id"],))
-    notes = [f"{len(rows)} session(s), {len(facts)} turn(s) in the window; sorted by {sort}"
-             + (f"; showing the top {limit}" if len(rows) > limit else "")]
+    notes = [
+        f"{len(rows)} session(s), {len(facts)} turn(s) in the window; sorted by {sort}"
+        + (f"; showing the top {limit}" if len(rows) > limit else "")
+    ]
     return Report("sessions", [Table("Most complex sessions", SESSION_COLS, rows[:limit])], notes)
 
 
@@ -435,14 +493,26 @@ def report_tools(facts: list[TurnFact], limit: int = 50) -> Report:
             s["sessions"].add(f.session_id)
     rows = []
     for s in stats.values():
-        rows.append({"tool": s["tool"], "calls": s["calls"], "errors": s["errors"],
-                     "error_rate": round(s["errors"] / s["calls"], 4), "sessions": len(s["sessions"])})
+        rows.append(
+            {
+                "tool": s["tool"],
+                "calls": s["calls"],
+                "errors": s["errors"],
+                "error_rate": round(s["errors"] / s["calls"], 4),
+                "sessions": len(s["sessions"]),
+            }
+        )
     rows.sort(key=lambda r: (-r["calls"], -r["errors"], r["tool"]))
     calls = sum(r["calls"] for r in rows)
     errors = sum(r["errors"] for r in rows)
     notes = [f"{calls} tool call(s), {errors} error(s)" + (f" ({errors / calls:.1%})" if calls else "") + f" in {len(facts)} turn(s)"]
-    cols = [("tool", "tool", "text"), ("calls", "calls", "int"), ("errors", "errors", "int"), ("error_rate", "error rate", "pct"),
-            ("sessions", "sessions", "int")]
+    cols = [
+        ("tool", "tool", "text"),
+        ("calls", "calls", "int"),
+        ("errors", "errors", "int"),
+        ("error_rate", "error rate", "pct"),
+        ("sessions", "sessions", "int"),
+    ]
     return Report("tools", [Table("Tool usage and errors", cols, rows[:limit])], notes)
 
 
@@ -453,9 +523,16 @@ def _matches(text: str, term: str) -> bool:
 def report_search(facts: list[TurnFact], terms: list[str]) -> Report:
     sessions = _by_session(facts)
     summary, tables = [], []
-    cols = [("session_id", "session", "text"), ("project", "project", "text"), ("first", "started", "time"),
-            ("turns", "turns", "int"), ("matching_turns", "matching", "int"), ("tool_calls", "tools", "int"),
-            ("duration_s", "active", "dur"), ("first_match", "first matching prompt", "text")]
+    cols = [
+        ("session_id", "session", "text"),
+        ("project", "project", "text"),
+        ("first", "started", "time"),
+        ("turns", "turns", "int"),
+        ("matching_turns", "matching", "int"),
+        ("tool_calls", "tools", "int"),
+        ("duration_s", "active", "dur"),
+        ("first_match", "first matching prompt", "text"),
+    ]
     for term in terms:
         rows = []
         for sid, turns in sessions.items():
@@ -463,15 +540,30 @@ def report_search(facts: list[TurnFact], terms: list[str]) -> Report:
             if not hits:
                 continue
             row = session_row(sid, turns)
-            rows.append({k: row[k] for k in ("session_id", "project", "first", "turns", "tool_calls", "duration_s")}
-                        | {"matching_turns": len(hits), "first_match": _first_line(hits[0].title or hits[0].prompt)})
+            rows.append(
+                {k: row[k] for k in ("session_id", "project", "first", "turns", "tool_calls", "duration_s")}
+                | {"matching_turns": len(hits), "first_match": _first_line(hits[0].title or hits[0].prompt)}
+            )
         rows.sort(key=lambda r: r["first"])
-        summary.append({"term": term, "sessions": len(rows), "turns": sum(r["turns"] for r in rows),
-                        "matching_turns": sum(r["matching_turns"] for r in rows),
-                        "tool_calls": sum(r["tool_calls"] for r in rows), "duration_s": round(sum(r["duration_s"] for r in rows), 3)})
+        summary.append(
+            {
+                "term": term,
+                "sessions": len(rows),
+                "turns": sum(r["turns"] for r in rows),
+                "matching_turns": sum(r["matching_turns"] for r in rows),
+                "tool_calls": sum(r["tool_calls"] for r in rows),
+                "duration_s": round(sum(r["duration_s"] for r in rows), 3),
+            }
+        )
         tables.append(Table(f"Sessions whose prompts mention {term!r}", cols, rows))
-    sum_cols = [("term", "term", "text"), ("sessions", "sessions", "int"), ("turns", "turns", "int"),
-                ("matching_turns", "matching turns", "int"), ("tool_calls", "tools", "int"), ("duration_s", "active", "dur")]
+    sum_cols = [
+        ("term", "term", "text"),
+        ("sessions", "sessions", "int"),
+        ("turns", "turns", "int"),
+        ("matching_turns", "matching turns", "int"),
+        ("tool_calls", "tools", "int"),
+        ("duration_s", "active", "dur"),
+    ]
     notes = ["turns = all turns of the matching sessions in the window; matching = turns whose prompt contains the term (case-insensitive)"]
     return Report("search", [Table("Turns per search term", sum_cols, summary)] + tables, notes)
 
@@ -481,12 +573,28 @@ def report_prompts(facts: list[TurnFact], terms: list[str], limit: int = 50) -> 
     for f in sorted(facts, key=lambda f: (f.start, f.trace_id)):
         if all(_matches(f.prompt, t) for t in terms):
             line = next((ln.strip() for ln in f.prompt.splitlines() if _matches(ln, terms[0])), _first_line(f.prompt))
-            rows.append({"start": f.start, "session_id": f.session_id, "project": f.project, "turn": f.turn_number,
-                         "trace_id": f.trace_id, "prompt": line if len(line) <= 100 else line[:99] + "…"})
-    notes = [f"{len(rows)} prompt(s) contain " + " and ".join(repr(t) for t in terms)
-             + (f"; showing the last {limit}" if len(rows) > limit else "")]
-    cols = [("start", "time", "time"), ("session_id", "session", "text"), ("project", "project", "text"), ("turn", "turn", "int"),
-            ("prompt", "prompt", "text")]
+            rows.append(
+                {
+                    "start": f.start,
+                    "session_id": f.session_id,
+                    "project": f.project,
+                    "turn": f.turn_number,
+                    "trace_id": f.trace_id,
+                    "prompt": line if len(line) <= 100 else line[:99] + "…",
+                }
+            )
+    notes = [
+        f"{len(rows)} prompt(s) contain "
+        + " and ".join(repr(t) for t in terms)
+        + (f"; showing the last {limit}" if len(rows) > limit else "")
+    ]
+    cols = [
+        ("start", "time", "time"),
+        ("session_id", "session", "text"),
+        ("project", "project", "text"),
+        ("turn", "turn", "int"),
+        ("prompt", "prompt", "text"),
+    ]
     return Report("prompts", [Table("Matching prompts", cols, rows[-limit:])], notes)
 
 
@@ -500,8 +608,19 @@ def report_usage(facts: list[TurnFact], by: tuple = USAGE_DIMS) -> Report:
         for g in f.generations:
             key_values = {"day": (g.start or f.start)[:10], "model": g.model or "(unknown)", "project": f.project or "(none)"}
             key = tuple(key_values[d] for d in by)
-            row = groups.setdefault(key, {**{d: key_values[d] for d in by}, "generations": 0, "input": 0, "output": 0,
-                                          "cache_read": 0, "cache_write": 0, "tokens": 0, "cost": None})
+            row = groups.setdefault(
+                key,
+                {
+                    **{d: key_values[d] for d in by},
+                    "generations": 0,
+                    "input": 0,
+                    "output": 0,
+                    "cache_read": 0,
+                    "cache_write": 0,
+                    "tokens": 0,
+                    "cost": None,
+                },
+            )
             tok = usage_tokens(g.usage_details)
             row["generations"] += 1
             for k, v in tok.items():
@@ -518,8 +637,14 @@ def report_usage(facts: list[TurnFact], by: tuple = USAGE_DIMS) -> Report:
             total[k] = sum(r[k] for r in rows)
         total["cost"] = _cost_sum(r["cost"] for r in rows)
     cols = [(d, d + (" (UTC)" if d == "day" else ""), "text") for d in by] + [
-        ("generations", "calls", "int"), ("input", "input", "int"), ("output", "output", "int"), ("cache_read", "cache read", "int"),
-        ("cache_write", "cache write", "int"), ("tokens", "total tokens", "int"), ("cost", "cost", "cost")]
+        ("generations", "calls", "int"),
+        ("input", "input", "int"),
+        ("output", "output", "int"),
+        ("cache_read", "cache read", "int"),
+        ("cache_write", "cache write", "int"),
+        ("tokens", "total tokens", "int"),
+        ("cost", "cost", "cost"),
+    ]
     notes = []
     if unpriced:
         notes.append("no price known for: " + ", ".join(sorted(unpriced)) + " (their cost is left out, not guessed)")
@@ -556,7 +681,9 @@ def _cells(table: Table) -> tuple[list[str], list[list[str]]]:
 
 
 def render_text(report: Report, meta: dict) -> str:
-    out = [f"{report.name} — {meta['window']}; source: {meta['source']}" + (f"; cost: {meta['cost_basis']}" if meta.get("cost_basis") else "")]
+    out = [
+        f"{report.name} — {meta['window']}; source: {meta['source']}" + (f"; cost: {meta['cost_basis']}" if meta.get("cost_basis") else "")
+    ]
     for table in report.tables:
         headers, body = _cells(table)
         out.append("")
@@ -567,8 +694,8 @@ def render_text(report: Report, meta: dict) -> str:
         widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
         right = [c[2] in ("int", "cost", "pct", "dur") for c in table.columns]
 
-        def line(cells: list[str]) -> str:
-            return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)).rstrip()
+        def line(cells: list[str], widths=widths, right=right) -> str:
+            return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
 
         out.append(line(headers))
         out.append("  ".join("-" * w for w in widths))
@@ -584,7 +711,10 @@ def _md_escape(text: str) -> str:
 
 
 def render_markdown(report: Report, meta: dict) -> str:
-    out = [f"**{report.name}** — {meta['window']}; source: {meta['source']}" + (f"; cost: {meta['cost_basis']}" if meta.get("cost_basis") else "")]
+    out = [
+        f"**{report.name}** — {meta['window']}; source: {meta['source']}"
+        + (f"; cost: {meta['cost_basis']}" if meta.get("cost_basis") else "")
+    ]
     for table in report.tables:
         headers, body = _cells(table)
         out += ["", f"### {table.title}", ""]
@@ -608,8 +738,10 @@ def render_json(report: Report, meta: dict) -> str:
 # ============================================================================ CLI
 
 
-COST_BASIS = {"local": "estimate from the built-in list-price table (unknown models unpriced)",
-              "langfuse": "computed by Langfuse from its model prices"}
+COST_BASIS = {
+    "local": "estimate from the built-in list-price table (unknown models unpriced)",
+    "langfuse": "computed by Langfuse from its model prices",
+}
 
 
 def build_report(args: argparse.Namespace, facts: list[TurnFact]) -> Report:
@@ -649,13 +781,21 @@ def make_parser() -> argparse.ArgumentParser:
     common.add_argument("--since", default="7d", help="window start: 7d, 12h, 2w ago or a date 2026-10-01 (default 7d)")
     common.add_argument("--until", help="window end (same forms; default now)")
     common.add_argument("--project", help="only this project (git top-level folder name, as in the trace tags)")
-    common.add_argument("--source", choices=("local", "langfuse"), default="local",
-                        help="local: read ~/.claude/projects transcripts (no server needed); langfuse: read the Langfuse v4 server")
+    common.add_argument(
+        "--source",
+        choices=("local", "langfuse"),
+        default="local",
+        help="local: read ~/.claude/projects transcripts (no server needed); langfuse: read the Langfuse v4 server",
+    )
     fmt = common.add_mutually_exclusive_group()
     fmt.add_argument("--json", dest="format", action="store_const", const="json", help="machine-readable output")
     fmt.add_argument("--markdown", dest="format", action="store_const", const="markdown", help="Markdown tables for pasting")
-    parser = argparse.ArgumentParser(prog="insights.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="insights.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = parser.add_subparsers(dest="report", required=True, metavar="REPORT")
     p = sub.add_parser("sessions", parents=[common], help="most complex sessions")
     p.add_argument("--sort", choices=sorted(SESSION_SORTS), default="turns", help="what makes a session complex (default turns)")
@@ -692,11 +832,18 @@ def main(argv: list[str] | None = None, roots: list[str] | None = None) -> int:
     except SourceError as e:
         print(f"insights: {e}", file=sys.stderr)
         return 1
-    span = f"{_iso(window.since)[:16].replace('T', ' ') if window.since else 'the beginning'} .. " \
-           f"{_iso(window.until)[:16].replace('T', ' ') if window.until else 'now'} UTC"
-    meta = {"source": args.source, "window": span + (f", project {window.project}" if window.project else ""),
-            "since": _iso(window.since) or None, "until": _iso(window.until) or None, "project": window.project,
-            "cost_basis": COST_BASIS[args.source]}
+    span = (
+        f"{_iso(window.since)[:16].replace('T', ' ') if window.since else 'the beginning'} .. "
+        f"{_iso(window.until)[:16].replace('T', ' ') if window.until else 'now'} UTC"
+    )
+    meta = {
+        "source": args.source,
+        "window": span + (f", project {window.project}" if window.project else ""),
+        "since": _iso(window.since) or None,
+        "until": _iso(window.until) or None,
+        "project": window.project,
+        "cost_basis": COST_BASIS[args.source],
+    }
     render = {"json": render_json, "markdown": render_markdown}.get(args.format or "", render_text)
     sys.stdout.write(render(report, meta))
     return 0

@@ -1,4 +1,5 @@
 """records."""
+
 from __future__ import annotations
 
 import hashlib
@@ -93,37 +94,94 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
     for item in turn.items:
         if isinstance(item, Generation):
             if item.synthetic:
-                obs.append(_obs(observation_id(trace_id, "event", item.message_id), parent_id, "event",
-                                "api-error" if item.api_error else "synthetic-message", item.first_ts or item.end, item.first_ts or item.end,
-                                output=item.text, level="WARNING" if item.api_error else "DEFAULT", metadata={"message_id": item.message_id}))
+                obs.append(
+                    _obs(
+                        observation_id(trace_id, "event", item.message_id),
+                        parent_id,
+                        "event",
+                        "api-error" if item.api_error else "synthetic-message",
+                        item.first_ts or item.end,
+                        item.first_ts or item.end,
+                        output=item.text,
+                        level="WARNING" if item.api_error else "DEFAULT",
+                        metadata={"message_id": item.message_id},
+                    )
+                )
                 continue
             meta = {"message_id": item.message_id, "request_id": item.request_id, "stop_reason": item.stop_reason}
             for k in ("service_tier", "speed"):
                 if item.usage.get(k):
                     meta[k] = item.usage[k]
-            thinking = (item.usage.get("output_tokens_details") or {}).get("thinking_tokens") if isinstance(item.usage.get("output_tokens_details"), dict) else None
+            thinking = (
+                (item.usage.get("output_tokens_details") or {}).get("thinking_tokens")
+                if isinstance(item.usage.get("output_tokens_details"), dict)
+                else None
+            )
             if thinking:
                 meta["thinking_tokens"] = thinking
-            obs.append(_obs(observation_id(trace_id, "gen", item.message_id), parent_id, "generation", item.model or "claude",
-                            item.start or item.first_ts, item.end, output={"role": "assistant", "content": [block_for_output(b) for b in item.blocks]},
-                            metadata=meta, model=item.model, usage=usage_details(item.usage), completion_start=item.first_ts))
+            obs.append(
+                _obs(
+                    observation_id(trace_id, "gen", item.message_id),
+                    parent_id,
+                    "generation",
+                    item.model or "claude",
+                    item.start or item.first_ts,
+                    item.end,
+                    output={"role": "assistant", "content": [block_for_output(b) for b in item.blocks]},
+                    metadata=meta,
+                    model=item.model,
+                    usage=usage_details(item.usage),
+                    completion_start=item.first_ts,
+                )
+            )
         elif isinstance(item, ToolCall):
             tool_id = observation_id(trace_id, "tool", item.id)
             meta: dict = {"tool_use_id": item.id}
             if isinstance(item.result_meta, dict):
-                meta.update({f"result.{k}": v for k, v in item.result_meta.items() if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)})
+                meta.update(
+                    {
+                        f"result.{k}": v
+                        for k, v in item.result_meta.items()
+                        if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)
+                    }
+                )
             level, status = "DEFAULT", None
             if item.is_error:
                 level, status = "ERROR", item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False)
             elif not item.has_result:
                 level, status = "WARNING", "no tool result in the transcript (interrupted or still running)"
             end = item.end or turn_end or item.start
-            obs.append(_obs(tool_id, parent_id, "tool", item.name, item.start, end, input=item.input, output=item.output, metadata=meta, level=level, status=status))
+            obs.append(
+                _obs(
+                    tool_id,
+                    parent_id,
+                    "tool",
+                    item.name,
+                    item.start,
+                    end,
+                    input=item.input,
+                    output=item.output,
+                    metadata=meta,
+                    level=level,
+                    status=status,
+                )
+            )
             if item.agent is not None:
                 obs.extend(agent_observations(item, trace_id, tool_id))
         elif isinstance(item, Event):
-            obs.append(_obs(observation_id(trace_id, "event", item.uid), parent_id, "event", item.name, item.ts, item.ts,
-                            input=item.input, level=item.level, metadata=item.metadata))
+            obs.append(
+                _obs(
+                    observation_id(trace_id, "event", item.uid),
+                    parent_id,
+                    "event",
+                    item.name,
+                    item.ts,
+                    item.ts,
+                    input=item.input,
+                    level=item.level,
+                    metadata=item.metadata,
+                )
+            )
     return obs
 
 
@@ -137,20 +195,59 @@ def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[di
     name = "Subagent: " + str(description or agent_type or natural)
     end = max(agent.end, agent.last_row_ts or "") or agent.start
     meta["complete"] = agent.looks_complete()
-    out = [_obs(agent_obs_id, parent_id, "agent", name, agent.start, end, input=prompt_text(agent.prompt), output=agent.final_text, metadata=meta)]
+    out = [
+        _obs(
+            agent_obs_id,
+            parent_id,
+            "agent",
+            name,
+            agent.start,
+            end,
+            input=prompt_text(agent.prompt),
+            output=agent.final_text,
+            metadata=meta,
+        )
+    ]
     out.extend(turn_observations(agent, trace_id, agent_obs_id, end))
     return out
 
 
-def _obs(oid, parent, typ, name, start, end, *, input=None, output=None, metadata=None, level="DEFAULT", status=None, model=None, usage=None, completion_start=None) -> dict:
+def _obs(
+    oid,
+    parent,
+    typ,
+    name,
+    start,
+    end,
+    *,
+    input=None,
+    output=None,
+    metadata=None,
+    level="DEFAULT",
+    status=None,
+    model=None,
+    usage=None,
+    completion_start=None,
+) -> dict:
     start = start or end
     end = end or start
     if end and start and end < start:
         end = start
     return {
-        "id": oid, "parent_id": parent, "type": typ, "name": name, "start": start, "end": end,
-        "input": input, "output": output, "metadata": metadata or {}, "level": level, "status_message": status,
-        "model": model, "usage_details": usage, "completion_start_time": completion_start if typ == "generation" else None,
+        "id": oid,
+        "parent_id": parent,
+        "type": typ,
+        "name": name,
+        "start": start,
+        "end": end,
+        "input": input,
+        "output": output,
+        "metadata": metadata or {},
+        "level": level,
+        "status_message": status,
+        "model": model,
+        "usage_details": usage,
+        "completion_start_time": completion_start if typ == "generation" else None,
     }
 
 
@@ -185,17 +282,33 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     row = turn.meta_row
     end = max(turn.end, turn.last_row_ts or "") or turn.start
     trace_meta = {
-        "project": ctx.project, "cwd": row.get("cwd") or "", "git_branch": row.get("gitBranch") or "",
-        "claude_code_version": row.get("version") or "", "permission_mode": row.get("permissionMode") or (event.permission_mode if event else ""),
-        "entrypoint": row.get("entrypoint") or "", "prompt_id": row.get("promptId") or "", "turn_number": ctx.turn_number,
+        "project": ctx.project,
+        "cwd": row.get("cwd") or "",
+        "git_branch": row.get("gitBranch") or "",
+        "claude_code_version": row.get("version") or "",
+        "permission_mode": row.get("permissionMode") or (event.permission_mode if event else ""),
+        "entrypoint": row.get("entrypoint") or "",
+        "prompt_id": row.get("promptId") or "",
+        "turn_number": ctx.turn_number,
         "turn_kind": turn.kind,
     }
     root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
     if turn.hook_durations_ms:
         root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms
     level = "WARNING" if turn.interrupted else "DEFAULT"
-    root = _obs(root_id, None, "span", turn_title(turn), turn.start, end, input=prompt, output=output, metadata=root_meta, level=level,
-                status="interrupted by the user" if turn.interrupted else None)
+    root = _obs(
+        root_id,
+        None,
+        "span",
+        turn_title(turn),
+        turn.start,
+        end,
+        input=prompt,
+        output=output,
+        metadata=root_meta,
+        level=level,
+        status="interrupted by the user" if turn.interrupted else None,
+    )
     observations, seen_ids = [], set()
     for ob in [root] + turn_observations(turn, trace_id, root_id, end):
         if ob["id"] not in seen_ids:  # a record with a duplicate id could never be delivered
@@ -208,8 +321,14 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
         "v": RECORD_VERSION,
         "key": f"turn:{trace_id}",
         "kind": "turn",
-        "trace": {"id": trace_id, "name": turn_title(turn), "session_id": ctx.session_id, "user_id": ctx.user_id, "tags": tags,
-                  "metadata": {k: v for k, v in trace_meta.items() if v not in ("", None)}},
+        "trace": {
+            "id": trace_id,
+            "name": turn_title(turn),
+            "session_id": ctx.session_id,
+            "user_id": ctx.user_id,
+            "tags": tags,
+            "metadata": {k: v for k, v in trace_meta.items() if v not in ("", None)},
+        },
         "observations": observations,
     }
 
@@ -236,5 +355,3 @@ def project_name(cwd: str) -> str:
         probe = parent
     _PROJECT_CACHE[cwd] = name
     return name
-
-

@@ -1,4 +1,5 @@
 """redaction."""
+
 from __future__ import annotations
 
 import functools
@@ -6,12 +7,12 @@ import hashlib
 import json
 import re
 
-
 # ============================================================================ redaction
 
 # Transcripts are plaintext and hold secrets verbatim (cat .env, env dumps, curl commands):
 # everything queued or sent passes through the Redactor first. Rules are anchored on literal
 # needles and compiled once, so megabytes of tool output cost well under 0.5 s per MB.
+
 
 class _LazyRe:
     """A regex compiled on first use: most rules never fire in a given hook run, and compiling
@@ -30,10 +31,27 @@ class _LazyRe:
 
 
 REDACTION_KINDS = (
-    "private-key", "anthropic-key", "langfuse-secret-key", "openai-key", "github-token",
-    "gitlab-token", "slack-token", "slack-webhook", "google-api-key", "stripe-key",
-    "aws-access-key", "aws-secret-key", "jwt", "huggingface-token", "npm-token",
-    "authorization", "bearer-token", "url-password", "basic-auth", "assignment", "secret-field",
+    "private-key",
+    "anthropic-key",
+    "langfuse-secret-key",
+    "openai-key",
+    "github-token",
+    "gitlab-token",
+    "slack-token",
+    "slack-webhook",
+    "google-api-key",
+    "stripe-key",
+    "aws-access-key",
+    "aws-secret-key",
+    "jwt",
+    "huggingface-token",
+    "npm-token",
+    "authorization",
+    "bearer-token",
+    "url-password",
+    "basic-auth",
+    "assignment",
+    "secret-field",
     "custom",
 )
 
@@ -50,35 +68,33 @@ def _after(prefix_len):
 
 # (kind, literals of which one must occur, regex). One scan per rule: each regex starts with a
 # literal, which the engine finds far faster than a combined alternation could.
-_TOKEN_RULES = tuple((kind, needles, _LazyRe(pattern)) for kind, needles, pattern in (
-    ("anthropic-key", ("sk-ant-",), r"sk-ant-" + _after(7) + r"[A-Za-z0-9_\-]{16,}"),
-    ("langfuse-secret-key", ("sk-lf-",), r"sk-lf-" + _after(6) + r"[A-Za-z0-9_\-]{8,}"),
-    ("openai-key", ("sk-",), r"sk-" + _after(3) + r"(?!ant-|lf-)[A-Za-z0-9_\-]{20,}"),
-    ("github-token", ("gh",), r"gh[pousr]_" + _after(4) + r"[A-Za-z0-9]{30,}"),
-    ("github-token", ("github_pat_",), r"github_pat_" + _after(11) + r"[A-Za-z0-9_]{30,}"),
-    ("gitlab-token", ("glpat-",), r"glpat-" + _after(6) + r"[A-Za-z0-9_\-]{20,}"),
-    ("slack-token", ("xox",), r"xox[abeoprs]-" + _after(5) + r"[A-Za-z0-9\-]{10,}"),
-    ("slack-token", ("xapp-",), r"xapp-" + _after(5) + r"[0-9]-[A-Za-z0-9\-]{10,}"),
-    ("google-api-key", ("AIza",), r"AIza" + _after(4) + r"[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
-    ("stripe-key", ("_live_", "_test_"),
-     r"[sr]k_(?:live|test)_" + _after(8) + r"[0-9A-Za-z]{10,}"),
-    ("stripe-key", ("whsec_",), r"whsec_" + _after(6) + r"[0-9A-Za-z]{20,}"),
-    ("aws-access-key", ("AKIA", "ASIA", "ABIA", "ACCA"),
-     r"A(?:KIA|SIA|BIA|CCA)" + _after(4) + r"[A-Z0-9]{16}(?![A-Za-z0-9])"),
-    ("jwt", ("eyJ",),
-     r"eyJ" + _after(3) + r"[A-Za-z0-9_\-]{7,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
-    ("huggingface-token", ("hf_",), r"hf_" + _after(3) + r"[A-Za-z0-9]{30,}"),
-    ("npm-token", ("npm_",), r"npm_" + _after(4) + r"[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
-))
+_TOKEN_RULES = tuple(
+    (kind, needles, _LazyRe(pattern))
+    for kind, needles, pattern in (
+        ("anthropic-key", ("sk-ant-",), r"sk-ant-" + _after(7) + r"[A-Za-z0-9_\-]{16,}"),
+        ("langfuse-secret-key", ("sk-lf-",), r"sk-lf-" + _after(6) + r"[A-Za-z0-9_\-]{8,}"),
+        ("openai-key", ("sk-",), r"sk-" + _after(3) + r"(?!ant-|lf-)[A-Za-z0-9_\-]{20,}"),
+        ("github-token", ("gh",), r"gh[pousr]_" + _after(4) + r"[A-Za-z0-9]{30,}"),
+        ("github-token", ("github_pat_",), r"github_pat_" + _after(11) + r"[A-Za-z0-9_]{30,}"),
+        ("gitlab-token", ("glpat-",), r"glpat-" + _after(6) + r"[A-Za-z0-9_\-]{20,}"),
+        ("slack-token", ("xox",), r"xox[abeoprs]-" + _after(5) + r"[A-Za-z0-9\-]{10,}"),
+        ("slack-token", ("xapp-",), r"xapp-" + _after(5) + r"[0-9]-[A-Za-z0-9\-]{10,}"),
+        ("google-api-key", ("AIza",), r"AIza" + _after(4) + r"[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
+        ("stripe-key", ("_live_", "_test_"), r"[sr]k_(?:live|test)_" + _after(8) + r"[0-9A-Za-z]{10,}"),
+        ("stripe-key", ("whsec_",), r"whsec_" + _after(6) + r"[0-9A-Za-z]{20,}"),
+        ("aws-access-key", ("AKIA", "ASIA", "ABIA", "ACCA"), r"A(?:KIA|SIA|BIA|CCA)" + _after(4) + r"[A-Z0-9]{16}(?![A-Za-z0-9])"),
+        ("jwt", ("eyJ",), r"eyJ" + _after(3) + r"[A-Za-z0-9_\-]{7,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
+        ("huggingface-token", ("hf_",), r"hf_" + _after(3) + r"[A-Za-z0-9]{30,}"),
+        ("npm-token", ("npm_",), r"npm_" + _after(4) + r"[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+    )
+)
 
 # One search answers "could any token rule match?" for the many short strings of a transcript;
 # long texts use the per-rule literal checks instead (cheaper than an alternation over MBs).
-_TOKEN_TRIGGER_RE = _LazyRe("|".join(sorted(
-    {re.escape(needle) for _, needles, _ in _TOKEN_RULES for needle in needles})))
+_TOKEN_TRIGGER_RE = _LazyRe("|".join(sorted({re.escape(needle) for _, needles, _ in _TOKEN_RULES for needle in needles})))
 _SHORT_TEXT = 4096
 
-_SLACK_WEBHOOK_RE = _LazyRe(
-    r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9_/\-]{10,512})")
+_SLACK_WEBHOOK_RE = _LazyRe(r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9_/\-]{10,512})")
 
 _PEM_BEGIN_RE = _LazyRe(r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
 _PEM_END_RE = _LazyRe(r"-----END [A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?-----")
@@ -93,15 +109,14 @@ _AUTH_HEADER_RE = _LazyRe(
     r"(?:(?P<scheme>bearer|basic|token|bot|apikey|negotiate)[ \t]+)?"
     r"(?P<cred>[^\s'\"\\,;]{1,8192})"
 )
-_BEARER_RE = _LazyRe(
-    r"bearer(?<![a-z0-9_][\s\S]{6})[ \t]+(?P<cred>[a-z0-9\-._~+/]{16,8192}=*)")
-_URL_PASSWORD_RE = _LazyRe(
-    r"://(?P<user>[^\s:/?#@'\"<>\[\]\\]{0,256}):(?P<pw>[^\s/?#@'\"<>\\]{1,1024})@")
+_BEARER_RE = _LazyRe(r"bearer(?<![a-z0-9_][\s\S]{6})[ \t]+(?P<cred>[a-z0-9\-._~+/]{16,8192}=*)")
+_URL_PASSWORD_RE = _LazyRe(r"://(?P<user>[^\s:/?#@'\"<>\[\]\\]{0,256}):(?P<pw>[^\s/?#@'\"<>\\]{1,1024})@")
 # curl -u / --user user:password (checked to be on a curl command line; `docker run -u 1000:1000`
 # and `sort -u` are not credentials).
 _CURL_USER_RE = _LazyRe(
     r"-(?<![^\s'\"][\s\S])(?:-user|u)(?:[ \t]+|=)(?P<q>['\"]?)"
-    r"(?P<user>[^\s:'\"]{1,256}):(?P<pw>[^\s'\"]{1,1024})")
+    r"(?P<user>[^\s:'\"]{1,256}):(?P<pw>[^\s'\"]{1,1024})"
+)
 _ASSIGN_KEY_RE = _LazyRe(
     r"(?:pass|secret|token|key|pwd|auth)[a-z0-9_.\-]{0,60}"
     r"(?P<q>\\?[\"']?)(?P<sep>[ \t]{0,8}(?:=>|:=|=(?!=)|:(?!:))[ \t]{0,8})"
@@ -119,31 +134,136 @@ _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-
 _BRACKET_RE = _LazyRe(r"[()\[\]{}]")
 _DIGIT_RE = _LazyRe(r"[0-9]")
 
-_SECRET_LAST = frozenset((
-    "password", "passwd", "passphrase", "secret", "token", "apikey", "accesskey", "secretkey",
-    "privatekey", "authorization", "auth", "authtoken", "credential",
-))
+_SECRET_LAST = frozenset(
+    (
+        "password",
+        "passwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "accesskey",
+        "secretkey",
+        "privatekey",
+        "authorization",
+        "auth",
+        "authtoken",
+        "credential",
+    )
+)
 _SECRET_SUFFIXES = ("password", "passwd", "secret", "token")
-_KEY_QUALIFIERS = frozenset((
-    "api", "access", "secret", "private", "auth", "encryption", "signing", "master", "app",
-    "session", "hmac", "webhook", "shared", "client",
-))
+_KEY_QUALIFIERS = frozenset(
+    (
+        "api",
+        "access",
+        "secret",
+        "private",
+        "auth",
+        "encryption",
+        "signing",
+        "master",
+        "app",
+        "session",
+        "hmac",
+        "webhook",
+        "shared",
+        "client",
+    )
+)
 # Tokenizer and usage vocabulary ("eos_token", "max_token"): not credentials.
-_NOT_SECRET_TOKEN_QUALIFIERS = frozenset((
-    "max", "min", "num", "total", "count", "input", "output", "cancel", "cancellation", "stop",
-    "eos", "bos", "pad", "unk", "sep", "cls", "mask", "special", "start", "end", "next", "page",
-    "continuation", "last", "first",
-))
-_CODE_TYPE_WORDS = frozenset((
-    "str", "string", "int", "integer", "number", "bool", "boolean", "bytes", "any", "object",
-    "unknown", "never", "void", "text", "varchar", "char", "secretstr", "float", "dict", "list",
-    "optional", "required", "password", "self", "this", "cls", "env", "value", "val", "type",
-))
-_PLACEHOLDER_WORDS = frozenset((
-    "none", "null", "nil", "undefined", "true", "false", "yes", "no", "on", "off", "required",
-    "optional", "empty", "redacted", "hidden", "masked", "placeholder", "example", "todo", "tbd",
-    "changeme", "secret", "password", "token", "string", "str",
-))
+_NOT_SECRET_TOKEN_QUALIFIERS = frozenset(
+    (
+        "max",
+        "min",
+        "num",
+        "total",
+        "count",
+        "input",
+        "output",
+        "cancel",
+        "cancellation",
+        "stop",
+        "eos",
+        "bos",
+        "pad",
+        "unk",
+        "sep",
+        "cls",
+        "mask",
+        "special",
+        "start",
+        "end",
+        "next",
+        "page",
+        "continuation",
+        "last",
+        "first",
+    )
+)
+_CODE_TYPE_WORDS = frozenset(
+    (
+        "str",
+        "string",
+        "int",
+        "integer",
+        "number",
+        "bool",
+        "boolean",
+        "bytes",
+        "any",
+        "object",
+        "unknown",
+        "never",
+        "void",
+        "text",
+        "varchar",
+        "char",
+        "secretstr",
+        "float",
+        "dict",
+        "list",
+        "optional",
+        "required",
+        "password",
+        "self",
+        "this",
+        "cls",
+        "env",
+        "value",
+        "val",
+        "type",
+    )
+)
+_PLACEHOLDER_WORDS = frozenset(
+    (
+        "none",
+        "null",
+        "nil",
+        "undefined",
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "required",
+        "optional",
+        "empty",
+        "redacted",
+        "hidden",
+        "masked",
+        "placeholder",
+        "example",
+        "todo",
+        "tbd",
+        "changeme",
+        "secret",
+        "password",
+        "token",
+        "string",
+        "str",
+    )
+)
 _PLACEHOLDER_CHARS = frozenset("xX*.-_#?… ")
 _TEMPLATE_RE = _LazyRe(r"\$\(|\$\{?[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
 _IDENT_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -278,13 +398,12 @@ class Redactor:
             try:
                 compiled = re.compile(pattern)
             except re.error as exc:
-                raise ValueError(
-                    "invalid redaction pattern %r in CC_LANGFUSE_REDACT_PATTERNS: %s"
-                    % (pattern, exc)) from None
+                raise ValueError("invalid redaction pattern %r in CC_LANGFUSE_REDACT_PATTERNS: %s" % (pattern, exc)) from None
             if compiled.fullmatch(""):
                 raise ValueError(
                     "redaction pattern %r matches the empty string; it would mark every "
-                    "position of every text (CC_LANGFUSE_REDACT_PATTERNS)" % (pattern,))
+                    "position of every text (CC_LANGFUSE_REDACT_PATTERNS)" % (pattern,)
+                )
             self._extra.append(compiled)
 
     # -- public API ------------------------------------------------------------------------
@@ -297,8 +416,7 @@ class Redactor:
         for compiled in self._extra:
             text, n = self._apply_custom(compiled, text)
             total += n
-        for rule in (self._pem, self._tokens, self._slack_webhook, self._url_password,
-                     self._curl_user):
+        for rule in (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user):
             text, n = rule(text)
             total += n
         # The case-insensitive rules share one lowercased copy, redone only after a change.
@@ -377,7 +495,7 @@ class Redactor:
                 if start == end:
                     return m.group(0)
                 count += 1
-                return (text[m.start():start] + _marker("custom") + text[end:m.end()])
+                return text[m.start() : start] + _marker("custom") + text[end : m.end()]
             if m.start() == m.end():
                 return ""
             count += 1
@@ -402,7 +520,7 @@ class Redactor:
                 stop = end_match.end()
             else:
                 stop = _PEM_ORPHAN_BODY_RE.match(text, begin.end()).end()
-            parts.append(text[pos:begin.start()])
+            parts.append(text[pos : begin.start()])
             parts.append(_marker("private-key"))
             pos = stop
             count += 1
@@ -514,7 +632,7 @@ class Redactor:
 
         def decide(original, m):
             line_start = max(original.rfind("\n", 0, m.start()), m.start() - 2000, 0)
-            if "curl" not in original[line_start:m.start()]:
+            if "curl" not in original[line_start : m.start()]:
                 return None
             start, end = m.span("pw")
             quote = m.group("q")
@@ -532,7 +650,7 @@ class Redactor:
     def _assignments(cls, text, low):
         def decide(original, m):
             # The regex matched from the keyword on; walk back to the start of the name.
-            before = original[max(0, m.start() - 80):m.start()]
+            before = original[max(0, m.start() - 80) : m.start()]
             name_start = m.start() - (len(before) - len(before.rstrip(_NAME_CHARS)))
             name_end = m.start("q")
             name = original[name_start:name_end]
@@ -586,6 +704,7 @@ def redact_value(obj, redactor=None):
 
 # -- truncation ----------------------------------------------------------------------------
 
+
 def truncate_field(value, max_chars):
     """Cut a string longer than ``max_chars``; return (value, info or None).
 
@@ -613,7 +732,6 @@ def truncate_json_value(value, max_chars):
     if len(serialised) <= max_chars:
         return value, None
     return truncate_field(serialised, max_chars)
-
 
 
 STATUS_MESSAGE_CHARS = 500
@@ -651,5 +769,3 @@ def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
 def record_rev(record: dict) -> str:
     body = {k: v for k, v in record.items() if k not in ("queued_at", "rev")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-

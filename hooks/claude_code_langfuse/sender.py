@@ -1,11 +1,13 @@
 """sender."""
+
 from __future__ import annotations
 
 import json
 import os
 import re
-from datetime import datetime, timezone
-from typing import Any, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 from .config import Settings, display_url
 
@@ -57,7 +59,6 @@ def _import_sdk() -> None:
     _SDK_LOADED = True
 
 
-
 TRACES_PATH = "/api/public/otel/v1/traces"
 
 # Spans per flush of the SDK batch processor, and so at most per POST. The processor
@@ -70,21 +71,18 @@ MAX_POST_BYTES = 4 * 1024 * 1024
 # propagate_attributes drops trace-level values longer than this (SDK 5.x).
 TRACE_ATTR_MAX = 200
 
-OBSERVATION_TYPES = frozenset(
-    {"span", "generation", "tool", "agent", "event", "chain", "retriever", "evaluator",
-     "embedding", "guardrail"}
-)
+OBSERVATION_TYPES = frozenset({"span", "generation", "tool", "agent", "event", "chain", "retriever", "evaluator", "embedding", "guardrail"})
 GENERATION_LIKE = frozenset({"generation", "embedding"})
 LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
 IS_APP_ROOT = "langfuse.internal.is_app_root"
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The SDK keeps one client per public key per process (a second Langfuse(...) with the
 # same key silently reuses the first one's pipeline), so the pipeline is per key too.
-_ENGINES: dict[str, "_Engine"] = {}
+_ENGINES: dict[str, _Engine] = {}
 _ENGINES_LOCK: Any = None  # created with the SDK imports
 
 
@@ -100,7 +98,7 @@ class SendSettings(NamedTuple):
 
 class Delivery(NamedTuple):
     outcome: str  # "accepted" | "auth" | "retry" | "dead"
-    http_status: Optional[int]
+    http_status: int | None
     detail: str
 
 
@@ -113,7 +111,7 @@ class BadRecord(ValueError):
 
 class _Obs(NamedTuple):
     id: str
-    parent_id: Optional[str]
+    parent_id: str | None
     type: str
     name: str
     start_ns: int
@@ -138,7 +136,7 @@ def _iso_to_datetime(text: Any, what: str) -> datetime:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
         raise BadRecord(f"{what} is not an ISO 8601 time: {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _ns(moment: datetime) -> int:
@@ -214,9 +212,7 @@ def build_plan(record: Any) -> _Plan:
         if obs_id in observations:
             raise BadRecord(f"{where}: duplicate observation id {obs_id}")
         parent_id = raw.get("parent_id")
-        if parent_id is not None and (
-            not isinstance(parent_id, str) or not _HEX16.match(parent_id) or not int(parent_id, 16)
-        ):
+        if parent_id is not None and (not isinstance(parent_id, str) or not _HEX16.match(parent_id) or not int(parent_id, 16)):
             raise BadRecord(f"{where}: parent_id must be null or 16 lowercase hex digits: {parent_id!r}")
         obs_type = raw.get("type") or "span"
         if obs_type not in OBSERVATION_TYPES:
@@ -246,9 +242,7 @@ def build_plan(record: Any) -> _Plan:
             if isinstance(raw.get("usage_details"), dict):
                 kwargs["usage_details"] = raw["usage_details"]
             if raw.get("completion_start_time"):
-                kwargs["completion_start_time"] = _iso_to_datetime(
-                    raw["completion_start_time"], f"{where}.completion_start_time"
-                )
+                kwargs["completion_start_time"] = _iso_to_datetime(raw["completion_start_time"], f"{where}.completion_start_time")
         observations[obs_id] = _Obs(
             id=obs_id,
             parent_id=parent_id,
@@ -259,7 +253,7 @@ def build_plan(record: Any) -> _Plan:
             kwargs=kwargs,
         )
 
-    children: dict[Optional[str], list[_Obs]] = {}
+    children: dict[str | None, list[_Obs]] = {}
     tops: list[_Obs] = []
     for obs in observations.values():
         if obs.parent_id is None or obs.parent_id not in observations:
@@ -294,8 +288,8 @@ class _RecordIdsBase:
     """Gives each new span exactly the id the sender armed for it."""
 
     def __init__(self) -> None:
-        self._trace_id: Optional[int] = None
-        self._span_id: Optional[int] = None
+        self._trace_id: int | None = None
+        self._span_id: int | None = None
 
     def arm(self, trace_id: str, span_id: str) -> None:
         self._trace_id, self._span_id = int(trace_id, 16), int(span_id, 16)
@@ -336,30 +330,35 @@ def classify(status: int, base: str, message: str = "", retry_after: str = "") -
     if status in (401, 403):
         why = "refused the keys" if status == 401 else "refused ingestion for these keys"
         return Delivery(
-            "auth", status,
+            "auth",
+            status,
             f"Langfuse at {base} {why} (HTTP {status}{said}); check that CC_LANGFUSE_PUBLIC_KEY and "
             "CC_LANGFUSE_SECRET_KEY belong to a project on this server. Traces stay queued.",
         )
     if status in (408, 429) or status >= 500:
         wait = f", Retry-After {retry_after}" if retry_after else ""
         return Delivery(
-            "retry", status,
+            "retry",
+            status,
             f"Langfuse at {base} is unavailable (HTTP {status}{said}{wait}); traces stay queued and are retried later.",
         )
     if status == 404:
         return Delivery(
-            "retry", status,
+            "retry",
+            status,
             f"Langfuse at {base} has no ingestion endpoint (HTTP 404); check CC_LANGFUSE_BASE_URL points at the "
             "Langfuse web UI address (e.g. http://localhost:3050). Traces stay queued.",
         )
     if 300 <= status < 400:
         return Delivery(
-            "retry", status,
+            "retry",
+            status,
             f"Langfuse at {base} answered with a redirect (HTTP {status}); check CC_LANGFUSE_BASE_URL "
             "(scheme, host, port). Traces stay queued.",
         )
     return Delivery(
-        "dead", status,
+        "dead",
+        status,
         f"Langfuse at {base} rejected the data for good (HTTP {status}{said}); "
         "the record goes to the dead letters (see `status`, retry with `drain --retry-dead`).",
     )
@@ -404,10 +403,10 @@ class _RecordExporterBase:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._target: Optional[_Target] = None
-        self._times: Optional[dict[str, tuple[int, int, bool]]] = None
+        self._target: _Target | None = None
+        self._times: dict[str, tuple[int, int, bool]] | None = None
         self._accepted: dict[str, int] = {}
-        self._failure: Optional[Delivery] = None
+        self._failure: Delivery | None = None
 
     # -- per record
     def begin(self, plan: _Plan, target: _Target) -> None:
@@ -417,7 +416,7 @@ class _RecordExporterBase:
             self._accepted = {}
             self._failure = None
 
-    def finish(self) -> tuple[dict[str, int], Optional[Delivery]]:
+    def finish(self) -> tuple[dict[str, int], Delivery | None]:
         with self._lock:
             result = (dict(self._accepted), self._failure)
             self._times = None
@@ -507,25 +506,29 @@ class _RecordExporterBase:
         try:
             response = target.http.post(target.url, content=body, headers=target.headers)
         except httpx.TimeoutException:
-            return self._fail(Delivery(
-                "retry", None,
-                f"no answer from Langfuse at {target.base} within {target.timeout:g} s; "
-                "traces stay queued and are retried later.",
-            ))
+            return self._fail(
+                Delivery(
+                    "retry",
+                    None,
+                    f"no answer from Langfuse at {target.base} within {target.timeout:g} s; traces stay queued and are retried later.",
+                )
+            )
         except httpx.HTTPError as exc:
-            return self._fail(Delivery(
-                "retry", None,
-                f"cannot reach Langfuse at {target.base} ({type(exc).__name__}: {exc}); is the server running? "
-                "Traces stay queued and are retried later.",
-            ))
+            return self._fail(
+                Delivery(
+                    "retry",
+                    None,
+                    f"cannot reach Langfuse at {target.base} ({type(exc).__name__}: {exc}); is the server running? "
+                    "Traces stay queued and are retried later.",
+                )
+            )
         status = response.status_code
         if status == 413 and len(spans) > 1:
             # Over a proxy's or the server's body limit: halves may fit; one span that
             # does not is dead below.
             half = len(spans) // 2
             return self._post(target, spans[:half]) and self._post(target, spans[half:])
-        delivery = classify(status, target.base, "" if status < 300 else _server_message(response),
-                            response.headers.get("Retry-After", ""))
+        delivery = classify(status, target.base, "" if status < 300 else _server_message(response), response.headers.get("Retry-After", ""))
         if delivery.outcome != "accepted":
             return self._fail(delivery)
         with self._lock:
@@ -611,9 +614,11 @@ class Sender:
         self._closed = False
         # Both switches turn the SDK (or OpenTelemetry) into a silent no-op.
         self._disabled_by = next(
-            (f"{name}={os.environ[name]}" for name, off in
-             (("LANGFUSE_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true"))
-             if os.environ.get(name, "").strip().lower() == off),
+            (
+                f"{name}={os.environ[name]}"
+                for name, off in (("LANGFUSE_TRACING_ENABLED", "false"), ("OTEL_SDK_DISABLED", "true"))
+                if os.environ.get(name, "").strip().lower() == off
+            ),
             "",
         )
 
@@ -631,14 +636,15 @@ class Sender:
             return Delivery("retry", None, "the sender was closed before this record; it stays queued")
         if self._disabled_by:
             return Delivery(
-                "retry", None,
+                "retry",
+                None,
                 f"{self._disabled_by} is set in the sender's environment, so the Langfuse SDK sends "
                 "nothing; unset it (turn tracing off with TRACE_TO_LANGFUSE=false instead). Traces stay queued.",
             )
         engine = self._engine
         with engine.lock:
             engine.exporter.begin(plan, self._target)
-            error: Optional[BaseException] = None
+            error: BaseException | None = None
             try:
                 self._emit(plan)
             except Exception as exc:
@@ -656,7 +662,7 @@ class Sender:
         self._closed = True
         self._http.close()
 
-    def __enter__(self) -> "Sender":
+    def __enter__(self) -> Sender:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -685,9 +691,7 @@ class Sender:
                             break
                         wrapper = self._start(plan, obs, wrappers.get(obs.parent_id or ""))
                         if wrapper.id != obs.id or wrapper.trace_id != plan.trace_id:
-                            raise RuntimeError(
-                                f"SDK gave span {wrapper.trace_id}/{wrapper.id}, expected {plan.trace_id}/{obs.id}"
-                            )
+                            raise RuntimeError(f"SDK gave span {wrapper.trace_id}/{wrapper.id}, expected {plan.trace_id}/{obs.id}")
                         wrappers[obs.id] = wrapper
                         if obs.type == "event":
                             ended_one()  # the SDK ends events when it creates them
@@ -733,22 +737,23 @@ class Sender:
         self,
         plan: _Plan,
         accepted: dict[str, int],
-        failure: Optional[Delivery],
-        error: Optional[BaseException],
+        failure: Delivery | None,
+        error: BaseException | None,
     ) -> Delivery:
         total = len(plan.order)
         if failure is not None:
             return failure
         if error is not None:
             return Delivery(
-                "retry", None,
-                f"internal error while building spans ({type(error).__name__}: {error}); "
-                "the record stays queued; see the log",
+                "retry",
+                None,
+                f"internal error while building spans ({type(error).__name__}: {error}); the record stays queued; see the log",
             )
         missing = [o.id for o in plan.order if o.id not in accepted]
         if missing:
             return Delivery(
-                "retry", None,
+                "retry",
+                None,
                 f"{len(missing)} of {total} spans never reached the exporter (first {missing[0]}); "
                 "check LANGFUSE_TRACING_ENABLED / OTEL_SDK_DISABLED / OTEL_BSP_MAX_QUEUE_SIZE in the "
                 "sender's environment. The record stays queued.",
@@ -758,6 +763,11 @@ class Sender:
 
 
 def open_sender(settings: Settings):
-    return Sender(SendSettings(public_key=settings.public_key, secret_key=settings.secret_key, base_url=display_url(settings.base_url), timeout=settings.timeout))
-
-
+    return Sender(
+        SendSettings(
+            public_key=settings.public_key,
+            secret_key=settings.secret_key,
+            base_url=display_url(settings.base_url),
+            timeout=settings.timeout,
+        )
+    )

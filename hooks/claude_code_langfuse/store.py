@@ -1,4 +1,5 @@
 """store."""
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,12 +10,12 @@ import time
 from typing import NamedTuple
 
 from .files import FileLock, Paths, read_json_file, write_atomic
-from .turns import iso_ms
 from .redaction import record_rev
+from .turns import iso_ms
 
 
 def now_iso() -> str:
-    return iso_ms(_dt.datetime.now(_dt.timezone.utc))
+    return iso_ms(_dt.datetime.now(_dt.UTC))
 
 
 # ============================================================================ queue
@@ -145,5 +146,3 @@ def update_state_entry(paths: Paths, key: str, entry: dict) -> None:
 
 
 MAX_EMITTED = 400
-
-

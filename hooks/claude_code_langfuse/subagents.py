@@ -1,4 +1,5 @@
 """subagents."""
+
 from __future__ import annotations
 
 import json
@@ -56,7 +57,10 @@ class SubagentFinder:
         if meta:
             return meta["_path"], meta
         if call.agent_id:
-            for path in (os.path.join(self.subagents_dir, f"agent-{call.agent_id}.jsonl"), os.path.join(self.flat_dir, f"agent-{call.agent_id}.jsonl")):
+            for path in (
+                os.path.join(self.subagents_dir, f"agent-{call.agent_id}.jsonl"),
+                os.path.join(self.flat_dir, f"agent-{call.agent_id}.jsonl"),
+            ):
                 if os.path.exists(path):
                     return path, self.meta_for_agent(call.agent_id)
         return "", {}
@@ -88,7 +92,6 @@ class SubagentFinder:
             if depth < 4:
                 self.attach(agent_turn, depth + 1)
 
-
     @staticmethod
     def _rows_of_run(rows: list[Row], call: ToolCall, taken: set) -> list[Row]:
         """The part of an agent file that this call ran: a resumed agent (Task `resume`) appends a new
@@ -100,7 +103,9 @@ class SubagentFinder:
             taken.add(0)
             return rows
         want = str((call.input or {}).get("prompt", "")).strip() if isinstance(call.input, dict) else ""
-        pick = next((i for i in starts if i not in taken and content_text((rows[i].data.get("message") or {}).get("content")).strip() == want), None)
+        pick = next(
+            (i for i in starts if i not in taken and content_text((rows[i].data.get("message") or {}).get("content")).strip() == want), None
+        )
         if pick is None:
             pick = next((i for i in starts if i not in taken), None)
         if pick is None:
@@ -137,5 +142,3 @@ def attach_inline_sidechains(turn: Turn, calls: list[ToolCall]) -> None:
             continue
         unmatched.remove(match)
         match.agent = next(group_turns(rows, single_turn=True), None)
-
-

@@ -1,10 +1,11 @@
 """transcript."""
+
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterator, NamedTuple
-
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 # ============================================================================ new bytes -> rows
 
@@ -102,5 +103,3 @@ def read_all_rows(path: str) -> list[Row]:
             return list(iter_rows(f, 0))
     except OSError:
         return []
-
-

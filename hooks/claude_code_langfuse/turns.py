@@ -1,10 +1,12 @@
 """turns."""
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import re
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 from .transcript import Row
 
@@ -23,11 +25,11 @@ def parse_ts(value: str | None) -> _dt.datetime | None:
         t = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
+    return t if t.tzinfo else t.replace(tzinfo=_dt.UTC)
 
 
 def iso_ms(t: _dt.datetime) -> str:
-    t = t.astimezone(_dt.timezone.utc)
+    t = t.astimezone(_dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
@@ -41,7 +43,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+        return "\n".join(
+            b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
+        )
     return ""
 
 
@@ -87,8 +91,20 @@ TURN_STARTERS = {"prompt", "slash-command", "task-notification", "synthetic"}
 class Generation:
     """One API response, merged from its per-block lines."""
 
-    __slots__ = ("message_id", "model", "blocks", "usage", "usage_output_tokens", "stop_reason", "request_id",
-                 "start", "first_ts", "end", "synthetic", "api_error")
+    __slots__ = (
+        "message_id",
+        "model",
+        "blocks",
+        "usage",
+        "usage_output_tokens",
+        "stop_reason",
+        "request_id",
+        "start",
+        "first_ts",
+        "end",
+        "synthetic",
+        "api_error",
+    )
 
     def __init__(self, message_id: str, model: str, request_id: str = "", start: str = "", first_ts: str = ""):
         self.message_id, self.model, self.request_id = message_id, model, request_id
@@ -112,8 +128,22 @@ class Generation:
 class ToolCall:
     """One tool_use block and, once it arrives, its tool_result (paired by id)."""
 
-    __slots__ = ("id", "name", "input", "start", "message_id", "end", "output", "is_error", "has_result",
-                 "result_meta", "agent", "agent_id", "agent_meta", "agent_run")
+    __slots__ = (
+        "id",
+        "name",
+        "input",
+        "start",
+        "message_id",
+        "end",
+        "output",
+        "is_error",
+        "has_result",
+        "result_meta",
+        "agent",
+        "agent_id",
+        "agent_meta",
+        "agent_run",
+    )
 
     def __init__(self, id: str, name: str, input: Any, start: str, message_id: str = ""):
         self.id, self.name, self.input, self.start, self.message_id = id, name, input, start, message_id
@@ -139,8 +169,18 @@ class Event(NamedTuple):
 class Turn:
     """A prompt and everything up to the next prompt (or one subagent run)."""
 
-    def __init__(self, key: str, kind: str, start_offset: int, prompt: Any = None, prompt_row: dict | None = None,
-                 start: str = "", end: str = "", end_offset: int = 0, meta_row: dict | None = None):
+    def __init__(
+        self,
+        key: str,
+        kind: str,
+        start_offset: int,
+        prompt: Any = None,
+        prompt_row: dict | None = None,
+        start: str = "",
+        end: str = "",
+        end_offset: int = 0,
+        meta_row: dict | None = None,
+    ):
         self.key, self.kind, self.start_offset, self.prompt = key, kind, start_offset, prompt
         self.prompt_row: dict = prompt_row or {}
         self.meta_row: dict = meta_row or {}
@@ -201,8 +241,15 @@ class TurnBuilder:
         key = d.get("promptId") or d.get("uuid") or f"offset-{row.start}"
         msg = d.get("message") or {}
         return Turn(
-            key=str(key), kind=kind, start_offset=row.start, prompt=msg.get("content") if isinstance(msg, dict) else None,
-            prompt_row=d, start=norm_ts(d.get("timestamp")), end=norm_ts(d.get("timestamp")), end_offset=row.end, meta_row=d,
+            key=str(key),
+            kind=kind,
+            start_offset=row.start,
+            prompt=msg.get("content") if isinstance(msg, dict) else None,
+            prompt_row=d,
+            start=norm_ts(d.get("timestamp")),
+            end=norm_ts(d.get("timestamp")),
+            end_offset=row.end,
+            meta_row=d,
         )
 
     def feed(self, row: Row) -> Turn | None:
@@ -290,7 +337,16 @@ class TurnBuilder:
                 call = turn.tools.get(b.get("tool_use_id"))
                 result_meta = d.get("toolUseResult") if len(blocks) == 1 else None
                 if call is None:
-                    turn.items.append(Event("tool-result-without-call", ts, uid, "WARNING", tool_result_output(b.get("content")), {"tool_use_id": b.get("tool_use_id")}))
+                    turn.items.append(
+                        Event(
+                            "tool-result-without-call",
+                            ts,
+                            uid,
+                            "WARNING",
+                            tool_result_output(b.get("content")),
+                            {"tool_use_id": b.get("tool_use_id")},
+                        )
+                    )
                     continue
                 call.has_result = True
                 call.end = ts or call.start
@@ -371,7 +427,16 @@ class TurnBuilder:
                     turn.hook_durations_ms.append({"command": str(info.get("command", ""))[:200], "durationMs": info["durationMs"]})
         elif sub in ("compact_boundary", "microcompact_boundary"):
             meta = d.get("compactMetadata") or d.get("microcompactMetadata") or {}
-            turn.items.append(Event("compaction" if sub == "compact_boundary" else "microcompaction", ts, uid, "DEFAULT", d.get("content"), meta if isinstance(meta, dict) else {}))
+            turn.items.append(
+                Event(
+                    "compaction" if sub == "compact_boundary" else "microcompaction",
+                    ts,
+                    uid,
+                    "DEFAULT",
+                    d.get("content"),
+                    meta if isinstance(meta, dict) else {},
+                )
+            )
         elif sub == "api_error":
             meta = {k: d.get(k) for k in ("retryAttempt", "retryInMs", "maxRetries") if k in d}
             turn.items.append(Event("api-error", ts, uid, "WARNING", d.get("error") or d.get("content"), meta))
@@ -441,6 +506,7 @@ def group_turns(rows: Iterable[Row], single_turn: bool = False, bad_lines: list 
 
 # -- images / documents ----------------------------------------------------------------------
 
+
 def _base64_decoded_size(data):
     length = len(data)
     # Whitespace is not data; counting is cheap next to decoding megabytes.
@@ -479,4 +545,3 @@ def image_placeholder(block):
     if kind == "text":
         return "[%s: text]" % label
     return "[%s: %s]" % (label, media_type if kind == "base64" else (kind or "unknown source"))
-

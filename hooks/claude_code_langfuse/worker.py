@@ -18,14 +18,14 @@ import sys
 import time
 from typing import NamedTuple
 
+from .collect import process_event
 from .config import Settings, ensure_state_dir, get_logger, load_settings
+from .delivery import drain_queue, key_fingerprint, update_sender_status
 from .event import BadEvent, event_from_dict
 from .files import FileLock, Paths, read_json_file
 from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, list_news, read_news, remove_news
 from .runtime import LANGFUSE_REQUIREMENT, entry_argv, plugin_venv, sender_python, spawn_detached
 from .store import now_iso, queue_read
-from .collect import process_event
-from .delivery import drain_queue, key_fingerprint, update_sender_status
 
 LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
 POLL_S = 0.05
@@ -74,8 +74,13 @@ def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> Inbo
         try:
             outcome = process_event(event, settings, log, final=ready)
         except Exception as e:  # one bad event never blocks the others
-            log.exception("could not read %s for the %s event of session %s: %s; the cursor stays, the next event retries",
-                          event.transcript_path, event.name, event.session_id, e)
+            log.exception(
+                "could not read %s for the %s event of session %s: %s; the cursor stays, the next event retries",
+                event.transcript_path,
+                event.name,
+                event.session_id,
+                e,
+            )
             outcome = None
         if outcome is not None and not outcome.done:
             blocked.add(transcript)
@@ -144,8 +149,13 @@ class DeliveryThread:
                     self.news = False
                     summary = drain_queue(self.settings, self.log)
                     if summary.sent or summary.dead or summary.stopped_by:
-                        self.log.info("worker: %d sent, %d dead-lettered, %d kept%s", summary.sent, summary.dead, summary.kept,
-                                      f" ({summary.stopped_by}, see the error above)" if summary.stopped_by else "")
+                        self.log.info(
+                            "worker: %d sent, %d dead-lettered, %d kept%s",
+                            summary.sent,
+                            summary.dead,
+                            summary.kept,
+                            f" ({summary.stopped_by}, see the error above)" if summary.stopped_by else "",
+                        )
             except Exception as e:  # the queue stays; the next event or `drain` retries
                 self.log.exception("delivery failed: %s; the queue is kept", e)
             finally:
@@ -222,12 +232,28 @@ def bootstrap_main(settings: Settings) -> int:
             log.info("creating the plugin venv %s with %s (first use)", venv, LANGFUSE_REQUIREMENT)
             try:
                 subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
-                subprocess.run([os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                                LANGFUSE_REQUIREMENT], check=True, capture_output=True, timeout=900)
+                subprocess.run(
+                    [
+                        os.path.join(venv, "bin", "python"),
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                        LANGFUSE_REQUIREMENT,
+                    ],
+                    check=True,
+                    capture_output=True,
+                    timeout=900,
+                )
             except (OSError, subprocess.SubprocessError) as e:
                 detail = getattr(e, "stderr", b"") or b""
-                log.error("could not create the plugin venv %s: %s %s; the queue is kept; the next hook run tries again",
-                          venv, e, detail.decode("utf-8", "replace")[-500:] if isinstance(detail, bytes) else detail)
+                log.error(
+                    "could not create the plugin venv %s: %s %s; the queue is kept; the next hook run tries again",
+                    venv,
+                    e,
+                    detail.decode("utf-8", "replace")[-500:] if isinstance(detail, bytes) else detail,
+                )
                 return 1
             with open(os.path.join(venv, ".langfuse-ready"), "w") as f:
                 f.write(LANGFUSE_REQUIREMENT + "\n")

@@ -29,6 +29,7 @@ import pytest
 from fake_messages_api import Script, reply, thinking, tool_use, usage
 from fixtures_claude_cli import HOOK_EVENTS, hook_command, read_jsonl, run_claude, write_hook_settings
 from langfuse_standin import LangfuseStandin, Observation
+from transcript_factory import wait_for_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -206,7 +207,7 @@ class Traced:
             "CC_LANGFUSE_SECRET_KEY": standin.secret_key,
             "CC_LANGFUSE_USER_ID": self.user_id,
         }
-        self.command = hook_command(PYTHON, HOOK)
+        self.command = hook_command(PYTHON, "-I", HOOK)  # as the installer registers it: a script path, isolated
         write_hook_settings(self.home, {event: [self.command] for event in HOOK_EVENTS})
         self.runs: list = []
 
@@ -241,7 +242,7 @@ class Traced:
 
     def hook_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [PYTHON, str(HOOK), *args], env=self.hook_env(), capture_output=True, text=True, timeout=120, cwd=str(self.project)
+            [PYTHON, "-I", str(HOOK), *args], env=self.hook_env(), capture_output=True, text=True, timeout=120, cwd=str(self.project)
         )
         if check:
             assert proc.returncode == 0, "%s %s failed (%s)\nstdout:\n%s\nstderr:\n%s\nlog:\n%s" % (
@@ -284,11 +285,22 @@ class Traced:
         except FileNotFoundError:
             return "(no log)"
 
+    def inbox(self) -> list[str]:
+        """Hook events the worker has not read yet."""
+        try:
+            return [n for n in os.listdir(self.state / "inbox") if n.endswith(".json")]
+        except FileNotFoundError:
+            return []
+
+    def wait_worker(self) -> None:
+        """Wait until the detached worker has read every event and exited (sending included)."""
+        wait_for_worker(self.state, timeout=DELIVERY_TIMEOUT_S)
+
     def wait_delivered(self, predicate=None, timeout: float = DELIVERY_TIMEOUT_S) -> None:
-        """Wait for the detached sender: the queue empty (a record leaves it only once accepted)."""
+        """Wait for the detached worker: every event read, the queue empty (a record leaves it only once accepted)."""
         deadline = time.monotonic() + timeout
         while True:
-            if not self.queue_records() and (predicate is None or predicate()):
+            if not self.inbox() and not self.queue_records() and (predicate is None or predicate()):
                 return
             if time.monotonic() > deadline:
                 roots = {o.trace_id: o.output for o in self.standin.observations() if o.parent_id is None}
@@ -860,6 +872,7 @@ def test_server_down_session_succeeds_and_drain_delivers_once(claude_cli, tmp_pa
         turns = main_turns(second.lines())
         ids = [trace_id_for(first.session_id, tv.prompt_id) for tv in turns]
         assert len(turns) == 2
+        t.wait_worker()
         assert {r["key"] for r in t.queue_records()} == {"turn:" + i for i in ids}
         st = t.status()
         assert st["queue_turns"] == 2
@@ -877,5 +890,28 @@ def test_server_down_session_succeeds_and_drain_delivers_once(claude_cli, tmp_pa
         assert t.roots_with_output({ids[0]: "It printed down.", ids[1]: "Still fine."})
         time.sleep(1.0)  # no late sender may deliver the same turns again
         assert len(standin.spans) == len(standin.observations())
+    finally:
+        standin.stop()
+
+
+# ============================================================================ 8. files in the user's project
+
+
+def test_project_files_named_like_ours_or_the_stdlib_never_shadow_the_hook(claude_cli, tmp_path):
+    """Hooks run in the user's project: its json.py or langfuse_hook.py must not replace ours."""
+    standin = new_standin().start()
+    try:
+        t = Traced(tmp_path, standin)
+        marker = tmp_path / "project-langfuse-hook-ran"
+        (t.project / "json.py").write_text("raise SystemExit('the project json.py was imported')\n")
+        (t.project / "langfuse_hook.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+        (t.project / "claude_code_langfuse").mkdir()
+        (t.project / "claude_code_langfuse" / "__init__.py").write_text("raise SystemExit('the project package was imported')\n")
+        run = t.run("which files are here?", [reply("Three of them.")], expect_result="Three of them.")
+        (tv,) = main_turns(run.lines())
+        tid = trace_id_for(run.session_id, tv.prompt_id)
+        t.wait_delivered(lambda: t.roots_with_output({tid: "Three of them."}))
+        assert not marker.exists(), "the project's langfuse_hook.py ran instead of ours"
+        t.drain_and_check()
     finally:
         standin.stop()

@@ -1,0 +1,244 @@
+"""The hook's critical path and the worker behind it.
+
+The hook process (what Claude Code waits for) must do constant work: validate the event, write one
+news file into the inbox, wake the worker, exit. These tests run the real entry file the way the
+installer registers it (`<python> -I <path>/langfuse_hook.py`) and look at what it imported and
+touched. The worker's waits for Claude Code (a Stop before its final answer is flushed, a Stop
+before a new session's transcript exists) are driven through `process_inbox` with news files whose
+arrival time is set, so no test sleeps through a real wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+from claude_code_langfuse.config import ensure_state_dir
+from claude_code_langfuse.files import Paths
+from claude_code_langfuse.inbox import list_news, write_news
+from claude_code_langfuse.worker import LAG_WAIT_S, MISSING_WAIT_S, process_inbox
+from transcript_factory import Transcript, root, stop_event, text, wait_for_worker
+
+HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
+
+# What the critical path must never load: the SDK, OpenTelemetry, any HTTP client, process
+# machinery, and every module that reads transcripts or sends (those are the worker's).
+FORBIDDEN = (
+    "langfuse",
+    "opentelemetry",
+    "httpx",
+    "http.client",
+    "urllib.request",
+    "ssl",
+    "socket",
+    "subprocess",
+    "logging",
+    "dataclasses",
+    "claude_code_langfuse.transcript",
+    "claude_code_langfuse.turns",
+    "claude_code_langfuse.subagents",
+    "claude_code_langfuse.records",
+    "claude_code_langfuse.redaction",
+    "claude_code_langfuse.store",
+    "claude_code_langfuse.collect",
+    "claude_code_langfuse.sender",
+    "claude_code_langfuse.delivery",
+    "claude_code_langfuse.worker",
+    "claude_code_langfuse.commands",
+    "claude_code_langfuse.backfill",
+    "claude_code_langfuse.doctor",
+    "claude_code_langfuse.insights",
+)
+
+
+def hook_env(tmp_path, **extra) -> dict:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8",
+        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),
+        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "CC_LANGFUSE_USER_ID": "tester",
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def session(tmp_path):
+    return Transcript(str(tmp_path / "home" / ".claude" / "projects" / "-home-dev-proj" / "5b469540-beb0-4db7-b5e1-5bf71f36cd69.jsonl"))
+
+
+def imported_by_hook(stdin: bytes, env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the entry as registered, with -X importtime: every module the hook process imported."""
+    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", HOOK], input=stdin, env=env, capture_output=True, timeout=60)
+    modules = set()
+    for line in proc.stderr.decode().splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                modules.add(name)
+    return proc, modules
+
+
+@pytest.mark.parametrize("event_name", ["Stop", "SubagentStop", "SessionEnd"])
+def test_critical_path_imports_no_sdk_no_http_and_no_reader(tmp_path, session, event_name):
+    session.simple_turn("one", "answer one")
+    event = stop_event(session, "answer one", name=event_name)
+    proc, modules = imported_by_hook(json.dumps(event).encode(), hook_env(tmp_path))
+    assert proc.returncode == 0 and proc.stdout == b""
+    assert "claude_code_langfuse.hook" in modules, "the importtime listing did not work"
+    heavy = sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
+    assert heavy == [], f"the {event_name} hook process imported {heavy}"
+    # the worker it woke did the reading
+    wait_for_worker(tmp_path / "state")
+    queue = (tmp_path / "state" / "pending_traces.jsonl").read_bytes().splitlines()
+    assert [json.loads(line)["trace"]["name"] for line in queue] == ["one"]
+
+
+def test_hook_never_opens_the_transcript(tmp_path, session):
+    """Constant work: the transcript may be any size; the hook does not even open it. A FIFO as
+    transcript_path would block any reader forever: the hook still returns at once."""
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    event = {"hook_event_name": "Stop", "session_id": "s-fifo", "transcript_path": str(fifo), "last_assistant_message": "x"}
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-I", HOOK], input=json.dumps(event).encode(), env=hook_env(tmp_path), capture_output=True, timeout=30
+    )
+    assert proc.returncode == 0 and proc.stdout == b"" and proc.stderr == b""
+    assert time.monotonic() - started < 30
+    wait_for_worker(tmp_path / "state", timeout=MISSING_WAIT_S + 10)
+    assert "is not a file" in (tmp_path / "state" / "langfuse_hook.log").read_text()
+
+
+def test_news_file_holds_the_event_and_only_tracing_settings(tmp_path, session):
+    env = hook_env(tmp_path, CC_LANGFUSE_TAGS_UNRELATED="x", AWS_SECRET_ACCESS_KEY="not-ours", TRACE_TO_LANGFUSE="true")
+    inbox = tmp_path / "inbox"
+    path = write_news(str(inbox), stop_event(session, "hi"), env)
+    news = json.loads(pathlib.Path(path).read_text())
+    assert news["event"]["last_assistant_message"] == "hi"
+    assert "AWS_SECRET_ACCESS_KEY" not in news["env"] and "PATH" not in news["env"] and "HOME" not in news["env"]
+    assert news["env"]["TRACE_TO_LANGFUSE"] == "true" and news["env"]["CC_LANGFUSE_PUBLIC_KEY"] == "pk-lf-test"
+    assert (os.stat(path).st_mode & 0o777) == 0o600 and (os.stat(inbox).st_mode & 0o777) == 0o700
+
+
+def test_lone_surrogate_in_an_event_is_recorded(tmp_path, session):
+    path = write_news(str(tmp_path / "inbox"), stop_event(session, "broken emoji \ud83d"), {})
+    assert json.loads(pathlib.Path(path).read_text())["event"]["last_assistant_message"] == "broken emoji \ud83d"
+
+
+# ============================================================================ the worker's waits
+
+
+def _log():
+    log = logging.getLogger("cc-langfuse-test-worker")
+    log.propagate = False
+    return log
+
+
+def _news(paths: Paths, event: dict, age: float, env: dict) -> str:
+    """A news file as the hook writes it, received `age` seconds ago."""
+    ensure_state_dir(paths.dir)
+    path = write_news(paths.inbox, event, env)
+    news = json.loads(pathlib.Path(path).read_text())
+    news["received"] = time.time() - age
+    pathlib.Path(path).write_text(json.dumps(news))
+    return path
+
+
+def _queued(paths: Paths) -> list[dict]:
+    if not os.path.exists(paths.queue):
+        return []
+    return [json.loads(line) for line in pathlib.Path(paths.queue).read_bytes().splitlines() if line.strip()]
+
+
+def test_stop_before_the_answer_is_flushed_waits_for_it(tmp_path, session):
+    paths = Paths(str(tmp_path / "state"))
+    env = hook_env(tmp_path)
+    session.prompt("what is 6x7?")
+    # Stop fired: the event knows the answer, the transcript does not have it yet
+    _news(paths, stop_event(session, "42."), age=0.0, env=env)
+    handled, waiting, _ = process_inbox(paths, _log(), base_env=env)
+    assert (handled, waiting) == (0, True) and _queued(paths) == []
+    assert len(list_news(paths.inbox)) == 1, "the event must stay until its turn can be read"
+    session.respond(text("42."))
+    session.turn_duration()
+    handled, waiting, _ = process_inbox(paths, _log(), base_env=env)
+    assert (handled, waiting) == (1, False) and list_news(paths.inbox) == []
+    [record] = _queued(paths)
+    assert root(record)["output"] == "42."
+    assert "output_source" not in root(record)["metadata"], "the answer came from disk, not from the event"
+
+
+def test_stop_whose_answer_never_reaches_disk_uses_the_event_text_once_the_wait_is_over(tmp_path, session):
+    paths = Paths(str(tmp_path / "state"))
+    env = hook_env(tmp_path)
+    session.prompt("what is 6x7?")
+    _news(paths, stop_event(session, "42."), age=LAG_WAIT_S + 0.1, env=env)
+    handled, waiting, _ = process_inbox(paths, _log(), base_env=env)
+    assert (handled, waiting) == (1, False)
+    [record] = _queued(paths)
+    assert root(record)["output"] == "42." and root(record)["metadata"]["output_source"] == "last_assistant_message"
+
+
+def test_stop_before_the_transcript_exists_waits_then_reads_it(tmp_path, session):
+    """With the real CLI a new `-p` session's first Stop can fire before its file exists."""
+    paths = Paths(str(tmp_path / "state"))
+    env = hook_env(tmp_path)
+    event = stop_event(session, "hello")
+    os.unlink(session.path)  # (the factory creates the file empty)
+    _news(paths, event, age=0.0, env=env)
+    assert process_inbox(paths, _log(), base_env=env)[:2] == (0, True)
+    session.simple_turn("hi", "hello")
+    assert process_inbox(paths, _log(), base_env=env)[:2] == (1, False)
+    assert [r["trace"]["name"] for r in _queued(paths)] == ["hi"]
+
+
+def test_missing_transcript_is_given_up_after_its_wait_with_a_log_line(tmp_path, session):
+    paths = Paths(str(tmp_path / "state"))
+    env = hook_env(tmp_path)
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = _log()
+    log.addHandler(Capture())
+    _news(paths, stop_event(session, "x") | {"transcript_path": str(tmp_path / "never.jsonl")}, age=MISSING_WAIT_S + 0.1, env=env)
+    assert process_inbox(paths, log, base_env=env)[:2] == (1, False)
+    assert list_news(paths.inbox) == [] and any("does not exist" in line for line in lines)
+
+
+def test_later_events_of_a_waiting_transcript_wait_behind_it_others_do_not(tmp_path, session):
+    paths = Paths(str(tmp_path / "state"))
+    env = hook_env(tmp_path)
+    other = Transcript(str(tmp_path / "home" / ".claude" / "projects" / "-p" / "00000000-0000-4000-8000-000000000001.jsonl"))
+    other.simple_turn("other session", "done")
+    session.prompt("slow one")
+    _news(paths, stop_event(session, "not flushed"), age=0.0, env=env)
+    _news(paths, stop_event(session, "not flushed", name="SessionEnd"), age=LAG_WAIT_S + 1, env=env)  # older wait, but behind
+    _news(paths, stop_event(other, "done"), age=0.0, env=env)
+    handled, waiting, _ = process_inbox(paths, _log(), base_env=env)
+    assert (handled, waiting) == (1, True)
+    assert [r["trace"]["name"] for r in _queued(paths)] == ["other session"]
+    assert len(list_news(paths.inbox)) == 2
+
+
+def test_each_event_is_read_with_the_settings_of_the_process_that_fired_it(tmp_path, session):
+    """A project's settings.local.json env (TRACE_TO_LANGFUSE=false) reaches only its own hook process."""
+    paths = Paths(str(tmp_path / "state"))
+    worker_env = hook_env(tmp_path)  # the worker was started by another project's event: tracing on
+    session.simple_turn("secret project prompt", "ok")
+    _news(paths, stop_event(session, "ok"), age=LAG_WAIT_S, env=hook_env(tmp_path, TRACE_TO_LANGFUSE="false"))
+    assert process_inbox(paths, _log(), base_env=worker_env)[:2] == (1, False)
+    assert _queued(paths) == []

@@ -38,8 +38,9 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
-def hook_registrations(settings_path: str) -> dict[str, bool]:
-    found = {"Stop": False, "SubagentStop": False, "SessionEnd": False}
+def hook_registrations(settings_path: str) -> dict[str, str]:
+    """Event -> our registered command ("" where the event has none)."""
+    found = {"Stop": "", "SubagentStop": "", "SessionEnd": ""}
     data = read_json_file(settings_path, {})
     hooks = data.get("hooks") if isinstance(data, dict) else None
     if not isinstance(hooks, dict):
@@ -47,11 +48,20 @@ def hook_registrations(settings_path: str) -> dict[str, bool]:
     for event in found:
         for group in hooks.get(event) or []:
             for handler in (group or {}).get("hooks") or [] if isinstance(group, dict) else []:
-                if isinstance(handler, dict) and "langfuse_hook" in str(handler.get("command", "")) + " ".join(
-                    map(str, handler.get("args") or [])
-                ):
-                    found[event] = True
+                command = (
+                    str(handler.get("command", "")) + " " + " ".join(map(str, handler.get("args") or []))
+                    if isinstance(handler, dict)
+                    else ""
+                )
+                if "langfuse_hook" in command:
+                    found[event] = command.strip()
     return found
+
+
+def shadowable(command: str) -> bool:
+    """`python -m langfuse_hook` (before 0.2) runs with the working directory first on sys.path:
+    a project's json.py or langfuse_hook.py replaces the standard library or the hook."""
+    return " -m langfuse_hook" in command
 
 
 def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
@@ -71,6 +81,16 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
                 f"{settings_path}: Stop, SubagentStop, SessionEnd"
                 if not missing
                 else f"{settings_path} lacks the hook for {', '.join(missing)}: run scripts/install-hook.sh",
+            )
+        )
+    unsafe = [event for event, command in regs.items() if shadowable(command)]
+    if unsafe and not as_plugin:
+        checks.append(
+            (
+                "hook command safe from project files",
+                False,
+                f"{settings_path} runs the hook with `-m` for {', '.join(unsafe)}: a project's json.py or langfuse_hook.py "
+                "can replace it; rerun scripts/install-hook.sh (it registers `<python> -I <path>/langfuse_hook.py`)",
             )
         )
     checks.append(("tracing enabled", settings.enabled, "on" if settings.enabled else "TRACE_TO_LANGFUSE is false in this environment"))

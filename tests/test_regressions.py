@@ -14,7 +14,7 @@ from claude_code_langfuse.commands import retry_dead_letters
 from claude_code_langfuse.config import ensure_state_dir
 from claude_code_langfuse.delivery import drain_queue
 from claude_code_langfuse.files import FileLock, Paths
-from claude_code_langfuse.sender import BadRecord, build_plan
+from claude_code_langfuse.plan import BadRecord, build_plan
 from claude_code_langfuse.store import queue_read
 from transcript_factory import (
     HookRunner,

@@ -1,4 +1,4 @@
-"""backfill."""
+"""`backfill`: sessions from before the install, queued with the live hook's ids (so nothing is doubled)."""
 
 from __future__ import annotations
 

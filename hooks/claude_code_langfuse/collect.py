@@ -1,4 +1,4 @@
-"""collect."""
+"""One hook event -> the transcript's new turns -> redacted records -> queue, then the cursor (the worker's per-event work)."""
 
 from __future__ import annotations
 

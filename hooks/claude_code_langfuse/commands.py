@@ -1,4 +1,4 @@
-"""commands."""
+"""`status` and `drain`: what the queue, the inbox and the worker are doing, and sending now in the foreground."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""config."""
+"""Settings (environment first, then the config file) and the log. Imported by the hook: keep it light."""
 
 from __future__ import annotations
 

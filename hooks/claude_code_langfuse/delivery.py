@@ -1,4 +1,4 @@
-"""delivery."""
+"""The queue -> Langfuse: oldest first, a record leaves only once accepted; back-off, dead letters and the sender status file."""
 
 from __future__ import annotations
 

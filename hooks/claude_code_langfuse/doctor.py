@@ -1,4 +1,4 @@
-"""doctor."""
+"""`doctor`: every part a trace passes through, checked, each failure with how to fix it."""
 
 from __future__ import annotations
 

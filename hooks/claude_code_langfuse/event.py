@@ -1,4 +1,4 @@
-"""event."""
+"""A hook event as the worker reads it: the fields of Claude Code's hook payload it uses."""
 
 from __future__ import annotations
 

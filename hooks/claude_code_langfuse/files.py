@@ -1,4 +1,4 @@
-"""files."""
+"""Locks, atomic writes and the state folder's layout. Imported by the hook: standard library only, nothing heavy."""
 
 from __future__ import annotations
 

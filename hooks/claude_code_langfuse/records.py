@@ -1,4 +1,4 @@
-"""records."""
+"""Turns -> queue records: deterministic trace and observation ids, transcript times, usage (docs/design.md, "Queue record")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""redaction."""
+"""Secret redaction and field truncation, applied to every record before it is queued (nothing leaves the process unredacted)."""
 
 from __future__ import annotations
 

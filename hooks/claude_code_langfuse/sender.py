@@ -1,63 +1,44 @@
-"""sender."""
+"""Queue records -> Langfuse through the SDK 5.x. The only module that imports the SDK,
+OpenTelemetry and httpx (~0.3 s): only the worker's delivery thread and `drain` load it.
+
+One queue record -> Langfuse observations through the SDK 5.x, using only its supported
+extension points: our own TracerProvider whose IdGenerator hands out the record's trace and
+span ids (a resend upserts instead of duplicating); observations started with the public
+start_observation methods and ended with end(end_time=...); trace attributes on every span via
+propagate_attributes; and our own span_exporter, which rebuilds each finished span with the
+record's start time (the SDK has no public start time), encodes it with OpenTelemetry's OTLP
+encoder and POSTs it once itself, so it knows the HTTP status of every span and the queue, not
+the SDK's retry loop, decides what happens next.
+"""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import logging
+import math
 import os
-import re
+import threading
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import httpx
+from langfuse import Langfuse, propagate_attributes
+from langfuse import __version__ as LANGFUSE_SDK_VERSION
+from opentelemetry import context as otel_context
+from opentelemetry import trace as otel_trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
 from .config import Settings, display_url
+from .plan import IS_APP_ROOT, BadRecord, Plan, PlannedObservation, build_plan
 
-# ============================================================================ send
-
-# One queue record -> Langfuse observations through the SDK 5.x, using only its supported
-# extension points: our own TracerProvider whose IdGenerator hands out the record's trace and
-# span ids (a resend upserts instead of duplicating); observations started with the public
-# start_observation methods and ended with end(end_time=...); trace attributes on every span via
-# propagate_attributes; and our own span_exporter, which rebuilds each finished span with the
-# record's start time (the SDK has no public start time), encodes it with OpenTelemetry's OTLP
-# encoder and POSTs it once itself, so it knows the HTTP status of every span and the queue, not
-# the SDK's retry loop, decides what happens next.
-
-# The SDK and OpenTelemetry are imported only here, in the background sender (they cost
-# ~0.3 s); the hook's critical path never runs this.
-_SDK_LOADED = False
-
-
-def _import_sdk() -> None:
-    global _SDK_LOADED, base64, gzip, math, threading, httpx, Langfuse, propagate_attributes
-    global LANGFUSE_SDK_VERSION, otel_context, otel_trace, encode_spans, Resource, ReadableSpan, TracerProvider
-    global SpanExporter, SpanExportResult, IdGenerator, ALWAYS_ON, send_log, _ENGINES_LOCK, _RecordIds, _RecordExporter
-    if _SDK_LOADED:
-        return
-    import base64
-    import gzip
-    import logging
-    import math
-    import threading
-
-    import httpx
-    from langfuse import Langfuse, propagate_attributes
-    from langfuse import __version__ as LANGFUSE_SDK_VERSION
-    from opentelemetry import context as otel_context
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-
-    send_log = logging.getLogger("claude_code_langfuse.send")
-    _ENGINES_LOCK = threading.Lock()
-    # the OTel extension points, subclassed once their base classes are importable
-    _RecordIds = type("_RecordIds", (_RecordIdsBase, IdGenerator), {})
-    _RecordExporter = type("_RecordExporter", (_RecordExporterBase, SpanExporter), {})
-    _SDK_LOADED = True
-
+send_log = logging.getLogger("claude_code_langfuse.send")
 
 TRACES_PATH = "/api/public/otel/v1/traces"
 
@@ -68,22 +49,11 @@ EXPORT_CHUNK = 256
 # POST bodies are split before encoding when the span payload passes this (uncompressed)
 # size, so one turn with big tool outputs does not hit proxy or server body limits.
 MAX_POST_BYTES = 4 * 1024 * 1024
-# propagate_attributes drops trace-level values longer than this (SDK 5.x).
-TRACE_ATTR_MAX = 200
-
-OBSERVATION_TYPES = frozenset({"span", "generation", "tool", "agent", "event", "chain", "retriever", "evaluator", "embedding", "guardrail"})
-GENERATION_LIKE = frozenset({"generation", "embedding"})
-LEVELS = frozenset({"DEBUG", "DEFAULT", "WARNING", "ERROR"})
-IS_APP_ROOT = "langfuse.internal.is_app_root"
-
-_HEX32 = re.compile(r"^[0-9a-f]{32}$")
-_HEX16 = re.compile(r"^[0-9a-f]{16}$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # The SDK keeps one client per public key per process (a second Langfuse(...) with the
 # same key silently reuses the first one's pipeline), so the pipeline is per key too.
 _ENGINES: dict[str, _Engine] = {}
-_ENGINES_LOCK: Any = None  # created with the SDK imports
+_ENGINES_LOCK = threading.Lock()
 
 
 class SendSettings(NamedTuple):
@@ -102,189 +72,10 @@ class Delivery(NamedTuple):
     detail: str
 
 
-class BadRecord(ValueError):
-    """The record itself is malformed: no server will ever take it."""
-
-
-# --------------------------------------------------------------------------- record → plan
-
-
-class _Obs(NamedTuple):
-    id: str
-    parent_id: str | None
-    type: str
-    name: str
-    start_ns: int
-    end_ns: int
-    kwargs: dict[str, Any]
-
-
-class _Plan(NamedTuple):
-    trace_id: str
-    order: list[_Obs]  # parents before children
-    trace_attributes: dict[str, Any]
-
-    @property
-    def times(self) -> dict[str, tuple[int, int, bool]]:
-        return {o.id: (o.start_ns, o.end_ns, o.parent_id is not None) for o in self.order}
-
-
-def _iso_to_datetime(text: Any, what: str) -> datetime:
-    if not isinstance(text, str):
-        raise BadRecord(f"{what} is not an ISO 8601 string: {text!r}")
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise BadRecord(f"{what} is not an ISO 8601 time: {text!r}") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _ns(moment: datetime) -> int:
-    # Integer arithmetic: float seconds would make resends differ by a nanosecond.
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
-
-
-def _clip(text: str, limit: int = TRACE_ATTR_MAX) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _metadata_value_fits(value: Any) -> bool:
-    # Mirrors the SDK: every trace metadata value is JSON-encoded (strings included)
-    # before its 200-char check, and longer ones are dropped with only a warning.
-    if isinstance(value, str):
-        encoded = json.dumps(value, ensure_ascii=False)
-    else:
-        encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-    return len(encoded) <= TRACE_ATTR_MAX
-
-
-def _trace_attributes(trace: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split the record's trace fields into propagate_attributes kwargs and leftovers.
-
-    Leftovers are trace metadata values too long to propagate; they go on the
-    top observation(s) instead so nothing is dropped.
-    """
-    attrs: dict[str, Any] = {}
-    if trace.get("name"):
-        attrs["trace_name"] = _clip(str(trace["name"]))
-    if trace.get("session_id"):
-        attrs["session_id"] = _clip(str(trace["session_id"]))
-    if trace.get("user_id"):
-        attrs["user_id"] = _clip(str(trace["user_id"]))
-    tags = [_clip(str(t)) for t in (trace.get("tags") or []) if t not in (None, "")]
-    if tags:
-        attrs["tags"] = list(dict.fromkeys(tags))
-    short: dict[str, Any] = {}
-    long: dict[str, Any] = {}
-    for key, value in (trace.get("metadata") or {}).items():
-        if value is None:
-            continue
-        (short if _metadata_value_fits(value) else long)[str(key)] = value
-    if short:
-        attrs["metadata"] = short
-    return attrs, long
-
-
-def build_plan(record: Any) -> _Plan:
-    """Validate a queue record and order its observations; BadRecord if it can never be sent."""
-    if not isinstance(record, dict):
-        raise BadRecord("record is not a JSON object")
-    trace = record.get("trace")
-    if not isinstance(trace, dict):
-        raise BadRecord("record has no trace object")
-    trace_id = trace.get("id")
-    if not isinstance(trace_id, str) or not _HEX32.match(trace_id) or not int(trace_id, 16):
-        raise BadRecord(f"trace id must be 32 lowercase hex digits, not all zero: {trace_id!r}")
-    raw_observations = record.get("observations")
-    if not isinstance(raw_observations, list) or not raw_observations:
-        raise BadRecord("record has no observations")
-
-    trace_attrs, long_trace_metadata = _trace_attributes(trace)
-    observations: dict[str, _Obs] = {}
-    for index, raw in enumerate(raw_observations):
-        where = f"observation {index}"
-        if not isinstance(raw, dict):
-            raise BadRecord(f"{where} is not an object")
-        obs_id = raw.get("id")
-        if not isinstance(obs_id, str) or not _HEX16.match(obs_id) or not int(obs_id, 16):
-            raise BadRecord(f"{where}: id must be 16 lowercase hex digits, not all zero: {obs_id!r}")
-        if obs_id in observations:
-            raise BadRecord(f"{where}: duplicate observation id {obs_id}")
-        parent_id = raw.get("parent_id")
-        if parent_id is not None and (not isinstance(parent_id, str) or not _HEX16.match(parent_id) or not int(parent_id, 16)):
-            raise BadRecord(f"{where}: parent_id must be null or 16 lowercase hex digits: {parent_id!r}")
-        obs_type = raw.get("type") or "span"
-        if obs_type not in OBSERVATION_TYPES:
-            raise BadRecord(f"{where}: unknown observation type {obs_type!r}")
-        start = _iso_to_datetime(raw.get("start"), f"{where}.start")
-        end = _iso_to_datetime(raw.get("end") or raw.get("start"), f"{where}.end")
-        start_ns, end_ns = _ns(start), _ns(end)
-        end_ns = max(end_ns, start_ns)  # a clock step must not make the span invalid
-
-        kwargs: dict[str, Any] = {}
-        for key in ("input", "output"):
-            if raw.get(key) is not None:
-                kwargs[key] = raw[key]
-        metadata = raw.get("metadata")
-        if metadata is not None:
-            kwargs["metadata"] = metadata
-        level = raw.get("level")
-        if level in LEVELS and level != "DEFAULT":
-            kwargs["level"] = level
-        elif level not in (None, "DEFAULT"):
-            send_log.warning("observation %s: unknown level %r sent as DEFAULT", obs_id, level)
-        if raw.get("status_message") is not None:
-            kwargs["status_message"] = str(raw["status_message"])
-        if obs_type in GENERATION_LIKE:
-            if raw.get("model"):
-                kwargs["model"] = str(raw["model"])
-            if isinstance(raw.get("usage_details"), dict):
-                kwargs["usage_details"] = raw["usage_details"]
-            if raw.get("completion_start_time"):
-                kwargs["completion_start_time"] = _iso_to_datetime(raw["completion_start_time"], f"{where}.completion_start_time")
-        observations[obs_id] = _Obs(
-            id=obs_id,
-            parent_id=parent_id,
-            type=obs_type,
-            name=str(raw.get("name") or obs_type),
-            start_ns=start_ns,
-            end_ns=end_ns,
-            kwargs=kwargs,
-        )
-
-    children: dict[str | None, list[_Obs]] = {}
-    tops: list[_Obs] = []
-    for obs in observations.values():
-        if obs.parent_id is None or obs.parent_id not in observations:
-            tops.append(obs)  # trace root, or attached to a parent in another record
-        else:
-            children.setdefault(obs.parent_id, []).append(obs)
-    if not tops:
-        raise BadRecord("observations form a cycle: none is a root or attached outside the record")
-
-    if long_trace_metadata:
-        for top in tops:
-            merged = dict(long_trace_metadata)
-            if isinstance(top.kwargs.get("metadata"), dict):
-                merged.update(top.kwargs["metadata"])
-            top.kwargs["metadata"] = merged
-
-    order: list[_Obs] = []
-    stack = list(reversed(tops))
-    while stack:
-        obs = stack.pop()
-        order.append(obs)
-        stack.extend(reversed(children.get(obs.id, [])))
-    if len(order) != len(observations):
-        raise BadRecord("observations form a cycle through their parent_id links")
-    return _Plan(trace_id=trace_id, order=order, trace_attributes=trace_attrs)
-
-
 # --------------------------------------------------------------------------- ids
 
 
-class _RecordIdsBase:
+class _RecordIds(IdGenerator):
     """Gives each new span exactly the id the sender armed for it."""
 
     def __init__(self) -> None:
@@ -398,7 +189,7 @@ class _Target:
         }
 
 
-class _RecordExporterBase:
+class _RecordExporter(SpanExporter):
     """Sends the spans of the record being sent; keeps the HTTP outcome per span id."""
 
     def __init__(self) -> None:
@@ -409,7 +200,7 @@ class _RecordExporterBase:
         self._failure: Delivery | None = None
 
     # -- per record
-    def begin(self, plan: _Plan, target: _Target) -> None:
+    def begin(self, plan: Plan, target: _Target) -> None:
         with self._lock:
             self._target = target
             self._times = plan.times
@@ -603,7 +394,6 @@ class Sender:
         if not settings.base_url.startswith(("http://", "https://")):
             raise ValueError(f"Langfuse base URL must start with http:// or https://: {display_url(settings.base_url)!r}")
         self.settings = settings
-        _import_sdk()
         # The SDK would swap base64 images in inputs for media references and upload
         # them on the side (to S3/MinIO); a failed upload loses the image while the
         # trace still counts as accepted. Keep them inline unless the user opted in.
@@ -669,8 +459,8 @@ class Sender:
         self.close()
 
     # -- internals
-    def _emit(self, plan: _Plan) -> None:
-        live: list[tuple[Any, _Obs]] = []
+    def _emit(self, plan: Plan) -> None:
+        live: list[tuple[Any, PlannedObservation]] = []
         wrappers: dict[str, Any] = {}
         pending = 0
 
@@ -707,7 +497,7 @@ class Sender:
         finally:
             otel_context.detach(token)
 
-    def _start(self, plan: _Plan, obs: _Obs, parent: Any) -> Any:
+    def _start(self, plan: Plan, obs: PlannedObservation, parent: Any) -> Any:
         self._engine.ids.arm(plan.trace_id, obs.id)
         kwargs = dict(obs.kwargs)
         if obs.parent_id is None:
@@ -728,14 +518,14 @@ class Sender:
         with otel_trace.use_span(otel_trace.NonRecordingSpan(parent_context)):
             return self._start_top(obs, kwargs)
 
-    def _start_top(self, obs: _Obs, kwargs: dict[str, Any]) -> Any:
+    def _start_top(self, obs: PlannedObservation, kwargs: dict[str, Any]) -> Any:
         if obs.type == "event":
             return self._engine.client.create_event(name=obs.name, **kwargs)
         return self._engine.client.start_observation(name=obs.name, as_type=obs.type, **kwargs)
 
     def _judge(
         self,
-        plan: _Plan,
+        plan: Plan,
         accepted: dict[str, int],
         failure: Delivery | None,
         error: BaseException | None,

@@ -1,4 +1,4 @@
-"""store."""
+"""The queue (JSONL, fsynced before the cursor moves), dead letters and the per-transcript read cursors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""subagents."""
+"""Subagent transcripts in all three layouts Claude Code has used, attached to the Agent/Task call that ran them."""
 
 from __future__ import annotations
 

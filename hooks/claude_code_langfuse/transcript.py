@@ -1,4 +1,4 @@
-"""transcript."""
+"""New bytes of a transcript -> rows: incremental, complete lines only, big lines the reader never needs skipped undecoded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""turns."""
+"""The one turn grammar: rows -> turns (prompt, generations, tool calls, events), used by the worker, backfill and insights."""
 
 from __future__ import annotations
 

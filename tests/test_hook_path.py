@@ -242,3 +242,27 @@ def test_each_event_is_read_with_the_settings_of_the_process_that_fired_it(tmp_p
     _news(paths, stop_event(session, "ok"), age=LAG_WAIT_S, env=hook_env(tmp_path, TRACE_TO_LANGFUSE="false"))
     assert process_inbox(paths, _log(), base_env=worker_env)[:2] == (1, False)
     assert _queued(paths) == []
+
+
+# ============================================================================ the package's shape
+
+# docs/design.md, "Module map": the order data flows; a module imports only modules above it.
+MODULE_ORDER = [
+    "config", "event", "files", "inbox", "runtime", "hook", "transcript", "turns", "subagents", "records", "redaction",
+    "store", "collect", "plan", "sender", "delivery", "worker", "commands", "backfill", "doctor", "insights", "cli",
+]  # fmt: skip
+
+
+def test_imports_run_one_way_down_the_module_map():
+    import ast
+
+    pkg = pathlib.Path(HOOK).parent / "claude_code_langfuse"
+    assert sorted(MODULE_ORDER) == sorted(p.stem for p in pkg.glob("*.py") if p.stem != "__init__"), "docs/design.md lists every module"
+    wrong = []
+    for name in MODULE_ORDER:
+        for node in ast.walk(ast.parse((pkg / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                target = node.module or ""
+                if target in ("hook", "cli") or MODULE_ORDER.index(target) >= MODULE_ORDER.index(name):
+                    wrong.append(f"{name} imports {target}")
+    assert wrong == []

@@ -6,13 +6,8 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv:
-        from .hook import hook_main
-
-        hook_main()
-        return 0
-    return cli_main(argv)
+    """The subcommands; hook mode (no arguments) is the entry file's, which calls hook.hook_main directly."""
+    return cli_main(sys.argv[1:] if argv is None else argv)
 
 
 def cli_main(argv: list[str]) -> int:

@@ -4,7 +4,7 @@ The end-to-end tests install the plugin with the real CLI (2.1.328) into a temp 
 user would (`claude plugin marketplace add <path>` + `claude plugin install`), set the userConfig
 options through the CLI, run one `claude -p` turn against the scripted Messages API and wait for
 the turn to arrive at the Langfuse stand-in: hooks.json, ${CLAUDE_PLUGIN_ROOT}, the
-CLAUDE_PLUGIN_OPTION_* variables, ${CLAUDE_PLUGIN_DATA}/venv and the detached sender all have to
+CLAUDE_PLUGIN_OPTION_* variables, ${CLAUDE_PLUGIN_DATA}/venv and the detached worker all have to
 work for that.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,11 @@ import sys
 import time
 import urllib.request
 
-import langfuse_hook
 import pytest
 import yaml
+from claude_code_langfuse.config import DEFAULT_BASE_URL, load_settings
+from claude_code_langfuse.records import trace_id_for
+from claude_code_langfuse.runtime import LANGFUSE_REQUIREMENT
 from fake_messages_api import reply
 from fixtures_claude_cli import claude_env, read_jsonl, run_claude
 
@@ -32,7 +35,9 @@ MARKETPLACE = "claude-code-langfuse"
 PLUGIN_ID = f"{PLUGIN}@{MARKETPLACE}"
 # where Claude Code 2.1.328 puts ${CLAUDE_PLUGIN_DATA} for this plugin (observed: <name>-<marketplace>)
 DATA_DIR = pathlib.Path(".claude") / "plugins" / "data" / f"{PLUGIN}-{MARKETPLACE}"
-HOOK_COMMAND = 'PYTHONPATH="${CLAUDE_PLUGIN_ROOT}/hooks" python3 -m langfuse_hook'
+# by script path with -I, never `-m`: the user's project (the hook's working directory), PYTHONPATH
+# and user site-packages stay off sys.path
+HOOK_COMMAND = 'python3 -I "${CLAUDE_PLUGIN_ROOT}/hooks/langfuse_hook.py"'
 
 
 def load(path: str) -> dict:
@@ -60,10 +65,10 @@ def test_user_config_options_reach_the_hook_settings():
         f"CLAUDE_PLUGIN_OPTION_{k.upper()}": v
         for k, v in {"public_key": "pk-lf-plugin", "secret_key": "sk-lf-plugin", "base_url": "http://127.0.0.1:3999/"}.items()
     }
-    settings = langfuse_hook.load_settings({**env, "CC_LANGFUSE_CONFIG": "/nonexistent/config.json"})
+    settings = load_settings({**env, "CC_LANGFUSE_CONFIG": "/nonexistent/config.json"})
     assert (settings.public_key, settings.secret_key, settings.base_url) == ("pk-lf-plugin", "sk-lf-plugin", "http://127.0.0.1:3999")
     assert set(options) == {"public_key", "secret_key", "base_url"}
-    assert options["base_url"]["default"] == langfuse_hook.DEFAULT_BASE_URL
+    assert options["base_url"]["default"] == DEFAULT_BASE_URL
 
 
 def test_marketplace_lists_this_repository_as_the_plugin():
@@ -81,8 +86,8 @@ def test_skill_has_frontmatter_and_points_at_both_installs():
     meta = yaml.safe_load(front)
     assert meta["name"] == "langfuse-insights"
     assert "most complex sessions" in meta["description"] and len(meta["description"]) <= 1024
-    assert "${CLAUDE_PLUGIN_ROOT}/hooks/insights.py" in body
-    assert "~/.claude/langfuse/venv/bin/python ~/.claude/langfuse/insights.py" in body
+    assert 'python3 -I "${CLAUDE_PLUGIN_ROOT}/hooks/insights.py"' in body
+    assert "~/.claude/langfuse/venv/bin/python -I ~/.claude/langfuse/insights.py" in body
     for report in ("sessions", "tools", "search", "prompts", "usage"):
         assert f"INSIGHTS {report}" in body
 
@@ -158,7 +163,7 @@ def installed_plugin(claude_cli, claude_home, tmp_path, langfuse_standin):
 
 
 def _stop_leftovers(tmp_path: pathlib.Path) -> None:
-    """Senders/bootstraps this test started (detached, so not our children any more): stop them by pid."""
+    """Workers/bootstraps this test started (detached, so not our children any more): stop them by pid."""
     marker = str(tmp_path)
     for entry in pathlib.Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -182,7 +187,7 @@ def prepare_venv(data_dir: pathlib.Path) -> None:
     import langfuse
 
     (site / "dev-venv.pth").write_text(str(pathlib.Path(langfuse.__file__).resolve().parent.parent) + "\n")
-    (venv / ".langfuse-ready").write_text(langfuse_hook.LANGFUSE_REQUIREMENT + "\n")
+    (venv / ".langfuse-ready").write_text(LANGFUSE_REQUIREMENT + "\n")
 
 
 def wait_for_trace(standin, session_id: str, timeout: float) -> list:
@@ -208,7 +213,7 @@ def assert_turn_arrived(run, standin, home: pathlib.Path, timeout: float) -> Non
     )
     root = next(o for o in observations if o.is_root)
     prompt_row = next(r for r in read_jsonl(run.transcript) if r.get("type") == "user" and r.get("promptId"))
-    assert root.trace_id == langfuse_hook.trace_id_for(run.session_id, prompt_row["promptId"])
+    assert root.trace_id == trace_id_for(run.session_id, prompt_row["promptId"])
     assert "hello from the plugin" in str(root.input)
     assert "Hi from the plugin!" in str(root.output)
     generations = [o for o in observations if o.type == "generation"]
@@ -238,12 +243,20 @@ def _pypi_reachable() -> bool:
 
 @pytest.mark.e2e
 def test_plugin_bootstraps_its_venv_on_first_use(installed_plugin, claude_home, claude_project, langfuse_standin):
-    """The slow path a real user takes: no venv yet, the hook builds it in the background (pip install)."""
+    """The slow path a real user takes: no venv yet, the hook starts a detached bootstrap that
+    queues the turn (no SDK needed), builds the venv (pip install), then hands over to a worker in it."""
     if not _pypi_reachable():
         pytest.skip("pip cannot reach the package index (PyPI or PIP_INDEX_URL): the plugin's first-use bootstrap needs it")
     assert not (installed_plugin / "venv").exists()
     started = time.monotonic()
-    run = run_claude(claude_home, claude_project, "hello from the plugin", [reply("Hi from the plugin!")])
+    # CC_LANGFUSE_DEBUG reaches the hook through Claude Code's environment: the log then says when the turn was queued
+    run = run_claude(claude_home, claude_project, "hello from the plugin", [reply("Hi from the plugin!")], env={"CC_LANGFUSE_DEBUG": "1"})
     assert time.monotonic() - started < 60, "the bootstrap must not hold the session up"
     assert_turn_arrived(run, langfuse_standin, claude_home, timeout=300)
     assert (installed_plugin / "venv" / ".langfuse-ready").exists()
+    log = (claude_home / ".claude" / "state" / "langfuse_hook.log").read_text().splitlines()
+    queued = [i for i, line in enumerate(log) if re.search(rf"{run.session_id}: \d+ turn\(s\) read, [1-9]\d* record\(s\) queued", line)]
+    building = [i for i, line in enumerate(log) if "creating the plugin venv" in line]
+    assert queued and building and queued[0] < building[0], (
+        "the turn must be safe in the queue before the (slow) venv build starts:\n" + "\n".join(log[:40])
+    )

@@ -6,6 +6,11 @@ options through the CLI, run one `claude -p` turn against the scripted Messages 
 the turn to arrive at the Langfuse stand-in: hooks.json, ${CLAUDE_PLUGIN_ROOT}, the
 CLAUDE_PLUGIN_OPTION_* variables, ${CLAUDE_PLUGIN_DATA}/venv and the detached worker all have to
 work for that.
+
+Without the CLI, hooks.json's command itself is run the way Claude Code runs it (`sh -c` with
+CLAUDE_PLUGIN_ROOT / CLAUDE_PLUGIN_DATA set): from a read-only plugin folder as an unprivileged
+user (bytecode goes to ${CLAUDE_PLUGIN_DATA}/pycache), and from a project that holds a json.py
+and a langfuse_hook.py (they must not shadow ours).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -28,6 +34,7 @@ from claude_code_langfuse.records import trace_id_for
 from claude_code_langfuse.runtime import LANGFUSE_REQUIREMENT
 from fake_messages_api import reply
 from fixtures_claude_cli import claude_env, read_jsonl, run_claude
+from transcript_factory import Transcript, wait_for_worker
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 PLUGIN = "langfuse-tracing"
@@ -260,3 +267,185 @@ def test_plugin_bootstraps_its_venv_on_first_use(installed_plugin, claude_home, 
     assert queued and building and queued[0] < building[0], (
         "the turn must be safe in the queue before the (slow) venv build starts:\n" + "\n".join(log[:40])
     )
+
+
+# ---------------------------------------------------------------------------- hooks.json's command, without the CLI
+
+NOBODY = 65534  # tests run as root, and root ignores mode bits: the read-only test runs as this user
+
+
+def manifest_command(event: str = "Stop") -> str:
+    return next(h["command"] for g in load("hooks/hooks.json")["hooks"][event] for h in g["hooks"])
+
+
+def write_turn(home: pathlib.Path, session_id: str, prompt: str, transcript: Transcript | None = None) -> tuple[Transcript, dict, str]:
+    """One finished turn in a transcript under `home`; returns the transcript, the Stop event and the turn's queue key."""
+    t = transcript or Transcript(str(home / ".claude" / "projects" / "-proj" / f"{session_id}.jsonl"), session_id=session_id)
+    t.simple_turn(prompt, "Hi from the plugin!")
+    event = {
+        "hook_event_name": "Stop",
+        "session_id": session_id,
+        "transcript_path": t.path,
+        "cwd": t.cwd,
+        "stop_hook_active": False,
+        "last_assistant_message": "Hi from the plugin!",
+    }
+    return t, event, "turn:" + trace_id_for(session_id, t.prompt_id)
+
+
+def run_hook_command(command: str, event: dict, *, env: dict, cwd: pathlib.Path, **popen) -> subprocess.CompletedProcess:
+    """The command as Claude Code runs a plugin hook: through the shell, the event on stdin,
+    CLAUDE_PLUGIN_ROOT / CLAUDE_PLUGIN_DATA in the environment."""
+    return subprocess.run(
+        ["/bin/sh", "-c", command], input=json.dumps(event), env=env, cwd=str(cwd), capture_output=True, text=True, timeout=60, **popen
+    )
+
+
+def queued_keys(state: pathlib.Path) -> list[str]:
+    queue = state / "pending_traces.jsonl"
+    lines = queue.read_text().splitlines() if queue.exists() else []
+    return [json.loads(line)["key"] for line in lines if line.strip()]
+
+
+def test_hook_command_is_not_shadowed_by_the_project_it_runs_in(tmp_path):
+    """Claude Code runs hooks in the user's project: its json.py / langfuse_hook.py must not replace ours."""
+    home, project, data = tmp_path / "home", tmp_path / "project", tmp_path / "plugin-data"
+    for d in (home / ".claude", project, data):
+        d.mkdir(parents=True)
+    marker = tmp_path / "project-code-ran"
+    (project / "json.py").write_text("raise ImportError('the project json.py shadowed the standard library')\n")
+    (project / "langfuse_hook.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    plugin = plugin_tree(tmp_path / "plugin")
+    prepare_venv(data)  # the venv a first use leaves: the worker starts at once, no bootstrap
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "CLAUDE_PLUGIN_ROOT": str(plugin),
+        "CLAUDE_PLUGIN_DATA": str(data),
+        "PYTHONPATH": str(project),  # -I ignores it too
+    }
+    _, event, key = write_turn(home, "5d1c0f9e-4b7a-4c35-9a43-3c5c7a1f0b01", "hello from the plugin")
+    try:
+        proc = run_hook_command(manifest_command(), event, env=env, cwd=project)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+        state = home / ".claude" / "state"
+        wait_for_worker(state)
+        assert queued_keys(state) == [key], hook_log(home)
+        assert not marker.exists(), "the project's langfuse_hook.py ran instead of the plugin's"
+        # the fixture bites: the old `-m` form, in the same project, runs the project's file
+        old = 'PYTHONPATH="${CLAUDE_PLUGIN_ROOT}/hooks" python3 -m langfuse_hook'
+        run_hook_command(old, event, env=env, cwd=project)
+        assert marker.exists()
+    finally:
+        _stop_leftovers(tmp_path)
+
+
+@pytest.fixture
+def shared_dir():
+    """A folder outside pytest's tmp (that one is root's, mode 0700), removed afterwards."""
+    base = pathlib.Path(tempfile.mkdtemp(prefix="cc-langfuse-plugin-"))
+    base.chmod(0o755)
+    yield base
+    _stop_leftovers(base)
+    for path in [base, *base.rglob("*")]:
+        if path.is_dir() and not path.is_symlink():
+            path.chmod(0o755)  # not root: the read-only copy must become removable again
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def _python_for(run_as: dict, base: pathlib.Path) -> str | None:
+    """A python3 >= 3.11 with `venv` that the unprivileged user can run and that can read `base`."""
+    probe = "import os, sys, venv; assert sys.version_info >= (3, 11); os.listdir(sys.argv[1])"
+    for candidate in dict.fromkeys(
+        [os.path.realpath(sys.executable), shutil.which("python3"), "/usr/bin/python3", "/usr/local/bin/python3"]
+    ):
+        if not candidate or not os.path.isfile(candidate):
+            continue
+        try:
+            proc = subprocess.run([candidate, "-I", "-c", probe, str(base)], capture_output=True, timeout=60, **run_as)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if proc.returncode == 0:
+            return candidate
+    return None
+
+
+def _pyc_times(prefix: pathlib.Path) -> dict[pathlib.Path, int]:
+    return {p: p.stat().st_mtime_ns for p in prefix.rglob("*.pyc")}
+
+
+def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_data(shared_dir):
+    """Claude Code's plugin cache may not be writable: the package is compiled once, into
+    ${CLAUDE_PLUGIN_DATA}/pycache, and later events load it from there."""
+    if os.geteuid() == 0:
+        # root writes through any mode: run the hook (and so its worker) as an unprivileged user
+        run_as: dict = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
+    else:
+        run_as = {}  # our own mode bits already apply
+    python = _python_for(run_as, shared_dir)
+    if python is None:
+        pytest.skip(f"no python3 >= 3.11 with venv that uid {NOBODY if run_as else os.getuid()} can run and that can read {shared_dir}")
+    bin_dir = shared_dir / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(python)  # what `python3` in hooks.json finds on this user's PATH
+
+    plugin = plugin_tree(shared_dir / "plugin")
+    for path in [plugin, *plugin.rglob("*")]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    home, data, project = shared_dir / "home", shared_dir / "plugin-data", shared_dir / "project"
+    for d in (home / ".claude", data, project):
+        d.mkdir(parents=True)
+    session = "0b6a3f7e-2c1d-4e8f-9a0b-7d4c2e1f5a92"
+    transcript, event, first_key = write_turn(home, session, "first turn")
+    if run_as:
+        for path in [home, data, project, *home.rglob("*")]:
+            os.chown(path, NOBODY, NOBODY)
+    # the venv a first use leaves (no SDK needed here: without keys the worker keeps the queue)
+    subprocess.run([python, "-m", "venv", "--without-pip", str(data / "venv")], check=True, capture_output=True, timeout=120, **run_as)
+    (data / "venv" / ".langfuse-ready").write_text(LANGFUSE_REQUIREMENT + "\n")
+
+    package = plugin / "hooks" / "claude_code_langfuse"
+    writable = subprocess.run([python, "-I", "-c", "import os, sys; sys.exit(os.access(sys.argv[1], os.W_OK))", str(package)], **run_as)
+    assert writable.returncode == 0, "the plugin copy must be read-only for the user running the hook"
+
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "CLAUDE_PLUGIN_ROOT": str(plugin),
+        "CLAUDE_PLUGIN_DATA": str(data),
+    }
+    state = home / ".claude" / "state"
+    first = run_hook_command(manifest_command(), event, env=env, cwd=project, **run_as)
+    assert (first.returncode, first.stdout, first.stderr) == (0, "", ""), first.stderr
+    wait_for_worker(state)
+    assert queued_keys(state) == [first_key], hook_log(home)
+    assert not list(plugin.rglob("__pycache__"))
+
+    prefix = data / "pycache"
+    # sys.pycache_prefix mirrors the source's absolute path below the prefix
+    cached = prefix / str(package).lstrip("/")
+    for module in ("hook", "config", "files", "inbox", "runtime", "worker", "collect", "store"):
+        assert list(cached.glob(f"{module}.cpython-*.pyc")), (
+            f"{module}.py was not cached in {cached}: {sorted(map(str, prefix.rglob('*.pyc')))}"
+        )
+    before = _pyc_times(prefix)
+
+    # the next event: the package is loaded from that bytecode, nothing is compiled or rewritten
+    _, event, second_key = write_turn(home, session, "second turn", transcript)
+    verbose = manifest_command().replace("python3 -I ", "python3 -I -v ", 1)
+    assert verbose != manifest_command()
+    second = run_hook_command(verbose, event, env=env, cwd=project, **run_as)
+    assert second.returncode == 0 and second.stdout == "", second.stderr[-3000:]
+    wait_for_worker(state)
+    assert queued_keys(state) == [first_key, second_key], hook_log(home)
+    trace = second.stderr.splitlines()
+    loaded = {line.split()[-1] for line in trace if line.startswith(f"# {cached}/") and " matches " in line}
+    for module in ("hook", "config", "files", "inbox", "runtime"):
+        assert str(package / f"{module}.py") in loaded, f"{module}.py not loaded from {cached}:\n" + "\n".join(
+            line for line in trace if "claude_code_langfuse" in line
+        )
+    compiled = [line for line in trace if line.startswith(f"# code object from {package}/")]
+    assert not compiled, compiled
+    assert not [line for line in trace if "could not create" in line or line.startswith("# created ")]
+    assert _pyc_times(prefix) == before, "a later event (hook or worker) recompiled the package"

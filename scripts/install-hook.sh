@@ -11,10 +11,13 @@ usage() {
 Usage: scripts/install-hook.sh [--env-file PATH] [--python PATH]
 
 Installs the Langfuse hook for Claude Code (Stop, SubagentStop, SessionEnd):
-  ~/.claude/langfuse/venv/              private virtualenv with the pinned langfuse SDK
-  ~/.claude/langfuse/langfuse_hook.py   the hook
-  ~/.claude/langfuse/config.json        keys and server URL (mode 0600)
-  ~/.claude/settings.json               hook entries merged in (backup first)
+  ~/.claude/langfuse/venv/                   private virtualenv with the pinned langfuse SDK
+  ~/.claude/langfuse/langfuse_hook.py        the hook's entry (what Claude Code runs)
+  ~/.claude/langfuse/claude_code_langfuse/   the package it imports, byte-compiled
+  ~/.claude/langfuse/insights.py             the insights report (+ a skill in ~/.claude/skills/)
+  ~/.claude/langfuse/config.json             keys and server URL (mode 0600)
+  ~/.claude/settings.json                    hook entries merged in (backup first):
+      "<HOME>/.claude/langfuse/venv/bin/python" -I "<HOME>/.claude/langfuse/langfuse_hook.py"
 
 Keys and server, highest priority first:
   CC_LANGFUSE_PUBLIC_KEY, CC_LANGFUSE_SECRET_KEY, CC_LANGFUSE_BASE_URL in the environment

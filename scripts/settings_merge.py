@@ -55,7 +55,8 @@ class Places:
         self.lf = self.claude / "langfuse"
         self.venv = self.lf / "venv"
         self.venv_python = self.venv / "bin" / "python"
-        self.hook = self.lf / "langfuse_hook.py"
+        self.hook = self.lf / "langfuse_hook.py"  # the thin entry Claude Code runs
+        self.package = self.lf / PACKAGE  # what the entry imports
         self.insights = self.lf / "insights.py"
         self.skill_dir = self.claude / "skills" / "langfuse-insights"
         self.skill = self.skill_dir / "SKILL.md"
@@ -64,13 +65,23 @@ class Places:
         self.default_state = self.claude / "state"
 
     def command(self) -> str:
-        # `-m` runs the hook from its cached bytecode (a script given by path is compiled from
-        # source on every run: ~50 ms for this file); the venv's .pth puts self.lf on sys.path
-        return f"{sh_double_quote(str(self.venv_python))} -m {HOOK_MODULE}"
+        # The entry by path, never `-m`: `-m` puts the working directory (the user's project) first
+        # on sys.path, so a project's json.py or langfuse_hook.py would shadow ours. -I also drops
+        # PYTHONPATH and user site-packages. The entry is tiny (compiled per run); the package it
+        # imports runs from the bytecode compiled at install time.
+        return f"{sh_double_quote(str(self.venv_python))} -I {sh_double_quote(str(self.hook))}"
+
+    def argv(self, *args: str) -> list[str]:
+        """The registered command as argv (no shell), with a subcommand."""
+        return [str(self.venv_python), "-I", str(self.hook), *args]
 
 
-HOOK_MODULE = "langfuse_hook"
-PTH_NAME = "claude_code_langfuse.pth"
+PACKAGE = "claude_code_langfuse"
+# What installs before the package split left behind: they registered `<venv python> -m
+# langfuse_hook`, found through this .pth in the venv's site-packages (pointing at ~/.claude/langfuse),
+# and compiled ~/.claude/langfuse/__pycache__/langfuse_hook.cpython-*.pyc.
+LEGACY_MODULE = "langfuse_hook"
+LEGACY_PTH = "claude_code_langfuse.pth"
 
 
 def sh_double_quote(s: str) -> str:
@@ -331,7 +342,7 @@ def _refers_to(handler, hook_path: Path, home: Path) -> bool:
     except ValueError:
         words = cmd.split()
     venv_python = os.path.normpath(str(hook_path.parent / "venv" / "bin" / "python"))
-    if len(words) == 3 and words[1:] == ["-m", HOOK_MODULE] and os.path.normpath(words[0]) == venv_python:
+    if len(words) == 3 and words[1:] == ["-m", LEGACY_MODULE] and os.path.normpath(words[0]) == venv_python:
         return True
     target = os.path.normpath(str(hook_path))
     for w in words:
@@ -466,9 +477,9 @@ def cmd_satisfies(args) -> int:
 
 def _preflight(args) -> tuple[Places, dict, dict, dict | None, bytes | None, dict | None]:
     places = Places(args.home)
-    hook_src = Path(args.repo) / "hooks" / "langfuse_hook.py"
-    if not hook_src.is_file():
-        raise UserError(f"{hook_src} not found: run this script from a complete checkout")
+    for src in (Path(args.repo) / "hooks" / "langfuse_hook.py", Path(args.repo) / "hooks" / PACKAGE / "__init__.py"):
+        if not src.is_file():
+            raise UserError(f"{src} not found: run this script from a complete checkout")
     vals, src = resolve_keys(Path(args.env_file), args.env_file_given)
     settings, raw = load_json_object(places.settings, "~/.claude/settings.json")
     if settings is not None:
@@ -477,23 +488,100 @@ def _preflight(args) -> tuple[Places, dict, dict, dict | None, bytes | None, dic
     return places, vals, src, settings, raw, config
 
 
-def link_and_compile(places: Places) -> None:
-    """Put the hook's folder on the venv's sys.path (a .pth file) and byte-compile the hook."""
-    py = str(places.venv_python)
+def copy_file(src: Path, dst: Path) -> bool:
+    """dst = src's bytes with mode 0644; False when it already was."""
+    data = src.read_bytes()
+    if dst.is_file() and dst.read_bytes() == data and file_mode(dst, 0) == 0o644:
+        return False
+    atomic_write(dst, data, 0o644)
+    return True
+
+
+def _module_sources(folder: Path) -> set[Path]:
+    """The package's *.py files, relative to it (subpackages included, bytecode caches skipped)."""
+    return {p.relative_to(folder) for p in folder.rglob("*.py") if "__pycache__" not in p.parts and p.is_file()}
+
+
+def _drop_bytecode(py: Path) -> None:
+    for pyc in (py.parent / "__pycache__").glob(py.stem + ".*.pyc"):
+        pyc.unlink(missing_ok=True)
+
+
+def sync_package(src: Path, dst: Path) -> tuple[list[Path], list[Path]]:
+    """Make dst hold exactly src's modules: copies what differs, removes modules (and their
+    bytecode) that the repo no longer has. Returns (written, removed), relative paths."""
+    want = _module_sources(src)
+    dst.mkdir(mode=0o700, exist_ok=True)
+    written: list[Path] = []
+    for rel in sorted(want):
+        (dst / rel).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if copy_file(src / rel, dst / rel):
+            # the new file gets a new mtime, but a same-size edit within the same second would
+            # still match the old bytecode's header: drop it, the compile step below redoes it
+            _drop_bytecode(dst / rel)
+            written.append(rel)
+    removed: list[Path] = []
+    for rel in sorted(_module_sources(dst) - want):
+        (dst / rel).unlink()
+        _drop_bytecode(dst / rel)
+        removed.append(rel)
+    # bytecode whose module is gone (removed above, or by hand since)
+    for cache in sorted(dst.rglob("__pycache__"), reverse=True):
+        if not cache.is_dir() or cache.is_symlink():
+            continue
+        for pyc in cache.glob("*.pyc"):
+            if not (cache.parent / (pyc.name.split(".", 1)[0] + ".py")).is_file():
+                pyc.unlink()
+        if not any(cache.iterdir()):
+            cache.rmdir()
+    for folder in sorted((p for p in dst.rglob("*") if p.is_dir() and not p.is_symlink()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()  # a subpackage the repo dropped
+    return written, removed
+
+
+def compile_package(places: Places) -> None:
+    """Byte-compile the installed package with the venv's Python, so the first hook run already
+    imports bytecode. Timestamp-checked pycs, whatever SOURCE_DATE_EPOCH says (hash-checked ones
+    would hash every module's source on every run)."""
     if not places.venv_python.exists():
         return
-    purelib = subprocess.run(
-        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    pth = Path(purelib) / PTH_NAME
-    want = (str(places.lf) + "\n").encode()
-    if not pth.is_file() or pth.read_bytes() != want:
-        atomic_write(pth, want, 0o644)
-    subprocess.run(
-        [py, "-c", "import py_compile, sys; py_compile.compile(sys.argv[1], doraise=True)", str(places.hook)],
-        check=True,
+    p = subprocess.run(
+        [str(places.venv_python), "-I", "-m", "compileall", "-q", "--invalidation-mode", "timestamp", str(places.package)],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
+        text=True,
     )
+    if p.returncode != 0:
+        raise UserError(f"could not byte-compile {places.package} with {places.venv_python}:\n{(p.stdout + p.stderr).strip()}")
+
+
+def remove_legacy(places: Places) -> list[Path]:
+    """What an install from before the package split left behind and nothing uses any more: the
+    .pth that put ~/.claude/langfuse on the venv's sys.path (it would let any program run with
+    the venv import our files by name), and the bytecode of the old single-file hook."""
+    gone: list[Path] = []
+    if places.venv_python.exists():
+        p = subprocess.run(
+            [str(places.venv_python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode == 0 and p.stdout.strip():
+            pth = Path(p.stdout.strip()) / LEGACY_PTH
+            if pth.is_file() or pth.is_symlink():
+                pth.unlink()
+                gone.append(pth)
+    cache = places.lf / "__pycache__"
+    if cache.is_dir() and not cache.is_symlink():
+        for pyc in sorted(cache.glob(f"{LEGACY_MODULE}.*.pyc")):
+            pyc.unlink()
+            gone.append(pyc)
+        if not any(cache.iterdir()):
+            cache.rmdir()
+            gone.append(cache)
+    return gone
 
 
 def cmd_preflight(args) -> int:
@@ -513,25 +601,30 @@ def cmd_apply(args) -> int:
         rec = {"version": 1, "settings_existed": raw is not None, "settings_original": raw.decode("utf-8") if raw is not None else None}
         atomic_write(places.record, dump_json(rec), 0o600)
 
-    hook_src = Path(args.repo) / "hooks" / "langfuse_hook.py"
-    data = hook_src.read_bytes()
-    if not places.hook.is_file() or places.hook.read_bytes() != data or file_mode(places.hook, 0) != 0o644:
-        atomic_write(places.hook, data, 0o644)
+    hooks_src = Path(args.repo) / "hooks"
+    # The package first, compiled, then the entry that imports it: a hook run in between still
+    # finds a complete package (an install from before the split has none and runs its old file).
+    written, removed = sync_package(hooks_src / PACKAGE, places.package)
+    compile_package(places)
+    if written or removed:
+        what = [f"{len(written)} module(s) copied"] + ([f"{len(removed)} no longer shipped removed"] if removed else [])
+        print(f"package {tilde(places.package, home)}/: {', '.join(what)}, byte-compiled")
+    else:
+        print(f"package {tilde(places.package, home)}/ already up to date")
+    if copy_file(hooks_src / "langfuse_hook.py", places.hook):
         print(f"hook copied to {tilde(places.hook, home)}")
     else:
         print(f"hook {tilde(places.hook, home)} already up to date")
 
-    # the insights report sits next to the hook (it imports it); its skill lets Claude run it
+    # the insights report sits next to the hook (a thin entry into the package too); its skill lets Claude run it
     for extra_src, extra_dst in (
-        (Path(args.repo) / "hooks" / "insights.py", places.insights),
+        (hooks_src / "insights.py", places.insights),
         (Path(args.repo) / "skills" / "langfuse-insights" / "SKILL.md", places.skill),
     ):
         if extra_src.is_file():
             extra_dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not extra_dst.is_file() or extra_dst.read_bytes() != extra_src.read_bytes():
-                atomic_write(extra_dst, extra_src.read_bytes(), 0o644)
+            if copy_file(extra_src, extra_dst):
                 print(f"copied {tilde(extra_dst, home)}")
-    link_and_compile(places)
 
     new_config = dict(config or {})
     new_config.update(vals)
@@ -553,6 +646,18 @@ def cmd_apply(args) -> int:
             print(f"backup of {tilde(places.settings, home)}: {tilde(b, home)}")
         atomic_write(places.settings, dump_json(new_settings), file_mode(places.settings, 0o600))
         print(f"hook registered in {tilde(places.settings, home)} for {', '.join(HOOK_EVENTS)}")
+    # Only now: until the line above, an older install's `-m langfuse_hook` entries needed them.
+    legacy = remove_legacy(places)
+    for p in legacy:
+        print(f"removed {tilde(p, home)} (left by an older install)")
+    if legacy:
+        backfill = " ".join(shlex.quote(a) for a in places.argv("backfill", "--since", "1d"))
+        print(
+            "note: a Claude Code session started before this upgrade that still runs the old hook command\n"
+            "  (`... -m langfuse_hook`) now gets an error from it: restart such sessions, then\n"
+            f"  {backfill}\n"
+            "  queues the turns they finished meanwhile (turns already sent are not sent twice)."
+        )
 
     ccd = os.environ.get("CLAUDE_CONFIG_DIR")
     if ccd and os.path.realpath(os.path.expanduser(ccd)) != os.path.realpath(places.claude):
@@ -568,7 +673,7 @@ def cmd_apply(args) -> int:
 def _run_hook(places: Places, sub: str, timeout: float) -> int | None:
     try:
         p = subprocess.run(
-            [str(places.venv_python), str(places.hook), sub],
+            places.argv(sub),  # exactly as Claude Code runs it (-I), from here
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -593,23 +698,18 @@ def cmd_check(args) -> int:
     rc = _run_hook(places, "status", 30)
     if rc not in (0, None):
         print(f"  (status exited with {rc})")
-    try:
-        has_doctor = "doctor" in places.hook.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        has_doctor = False
-    if has_doctor:
-        print("\nHealth checks (doctor):")
-        rc = _run_hook(places, "doctor", 60)
-        if rc != 0:
-            print(
-                "  Some checks did not pass (see above). The hook is installed anyway: turns are\n"
-                "  queued on disk and sent once the server is reachable and the keys are right."
-            )
+    print("\nHealth checks (doctor):")
+    rc = _run_hook(places, "doctor", 60)
+    if rc != 0:
+        print(
+            "  Some checks did not pass (see above). The hook is installed anyway: turns are\n"
+            "  queued on disk and sent once the server is reachable and the keys are right."
+        )
     print(f"""
 Done. What next:
   - Start Claude Code (running sessions pick the hook up on their own): each finished
     turn is sent to Langfuse as a trace.
-  - See what the hook is doing:  {shlex.quote(str(places.venv_python))} {shlex.quote(str(places.hook))} status
+  - See what the hook is doing:  {" ".join(shlex.quote(a) for a in places.argv("status"))}
   - Turn tracing off for one project: add "TRACE_TO_LANGFUSE": "false" to "env" in that
     project's .claude/settings.local.json.
   - Keys and server live in {tilde(places.config, home)}; run the installer again to change them.
@@ -683,7 +783,7 @@ def cmd_uninstall(args) -> int:
         print(f"{tilde(places.settings, home)} does not exist; nothing to unregister")
 
     removed = []
-    for p in (places.venv, places.lf / "__pycache__"):
+    for p in (places.venv, places.package, places.lf / "__pycache__"):  # __pycache__: from installs before the package
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
             removed.append(p)

@@ -14,7 +14,8 @@ Removes the Langfuse hook installed by scripts/install-hook.sh:
     stay as they are; a timestamped backup is made first). If nothing else changed in the
     file since the install, its original content is put back byte for byte; if the
     installer had created the file, it is removed again.
-  - ~/.claude/langfuse/ (hook, config with the keys, virtualenv).
+  - ~/.claude/langfuse/ (hook entry, its claude_code_langfuse/ package, insights.py, config
+    with the keys, virtualenv) and the insights skill in ~/.claude/skills/langfuse-insights/.
 The queue, state and log in ~/.claude/state/ are kept (traces not yet sent are sent after a
 reinstall) unless --purge is given.
 

@@ -13,14 +13,17 @@ import shutil
 import stat
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from transcript_factory import Transcript, stop_event, wait_for_worker
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install-hook.sh"
 UNINSTALL = REPO / "scripts" / "uninstall-hook.sh"
 HOOK_SRC = REPO / "hooks" / "langfuse_hook.py"
+PACKAGE_SRC = REPO / "hooks" / "claude_code_langfuse"
 EVENTS = ("Stop", "SubagentStop", "SessionEnd")
 
 pytestmark = pytest.mark.skipif(not HOOK_SRC.is_file(), reason="hook not written yet")
@@ -73,7 +76,8 @@ def write_env(path: Path, pk: str = PK, sk: str = SK, port: str | None = "3055")
 
 
 def command_for(home: Path) -> str:
-    return f'"{home}/.claude/langfuse/venv/bin/python" -m langfuse_hook'
+    # by path with -I, never `-m`: the user's project (the working directory) stays off sys.path
+    return f'"{home}/.claude/langfuse/venv/bin/python" -I "{home}/.claude/langfuse/langfuse_hook.py"'
 
 
 def ours(home: Path) -> dict:
@@ -91,6 +95,24 @@ def mode(p: Path) -> int:
 def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert r.returncode == 0, f"exit {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
     return r
+
+
+def modules(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*.py")) if "__pycache__" not in p.parts}
+
+
+def cache_tag(python: Path) -> str:
+    r = subprocess.run([str(python), "-I", "-c", "import sys; print(sys.implementation.cache_tag)"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def purelib(python: Path) -> Path:
+    r = subprocess.run(
+        [str(python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return Path(r.stdout.strip())
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -146,10 +168,14 @@ def test_fresh_install_with_real_pip(pip_installed_home):
 
     assert (lf / "langfuse_hook.py").read_bytes() == HOOK_SRC.read_bytes()
     assert mode(lf / "langfuse_hook.py") == 0o644
-    # the hook runs from bytecode compiled at install time, found through the venv's .pth
-    assert list((lf / "__pycache__").glob("langfuse_hook.cpython-*.pyc"))
-    [pth] = list((lf / "venv").glob("lib/python*/site-packages/claude_code_langfuse.pth"))
-    assert pth.read_text().strip() == str(lf)
+    # the entry imports the package beside it: every module, nothing else, files 0644 in a 0700 folder
+    pkg = lf / "claude_code_langfuse"
+    assert modules(pkg) == modules(PACKAGE_SRC)
+    assert mode(pkg) == 0o700
+    assert {mode(p) for p in pkg.rglob("*.py")} == {0o644}
+    # nothing puts ~/.claude/langfuse on the venv's sys.path any more (the old .pth), no old bytecode
+    assert not list((lf / "venv").glob("lib*/python*/site-packages/claude_code_langfuse.pth"))
+    assert not (lf / "__pycache__").exists()
     # the insights report and the skill that lets Claude run it come along
     assert (lf / "insights.py").read_bytes() == (REPO / "hooks" / "insights.py").read_bytes()
     skill = home / ".claude" / "skills" / "langfuse-insights" / "SKILL.md"
@@ -175,12 +201,15 @@ def test_fresh_install_with_real_pip(pip_installed_home):
     assert backups(home) == []  # nothing existed to back up
     assert SK not in r.stdout + r.stderr  # the secret is never echoed
     assert "Hook status" in r.stdout and "uninstall-hook.sh" in r.stdout
+    assert "older install" not in r.stdout
 
 
 def test_second_install_writes_nothing(home, env_file):
     ok(run(INSTALL, home, "--env-file", str(env_file)))
     claude = home / ".claude"
+    pkg = claude / "langfuse" / "claude_code_langfuse"
     files = [claude / "settings.json", claude / "langfuse" / "config.json", claude / "langfuse" / "langfuse_hook.py"]
+    files += sorted(pkg.rglob("*.py")) + sorted(pkg.rglob("*.pyc"))  # sources and their bytecode
     before = {p: (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns) for p in files}
     listing = sorted(p.name for p in claude.iterdir())
 
@@ -422,6 +451,152 @@ def test_home_with_spaces_and_quotes_gives_a_working_command(tmp_path, pip_insta
     assert r.returncode == 0, r.stderr
 
 
+def registered(home: Path, event: str = "Stop") -> str:
+    settings = json.loads((home / ".claude" / "settings.json").read_text())
+    [command] = [h["command"] for g in settings["hooks"][event] for h in g["hooks"] if "langfuse_hook" in h["command"]]
+    return command
+
+
+def run_registered_hook(home: Path, cwd: Path, question: str, env: dict | None = None) -> list[str]:
+    """A finished turn, then the registered Stop command run the way Claude Code runs it (through sh,
+    in the project folder, the event on stdin); returns the queue once the worker is done."""
+    t = Transcript(str(home / ".claude" / "projects" / "-project" / f"{uuid.uuid4()}.jsonl"), cwd=str(cwd))
+    t.simple_turn(question, "Done.")
+    e = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}  # nothing listens
+    r = subprocess.run(
+        ["sh", "-c", registered(home)],
+        input=json.dumps(stop_event(t)).encode(),
+        cwd=cwd,
+        env={**e, **(env or {})},
+        capture_output=True,
+        timeout=60,
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"", b"")  # what Claude Code needs from a hook
+    state = home / ".claude" / "state"
+    wait_for_worker(state)  # the hook only leaves the event in the inbox and wakes the worker
+    queue = state / "pending_traces.jsonl"
+    lines = queue.read_text().splitlines() if queue.exists() else []
+    log = state / "langfuse_hook.log"
+    assert any(question in line for line in lines), log.read_text() if log.exists() else "no log"
+    return lines
+
+
+def make_old_install(home: Path, original_settings: bytes) -> None:
+    """What the installer before the package split left: `-m langfuse_hook` entries found through a
+    .pth in the venv, the single-file hook compiled into ~/.claude/langfuse/__pycache__, no package."""
+    lf = home / ".claude" / "langfuse"
+    vpy = lf / "venv" / "bin" / "python"
+    (lf / "langfuse_hook.py").write_text("# the single-file hook of 0.1\n")
+    (lf / "insights.py").write_text("import langfuse_hook\n")
+    compiled = subprocess.run(
+        [str(vpy), "-c", "import py_compile, sys; print(py_compile.compile(sys.argv[1], doraise=True))", str(lf / "langfuse_hook.py")],
+        capture_output=True,
+        text=True,
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    assert Path(compiled.stdout.strip()).parent == lf / "__pycache__"
+    (purelib(vpy) / "claude_code_langfuse.pth").write_text(f"{lf}\n")
+    (lf / "config.json").write_text(json.dumps({"CC_LANGFUSE_PUBLIC_KEY": PK, "CC_LANGFUSE_SECRET_KEY": SK}))
+    (lf / "install-record.json").write_text(
+        json.dumps({"version": 1, "settings_existed": True, "settings_original": original_settings.decode()})
+    )
+    settings = json.loads(original_settings)
+    old = {"type": "command", "command": f'"{vpy}" -m langfuse_hook'}
+    for event in EVENTS:
+        settings["hooks"].setdefault(event, []).append({"hooks": [old]})
+    # and a hand-made entry from the README of even older days: ours too, so a duplicate
+    settings["hooks"]["Stop"].append({"hooks": [{"type": "command", "command": "python3 ~/.claude/langfuse/langfuse_hook.py"}]})
+    (home / ".claude" / "settings.json").write_text(json.dumps(settings, indent=2))
+
+
+def test_upgrade_from_the_single_file_install(home, env_file, tmp_path):
+    original = write_settings(home, OTHER_SETTINGS)
+    make_old_install(home, original)
+    lf = home / ".claude" / "langfuse"
+    vpy = lf / "venv" / "bin" / "python"
+
+    r = ok(run(INSTALL, home, "--env-file", str(env_file)))
+    assert "claude_code_langfuse.pth (left by an older install)" in r.stdout
+    assert "restart such sessions" in r.stdout and "backfill --since 1d" in r.stdout
+
+    new = json.loads((home / ".claude" / "settings.json").read_text())
+    for event in EVENTS:
+        handlers = [h for g in new["hooks"][event] for h in g["hooks"]]
+        assert [h for h in handlers if "langfuse" in h["command"]] == [ours(home)], event
+    assert new["hooks"]["Stop"] == OTHER_SETTINGS["hooks"]["Stop"] + [{"hooks": [ours(home)]}]
+    assert not (purelib(vpy) / "claude_code_langfuse.pth").exists()
+    assert not (lf / "__pycache__").exists()
+    assert (lf / "langfuse_hook.py").read_bytes() == HOOK_SRC.read_bytes()
+    assert (lf / "insights.py").read_bytes() == (REPO / "hooks" / "insights.py").read_bytes()
+    assert modules(lf / "claude_code_langfuse") == modules(PACKAGE_SRC)
+
+    # the new command works: the turn reaches the queue
+    project = tmp_path / "project"
+    project.mkdir()
+    run_registered_hook(home, project, "Is the upgraded hook alive?")
+
+    # the record of the first (old) install still gives an exact uninstall
+    ok(run(UNINSTALL, home))
+    assert (home / ".claude" / "settings.json").read_bytes() == original
+    assert not lf.exists()
+
+
+def test_project_files_cannot_shadow_the_hook(home, env_file, tmp_path):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    project = tmp_path / "project"
+    marker = tmp_path / "shadowed"
+    (project / "claude_code_langfuse").mkdir(parents=True)
+    (project / "json.py").write_text("raise RuntimeError('the project json.py was imported')\n")
+    (project / "langfuse_hook.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (project / "claude_code_langfuse" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+
+    # the fixture bites: `-m`, as installs before the package split registered it, runs the project's file
+    vpy = home / ".claude" / "langfuse" / "venv" / "bin" / "python"
+    subprocess.run([str(vpy), "-m", "langfuse_hook"], cwd=project, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert marker.exists()
+    marker.unlink()
+
+    # PYTHONPATH too: -I ignores it (and so does the worker the hook starts, in the same folder)
+    run_registered_hook(home, project, "Did a project file shadow the hook?", env={"PYTHONPATH": str(project)})
+    assert not marker.exists()
+
+
+def test_installed_package_is_compiled_for_the_venv_python(home, env_file):
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    lf = home / ".claude" / "langfuse"
+    pkg = lf / "claude_code_langfuse"
+    tag = cache_tag(lf / "venv" / "bin" / "python")
+
+    def bytecode(py: Path) -> Path:
+        return py.parent / "__pycache__" / f"{py.stem}.{tag}.pyc"
+
+    def fresh(py: Path) -> bool:
+        # timestamp-checked (flags 0) and matching the source's mtime and size: imported as is
+        header = bytecode(py).read_bytes()[:16]
+        st = py.stat()
+        return (
+            header[4:8] == b"\0\0\0\0"
+            and int.from_bytes(header[8:12], "little") == int(st.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(header[12:16], "little") == st.st_size & 0xFFFFFFFF
+        )
+
+    sources = sorted(p for p in pkg.rglob("*.py") if "__pycache__" not in p.parts)
+    assert sources and all(fresh(py) for py in sources)
+
+    # a module the repo dropped (and its bytecode) goes; a changed module is put back and recompiled
+    gone = pkg / "gone_module.py"
+    gone.write_text("x = 1\n")
+    bytecode(gone).write_bytes(b"stale")
+    (pkg / "__pycache__" / f"removed_long_ago.{tag}.pyc").write_bytes(b"stale")
+    edited = pkg / "hook.py"
+    edited.write_text(edited.read_text() + "# edited by hand\n")
+    ok(run(INSTALL, home, "--env-file", str(env_file)))
+    assert not gone.exists() and not bytecode(gone).exists()
+    assert not (pkg / "__pycache__" / f"removed_long_ago.{tag}.pyc").exists()
+    assert modules(pkg) == modules(PACKAGE_SRC)
+    assert all(fresh(py) for py in sources)
+
+
 def test_python_too_old_is_refused(tmp_path, env_file):
     fake = tmp_path / "python3.9"
     fake.write_text("#!/bin/sh\necho 3.9.18\n")
@@ -458,6 +633,7 @@ def test_pip_failure_registers_nothing(tmp_path, env_file):
     assert backups(home) == []
     assert not (home / ".claude" / "langfuse" / "config.json").exists()
     assert not (home / ".claude" / "langfuse" / "langfuse_hook.py").exists()
+    assert not (home / ".claude" / "langfuse" / "claude_code_langfuse").exists()
 
 
 def test_default_python3_from_path(home, env_file):
@@ -530,6 +706,7 @@ def test_uninstall_refuses_invalid_settings_and_keeps_hook_files(home, env_file)
     assert settings.read_bytes() == broken
     # The entries still point at the hook, so it must stay runnable.
     assert (home / ".claude" / "langfuse" / "langfuse_hook.py").exists()
+    assert (home / ".claude" / "langfuse" / "claude_code_langfuse" / "hook.py").exists()
     assert (home / ".claude" / "langfuse" / "venv" / "bin" / "python").exists()
 
 

@@ -810,9 +810,10 @@ def cmd_uninstall(args) -> int:
         gone += sorted(state.glob("langfuse_hook.log*")) if state.is_dir() else []
         for p in gone:
             p.unlink()
-        if (state / "locks").is_dir():
-            shutil.rmtree(state / "locks")
-            gone.append(state / "locks")
+        for folder in ("inbox", "locks"):  # inbox: hook events the worker has not read yet
+            if (state / folder).is_dir() and not (state / folder).is_symlink():
+                shutil.rmtree(state / folder)
+                gone.append(state / folder)
         for p in gone:
             print(f"removed {tilde(p, home)}")
         if pending:

@@ -22,7 +22,7 @@ reinstall) unless --purge is given.
 Options:
   --purge         also delete the hook's files in ~/.claude/state/ (queued traces included):
                   langfuse_state.json, pending_traces.jsonl, dead_traces.jsonl,
-                  langfuse_hook.log*, langfuse_sender.json, locks/
+                  langfuse_hook.log*, langfuse_sender.json, inbox/, locks/
   --python PATH   Python 3.8+ to run the uninstaller with (default: python3)
   -h, --help      this text
 EOF

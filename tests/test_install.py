@@ -736,7 +736,9 @@ def test_purge_removes_only_our_state_files(home, env_file):
         "langfuse_hook.log.1",
         "langfuse_sender.json",
         "locks/queue.lock",
+        "inbox/00000000000000000001-1.json",  # a hook event the worker has not read yet
     ]
+    (state / "inbox").mkdir()
     for name in ours_files:
         (state / name).write_text("x\n")
     (state / "other_tool_state.json").write_text("{}")

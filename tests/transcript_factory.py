@@ -151,7 +151,8 @@ class Transcript:
 
     @staticmethod
     def line(row: dict) -> bytes:
-        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+        # a lone surrogate becomes its JSON escape (\ud83d), as Claude Code (JSON.stringify) writes it
+        return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "backslashreplace") + b"\n"
 
     def write(self, row: dict) -> dict:
         with open(self.path, "ab") as f:

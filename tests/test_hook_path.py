@@ -128,12 +128,64 @@ def test_news_file_holds_the_event_and_only_tracing_settings(tmp_path, session):
     assert news["event"]["last_assistant_message"] == "hi"
     assert "AWS_SECRET_ACCESS_KEY" not in news["env"] and "PATH" not in news["env"] and "HOME" not in news["env"]
     assert news["env"]["TRACE_TO_LANGFUSE"] == "true" and news["env"]["CC_LANGFUSE_PUBLIC_KEY"] == "pk-lf-test"
+    # secrets never go to disk: a worker sends with the keys of the process that started it
+    assert "CC_LANGFUSE_SECRET_KEY" not in news["env"] and "sk-lf-test" not in pathlib.Path(path).read_text()
     assert (os.stat(path).st_mode & 0o777) == 0o600 and (os.stat(inbox).st_mode & 0o777) == 0o700
 
 
 def test_lone_surrogate_in_an_event_is_recorded(tmp_path, session):
     path = write_news(str(tmp_path / "inbox"), stop_event(session, "broken emoji \ud83d"), {})
     assert json.loads(pathlib.Path(path).read_text())["event"]["last_assistant_message"] == "broken emoji \ud83d"
+
+
+def test_a_hook_with_other_keys_takes_over_from_the_running_worker(tmp_path, session):
+    """The user fixed the secret key while a worker runs: the secret is not in the inbox, so the
+    hook starts a new worker from its own environment, which waits for the running one's lock."""
+    from claude_code_langfuse.files import FileLock
+    from claude_code_langfuse.runtime import key_fingerprint
+
+    state = tmp_path / "state"
+    paths = Paths(str(state))
+    ensure_state_dir(paths.dir)
+    running = FileLock(paths.worker_lock, timeout=0)
+    assert running.acquire(blocking=False)  # a worker started with the old keys
+    try:
+        pathlib.Path(paths.worker_keys).write_text(key_fingerprint("pk-lf-test", "sk-lf-OLD", "http://127.0.0.1:9"))
+        session.simple_turn("one", "answer one")
+        proc = subprocess.run(
+            [sys.executable, "-I", HOOK], input=json.dumps(stop_event(session, "answer one")).encode(), env=hook_env(tmp_path), timeout=30
+        )
+        assert proc.returncode == 0
+        deadline = time.monotonic() + 20
+        while not os.path.exists(paths.takeover):  # the new worker asks for the lock
+            assert time.monotonic() < deadline, "no worker came to take over"
+            time.sleep(0.05)
+    finally:
+        running.release()
+    wait_for_worker(state)
+    assert pathlib.Path(paths.worker_keys).read_text() == key_fingerprint("pk-lf-test", "sk-lf-test", "http://127.0.0.1:9")
+    assert [json.loads(line)["trace"]["name"] for line in pathlib.Path(paths.queue).read_bytes().splitlines()] == ["one"]
+
+
+def test_a_hook_with_the_same_keys_leaves_the_running_worker_alone(tmp_path, session):
+    from claude_code_langfuse.files import FileLock
+    from claude_code_langfuse.runtime import key_fingerprint
+
+    paths = Paths(str(tmp_path / "state"))
+    ensure_state_dir(paths.dir)
+    running = FileLock(paths.worker_lock, timeout=0)
+    assert running.acquire(blocking=False)
+    try:
+        pathlib.Path(paths.worker_keys).write_text(key_fingerprint("pk-lf-test", "sk-lf-test", "http://127.0.0.1:9"))
+        session.simple_turn("one", "answer one")
+        subprocess.run(
+            [sys.executable, "-I", HOOK], input=json.dumps(stop_event(session, "answer one")).encode(), env=hook_env(tmp_path), timeout=30
+        )
+        time.sleep(1.0)  # a worker started by mistake would have asked for the lock by now
+        assert not os.path.exists(paths.takeover)
+        assert len(list_news(paths.inbox)) == 1  # left for the running worker
+    finally:
+        running.release()
 
 
 # ============================================================================ the worker's waits

@@ -34,9 +34,11 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--since", default="30d", help="only sessions changed within this window: 30d, 12h, 2w or a date (default 30d)")
     p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
     p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
-    sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
+    p = sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
+    p.add_argument("--takeover", action="store_true")  # started by a hook whose keys differ from the running worker's
     sub.add_parser("send")  # internal: the name of the worker before 0.2 (a sender already running during an upgrade)
-    sub.add_parser("bootstrap")  # internal: builds the plugin's venv, then runs the worker
+    p = sub.add_parser("bootstrap")  # internal: builds the plugin's venv, then runs the worker
+    p.add_argument("--takeover", action="store_true")  # accepted, as for worker: the venv's worker starts fresh anyway
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "status":
@@ -48,7 +50,7 @@ def cli_main(argv: list[str]) -> int:
     if args.command == "backfill":
         return cmd_backfill(settings, args.since, args.project, args.dry_run)
     if args.command in ("worker", "send"):
-        return worker_main(settings)
+        return worker_main(settings, takeover=getattr(args, "takeover", False))
     if args.command == "bootstrap":
         return bootstrap_main(settings)
     return 2

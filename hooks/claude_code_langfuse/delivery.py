@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -10,6 +9,7 @@ import time
 
 from .config import Settings, display_url
 from .files import Paths, read_json_file, write_atomic
+from .runtime import key_fingerprint as runtime_key_fingerprint
 from .store import now_iso, queue_read, queue_remove
 
 # ============================================================================ sender loop
@@ -33,7 +33,7 @@ MAX_BACKOFF_S = 300.0
 
 
 def key_fingerprint(settings: Settings) -> str:
-    return hashlib.sha256(f"{settings.public_key}:{settings.secret_key}:{settings.base_url}".encode()).hexdigest()[:16]
+    return runtime_key_fingerprint(settings.public_key, settings.secret_key, settings.base_url)
 
 
 class DrainSummary:
@@ -88,8 +88,11 @@ def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, de
     log.error("%s", advice)
 
 
-def drain_queue(settings: Settings, log, progress=None) -> DrainSummary:
-    """Send the queue oldest first; a record leaves the queue only after the server accepted it."""
+def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> DrainSummary:
+    """Send the queue oldest first; a record leaves the queue only after the server accepted it.
+
+    keep_going() is asked between records: False stops early (the worker is handing over).
+    """
     paths = Paths(settings.state_dir)
     summary = DrainSummary()
     entries = queue_read(paths.queue)
@@ -154,6 +157,9 @@ def drain_queue(settings: Settings, log, progress=None) -> DrainSummary:
                 break
             if progress:
                 progress(i + 1, len(order), summary)
+            if keep_going is not None and i + 1 < len(order) and not keep_going():
+                summary.kept = len(order) - i - 1
+                break
             # Rewriting the queue holds the lock hooks append under: with a big backlog, commit
             # rarely enough that hooks wait at most ~5 % of the time (a crash only means resends).
             if time.monotonic() - last_commit > max(1.0, 20 * commit_cost):

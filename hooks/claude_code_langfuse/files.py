@@ -110,8 +110,10 @@ class Paths:
         self.queue_lock = os.path.join(self.locks, "queue.lock")
         self.worker_lock = os.path.join(self.locks, "worker.lock")  # one worker per state folder
         self.inbox = os.path.join(state_dir, "inbox")
+        self.worker_keys = os.path.join(self.locks, "worker.keys")  # key fingerprint of the running worker
+        self.takeover = os.path.join(self.locks, "worker.takeover")  # a newer worker waits for the lock
 
     def session_lock(self, session_id: str) -> str:
         import hashlib  # not at module level: the hook imports this module and never needs it
 
-        return os.path.join(self.locks, "session-" + hashlib.sha256(session_id.encode()).hexdigest()[:16] + ".lock")
+        return os.path.join(self.locks, "session-" + hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:16] + ".lock")

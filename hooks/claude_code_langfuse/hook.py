@@ -14,7 +14,7 @@ import sys
 from .config import LazyLog, ensure_state_dir, load_settings
 from .files import Paths
 from .inbox import write_news
-from .runtime import wake_worker
+from .runtime import key_fingerprint, wake_worker
 
 MAX_EVENT_BYTES = 64 * 1024 * 1024
 
@@ -67,7 +67,7 @@ def hook_main() -> None:
         paths = Paths(settings.state_dir)
         ensure_state_dir(paths.dir)
         write_news(paths.inbox, event, os.environ)
-        wake_worker(paths, log)
+        wake_worker(paths, log, key_fingerprint(settings.public_key, settings.secret_key, settings.base_url))
     except BadEvent as e:
         log.error("ignored a hook call: %s", e)
     except BaseException as e:  # the hook must never hurt Claude Code

@@ -2,7 +2,8 @@
 
 A news file says "this transcript has news" and carries what the event knows that the transcript
 may not yet (`last_assistant_message`, `prompt_id`, agent ids) plus the tracing settings of the
-process that fired it (a project's `.claude/settings.local.json` env reaches only that process).
+process that fired it (a project's `.claude/settings.local.json` env reaches only that process),
+never a secret key.
 Files are named by arrival time, so sorting the names gives the order events fired in.
 
 Not fsynced on purpose: the transcript is the durable record and the cursor says what was read,
@@ -22,8 +23,14 @@ SETTINGS_NAMES = ("TRACE_TO_LANGFUSE",)
 NEWS_VERSION = 1
 
 
+def is_secret_setting(name: str) -> bool:
+    return "SECRET" in name
+
+
 def settings_env(environ) -> dict:
-    return {k: v for k, v in environ.items() if k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES}
+    """The tracing settings of the event's process, secrets left out: the worker keeps its own (and
+    a hook whose keys differ from the running worker's starts a new worker, see runtime.wake_worker)."""
+    return {k: v for k, v in environ.items() if (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES) and not is_secret_setting(k)}
 
 
 def write_news(inbox_dir: str, event: dict, environ) -> str:

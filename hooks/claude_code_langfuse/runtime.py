@@ -63,14 +63,40 @@ def spawn_detached(argv: list[str], log) -> bool:
         return False
 
 
-def wake_worker(paths: Paths, log) -> None:
-    """Start the detached worker unless one runs (it polls the inbox until it has been idle a while)."""
+def key_fingerprint(public_key: str, secret_key: str, base_url: str) -> str:
+    """Which Langfuse keys a process sends with, without the secret (safe to write to a file)."""
+    try:  # the builtin module: hashlib would load OpenSSL (~3 ms of every hook event)
+        from _sha256 import sha256
+    except ImportError:  # Python 3.12+ renamed it
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
+    return sha256(f"{public_key}:{secret_key}:{base_url}".encode()).hexdigest()[:16]
+
+
+def wake_worker(paths: Paths, log, keys: str = "") -> None:
+    """Start the detached worker unless one runs (it polls the inbox until it has been idle a while).
+
+    `keys` is this event's key fingerprint: a running worker that sends with other keys (the user
+    fixed them since it started; the secret itself is never written into the inbox) is taken over
+    by a new worker started from this process, whose environment has the new keys.
+    """
     probe = FileLock(paths.worker_lock, timeout=0)
-    if not probe.acquire(blocking=False):
-        return
-    probe.release()
+    if probe.acquire(blocking=False):
+        probe.release()
+        args: tuple = ()
+    else:
+        try:
+            with open(paths.worker_keys, encoding="ascii") as f:
+                running_keys = f.read().strip()
+        except (OSError, ValueError):
+            running_keys = keys  # a worker starting up: it reads the config and env as we do
+        if not keys or running_keys == keys:
+            return
+        args = ("--takeover",)
     python, command = sender_python(), "worker"
     if not python:
         # plugin install without its venv yet: the bootstrap builds it, then runs the worker
         python, command = sys.executable, "bootstrap"
-    spawn_detached(entry_argv(python, command), log)
+    spawn_detached(entry_argv(python, command, *args), log)

@@ -22,8 +22,8 @@ from .collect import process_event
 from .config import Settings, ensure_state_dir, get_logger, load_settings
 from .delivery import drain_queue, key_fingerprint, update_sender_status
 from .event import BadEvent, event_from_dict
-from .files import FileLock, Paths, read_json_file
-from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, list_news, read_news, remove_news
+from .files import FileLock, Paths, read_json_file, write_atomic
+from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, is_secret_setting, list_news, read_news, remove_news
 from .runtime import LANGFUSE_REQUIREMENT, entry_argv, plugin_venv, sender_python, spawn_detached
 from .store import now_iso, queue_read
 
@@ -31,12 +31,14 @@ LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
 POLL_S = 0.05
 LAG_WAIT_S = 1.5  # how long a Stop waits for its final answer to reach the transcript
 MISSING_WAIT_S = 3.0  # how long an event waits for its transcript file to appear
-RETRY_ON_NEWS_S = 5.0  # hook news is a reason to retry a failed server once the last try is this old
+RETRY_ON_NEWS_S = 5.0
+TAKEOVER_WAIT_S = 60.0  # a taking-over worker waits this long for the running one to finish a request  # hook news is a reason to retry a failed server once the last try is this old
 
 
 def settings_for_news(news: dict, base_env, state_dir: str) -> Settings:
     """The settings of the process that fired the event (per-project env), in our state folder."""
-    env = {k: v for k, v in base_env.items() if not (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES)}
+    # the worker's own secret stays (news files never hold one); a hook whose keys differ took over
+    env = {k: v for k, v in base_env.items() if is_secret_setting(k) or not (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES)}
     env.update({k: v for k, v in news["env"].items() if isinstance(k, str) and isinstance(v, str)})
     return load_settings(env)._replace(state_dir=state_dir)
 
@@ -114,6 +116,21 @@ def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
     return had_news and now - last >= RETRY_ON_NEWS_S
 
 
+def news_retry_epoch(paths: Paths) -> float:
+    """When hook news may retry a failed server (see may_send): RETRY_ON_NEWS_S after the last try,
+    or the end of the back-off if that comes first."""
+    status = read_json_file(paths.sender_status, {})
+    now = time.time()
+    if not isinstance(status, dict):
+        return now
+    try:
+        last = float(status.get("last_attempt_epoch") or 0)
+        until = float(status.get("next_attempt_epoch") or 0)
+    except (TypeError, ValueError):
+        return now
+    return max(now, min(until, last + RETRY_ON_NEWS_S))
+
+
 class DeliveryThread:
     """Sends the queue beside the reading: a server that hangs for CC_LANGFUSE_TIMEOUT never
     keeps hook events from reaching the queue."""
@@ -124,6 +141,7 @@ class DeliveryThread:
         self.settings, self.paths, self.log = settings, paths, log
         self.kick = threading.Event()
         self.busy = self.stopping = self.news = False
+        self.retry_at = 0.0  # hook news came during a back-off: the epoch its retry is due (the worker waits for it)
         self.thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self.thread.start()
 
@@ -145,9 +163,13 @@ class DeliveryThread:
                 return
             self.busy = True
             try:
-                if queue_has_records(self.paths) and may_send(self.paths, self.settings, self.news):
-                    self.news = False
-                    summary = drain_queue(self.settings, self.log)
+                if not queue_has_records(self.paths):
+                    self.news, self.retry_at = False, 0.0
+                elif not may_send(self.paths, self.settings, self.news):
+                    self.retry_at = news_retry_epoch(self.paths) if self.news else 0.0
+                else:
+                    self.news, self.retry_at = False, 0.0
+                    summary = drain_queue(self.settings, self.log, keep_going=lambda: not self.stopping)
                     if summary.sent or summary.dead or summary.stopped_by:
                         self.log.info(
                             "worker: %d sent, %d dead-lettered, %d kept%s",
@@ -169,13 +191,15 @@ def run_worker(settings: Settings, paths: Paths, log, linger: float = LINGER_S, 
     idle_since = time.monotonic()
     try:
         while True:
+            if os.path.exists(paths.takeover):
+                return  # a worker started with newer keys waits for our lock
             handled, waiting, newest = process_inbox(paths, log)
             if newest is not None and newest.enabled:
                 settings = newest  # keys fixed since this worker started count at once
             if delivery is not None and (handled or not delivery.busy):
                 delivery.nudge(settings, handled > 0)
-            if handled or (delivery is not None and delivery.busy):
-                idle_since = time.monotonic()
+            if handled or (delivery is not None and (delivery.busy or delivery.retry_at)):
+                idle_since = time.monotonic()  # a retry that hook news asked for is due within RETRY_ON_NEWS_S
             elif not waiting and time.monotonic() - idle_since >= linger:
                 return
             time.sleep(POLL_S)
@@ -184,23 +208,37 @@ def run_worker(settings: Settings, paths: Paths, log, linger: float = LINGER_S, 
             delivery.stop()
 
 
-def worker_main(settings: Settings, linger: float = LINGER_S) -> int:
-    """The detached worker: one per state folder; exits when idle."""
+def worker_main(settings: Settings, linger: float = LINGER_S, takeover: bool = False) -> int:
+    """The detached worker: one per state folder; exits when idle.
+
+    takeover: a hook whose keys differ from the running worker's started us; the running one
+    sees the flag, finishes the record it is sending and exits, and we take the lock."""
     os.umask(0o077)
     log = get_logger(settings)
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
-    lock = FileLock(paths.worker_lock, timeout=0)
-    while lock.acquire(blocking=False):
+    os.chdir(paths.dir)  # not the user's project (it was the hook's working directory)
+    lock = FileLock(paths.worker_lock, timeout=TAKEOVER_WAIT_S if takeover else 0)
+    if takeover:
+        write_atomic(paths.takeover, b"")
+    acquired = lock.acquire(blocking=takeover)
+    if takeover:
+        remove_news(paths.takeover)
+        if not acquired:
+            log.warning("could not take over from the running worker within %.0fs; the next event tries again", TAKEOVER_WAIT_S)
+    while acquired:
         try:
+            write_atomic(paths.worker_keys, key_fingerprint(settings).encode())
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
             run_worker(settings, paths, log, linger)
         finally:
             update_sender_status(paths, pid=None)
             lock.release()
-        # A hook that wrote news while we held the lock started nobody: look again.
-        if not list_news(paths.inbox):
+        # A hook that wrote news while we held the lock started nobody: look again (unless a
+        # newer worker is waiting for the lock: it reads the news).
+        if os.path.exists(paths.takeover) or not list_news(paths.inbox):
             return 0
+        acquired = lock.acquire(blocking=False)
     return 0
 
 
@@ -231,10 +269,11 @@ def bootstrap_main(settings: Settings) -> int:
         if not sender_python():
             log.info("creating the plugin venv %s with %s (first use)", venv, LANGFUSE_REQUIREMENT)
             try:
-                subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
+                subprocess.run([sys.executable, "-I", "-m", "venv", venv], check=True, capture_output=True, timeout=300, cwd=paths.dir)
                 subprocess.run(
                     [
                         os.path.join(venv, "bin", "python"),
+                        "-I",  # never the user's project on sys.path (a venv.py or pip.py there)
                         "-m",
                         "pip",
                         "install",
@@ -245,6 +284,7 @@ def bootstrap_main(settings: Settings) -> int:
                     check=True,
                     capture_output=True,
                     timeout=900,
+                    cwd=paths.dir,
                 )
             except (OSError, subprocess.SubprocessError) as e:
                 detail = getattr(e, "stderr", b"") or b""

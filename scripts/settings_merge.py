@@ -558,21 +558,13 @@ def compile_package(places: Places) -> None:
 
 def remove_legacy(places: Places) -> list[Path]:
     """What an install from before the package split left behind and nothing uses any more: the
-    .pth that put ~/.claude/langfuse on the venv's sys.path (it would let any program run with
-    the venv import our files by name), and the bytecode of the old single-file hook."""
+    bytecode of the old single-file hook.
+
+    Its .pth (which puts ~/.claude/langfuse on the venv's sys.path) stays until uninstall: a Claude
+    Code session started before the upgrade may still run the old `<venv python> -m langfuse_hook`
+    command, which finds the new entry file through it and keeps working. New registrations run
+    the entry by path with -I and do not use it."""
     gone: list[Path] = []
-    if places.venv_python.exists():
-        p = subprocess.run(
-            [str(places.venv_python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-        )
-        if p.returncode == 0 and p.stdout.strip():
-            pth = Path(p.stdout.strip()) / LEGACY_PTH
-            if pth.is_file() or pth.is_symlink():
-                pth.unlink()
-                gone.append(pth)
     cache = places.lf / "__pycache__"
     if cache.is_dir() and not cache.is_symlink():
         for pyc in sorted(cache.glob(f"{LEGACY_MODULE}.*.pyc")):
@@ -651,12 +643,9 @@ def cmd_apply(args) -> int:
     for p in legacy:
         print(f"removed {tilde(p, home)} (left by an older install)")
     if legacy:
-        backfill = " ".join(shlex.quote(a) for a in places.argv("backfill", "--since", "1d"))
         print(
-            "note: a Claude Code session started before this upgrade that still runs the old hook command\n"
-            "  (`... -m langfuse_hook`) now gets an error from it: restart such sessions, then\n"
-            f"  {backfill}\n"
-            "  queues the turns they finished meanwhile (turns already sent are not sent twice)."
+            "note: Claude Code sessions started before this upgrade keep running the old command\n"
+            "  (`... -m langfuse_hook`), which still works; they use the new command once restarted."
         )
 
     ccd = os.environ.get("CLAUDE_CONFIG_DIR")

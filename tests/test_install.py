@@ -457,14 +457,14 @@ def registered(home: Path, event: str = "Stop") -> str:
     return command
 
 
-def run_registered_hook(home: Path, cwd: Path, question: str, env: dict | None = None) -> list[str]:
-    """A finished turn, then the registered Stop command run the way Claude Code runs it (through sh,
-    in the project folder, the event on stdin); returns the queue once the worker is done."""
+def run_registered_hook(home: Path, cwd: Path, question: str, env: dict | None = None, command: str | None = None) -> list[str]:
+    """A finished turn, then the registered Stop command (or `command`) run the way Claude Code runs
+    it (through sh, in the project folder, the event on stdin); returns the queue once the worker is done."""
     t = Transcript(str(home / ".claude" / "projects" / "-project" / f"{uuid.uuid4()}.jsonl"), cwd=str(cwd))
     t.simple_turn(question, "Done.")
     e = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}  # nothing listens
     r = subprocess.run(
-        ["sh", "-c", registered(home)],
+        ["sh", "-c", command or registered(home)],
         input=json.dumps(stop_event(t)).encode(),
         cwd=cwd,
         env={**e, **(env or {})},
@@ -516,15 +516,17 @@ def test_upgrade_from_the_single_file_install(home, env_file, tmp_path):
     vpy = lf / "venv" / "bin" / "python"
 
     r = ok(run(INSTALL, home, "--env-file", str(env_file)))
-    assert "claude_code_langfuse.pth (left by an older install)" in r.stdout
-    assert "restart such sessions" in r.stdout and "backfill --since 1d" in r.stdout
+    assert "langfuse_hook.cpython" in r.stdout and "(left by an older install)" in r.stdout
+    assert "sessions started before this upgrade keep running the old command" in r.stdout
 
     new = json.loads((home / ".claude" / "settings.json").read_text())
     for event in EVENTS:
         handlers = [h for g in new["hooks"][event] for h in g["hooks"]]
         assert [h for h in handlers if "langfuse" in h["command"]] == [ours(home)], event
     assert new["hooks"]["Stop"] == OTHER_SETTINGS["hooks"]["Stop"] + [{"hooks": [ours(home)]}]
-    assert not (purelib(vpy) / "claude_code_langfuse.pth").exists()
+    # the old .pth stays until uninstall: a session started before the upgrade still runs
+    # `<venv python> -m langfuse_hook`, which must keep working (checked below)
+    assert (purelib(vpy) / "claude_code_langfuse.pth").exists()
     assert not (lf / "__pycache__").exists()
     assert (lf / "langfuse_hook.py").read_bytes() == HOOK_SRC.read_bytes()
     assert (lf / "insights.py").read_bytes() == (REPO / "hooks" / "insights.py").read_bytes()
@@ -534,6 +536,8 @@ def test_upgrade_from_the_single_file_install(home, env_file, tmp_path):
     project = tmp_path / "project"
     project.mkdir()
     run_registered_hook(home, project, "Is the upgraded hook alive?")
+    # and so does the old one, which sessions started before the upgrade still run
+    run_registered_hook(home, project, "Does a session from before the upgrade still trace?", command=f'"{vpy}" -m langfuse_hook')
 
     # the record of the first (old) install still gives an exact uninstall
     ok(run(UNINSTALL, home))

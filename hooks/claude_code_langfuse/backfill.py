@@ -16,7 +16,7 @@ from .files import FileLock, Paths, read_json_file
 from .records import project_name
 from .redaction import Redactor
 from .runtime import self_command, wake_worker
-from .store import load_state, queue_append, state_key, update_state_entry
+from .store import dead_append, load_state, queue_append, state_key, update_state_entry
 from .transcript import iter_rows
 from .turns import parse_ts
 
@@ -159,6 +159,8 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
     progress = Progress(sum(c[1] for c in candidates), len(candidates), sys.stderr.isatty())
     totals = {"sessions": 0, "turns": 0, "records": 0, "bytes": 0, "first": "", "last": ""}
     batch: list[dict] = []
+    failed: list[str] = []  # files that could not be read: reported and skipped, the others go on
+    unreadable_turns = 0
 
     def flush_batch() -> None:
         if batch and not dry_run:
@@ -188,8 +190,21 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
 
             result = collect_records(event, entry, settings, redactor, log, sink=sink)
             flush_batch()  # records durable before the cursor moves
+            unreadable_turns += len(result.dead)
             if not dry_run:
+                dead_append(paths, result.dead, lock_timeout=120)
                 update_state_entry(paths, key, result.entry)
+        except Exception as e:  # one bad file never stops the others
+            try:
+                flush_batch()  # the turns read before the error are good: keep them
+            except Exception:
+                batch.clear()
+            failed.append(path)
+            print(f"backfill: {path} could not be read ({type(e).__name__}: {e}); skipped, going on with the others", file=sys.stderr)
+            if log:
+                log.exception("backfill: %s could not be read: %s; skipped", path, e)
+            progress.bytes += size
+            continue
         finally:
             if lock:
                 lock.release()
@@ -209,8 +224,15 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
         print(f"backfill: {skipped_opt_out} session(s) skipped: their project sets TRACE_TO_LANGFUSE=false")
     if skipped_project:
         print(f"backfill: {skipped_project} session(s) of other projects skipped")
+    if unreadable_turns:
+        print(
+            f"backfill: {unreadable_turns} turn(s) could not be made into traces and were skipped"
+            + ("" if dry_run else f" (where and why: {paths.dead}; the log has the details)")
+        )
+    if failed:
+        print(f"backfill: {len(failed)} file(s) could not be read and were skipped (listed above); the others were read")
     if not dry_run and totals["records"]:
         if settings.enabled:
             wake_worker(paths, log)
         print(f"backfill: the worker delivers them in the background; `{self_command()} status` shows progress")
-    return 0
+    return 1 if failed else 0

@@ -7,12 +7,12 @@ import os
 import time
 from typing import NamedTuple
 
-from .config import LOCK_TIMEOUT_S, Settings, ensure_state_dir
+from .config import HOOK_VERSION, LOCK_TIMEOUT_S, Settings, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
 from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, answer_lags, project_name, trace_id_for, turn_record
 from .redaction import Redactor, record_rev, sanitize_record
-from .store import MAX_EMITTED, load_state, now_iso, queue_append, state_key, update_state_entry
+from .store import MAX_EMITTED, UNREADABLE_TURN, dead_append, load_state, now_iso, queue_append, state_key, update_state_entry
 from .subagents import SubagentFinder
 from .transcript import READ_CHUNK, iter_rows
 from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
@@ -26,6 +26,7 @@ class CollectResult(NamedTuple):
     turns_seen: int = 0
     bad_lines: int = 0
     lagging: bool = False  # the event's final answer is not on disk yet; the trailing turn was held back
+    dead: tuple = ()  # dead letters for turns that could not be made into a record (skipped, never retried)
 
 
 def collect_records(
@@ -51,6 +52,7 @@ def collect_records(
     records: list[dict] = []
     sink = sink or records.append
     bad: list[int] = []
+    dead: list[dict] = []
     finder = SubagentFinder(path, event.session_id)
     if not os.path.isfile(path):
         if log:
@@ -58,11 +60,15 @@ def collect_records(
         return CollectResult([], entry)
 
     def emit(turn: Turn, number: int, ev: HookEvent | None) -> None:
-        finder.attach(turn)
-        tid = trace_id_for(event.session_id, turn.key)
-        ctx = TraceContext(event.session_id, settings.user_id, project_name(turn.meta_row.get("cwd") or event.cwd), number, tid)
-        rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
-        rev = record_rev(rec)
+        try:
+            finder.attach(turn)
+            tid = trace_id_for(event.session_id, turn.key)
+            ctx = TraceContext(event.session_id, settings.user_id, project_name(turn.meta_row.get("cwd") or event.cwd), number, tid)
+            rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
+            rev = record_rev(rec)
+        except Exception as e:  # one turn that cannot become a record never blocks the turns after it
+            skip_unreadable_turn(turn, number, e)
+            return
         for call in turn.tools.values():
             if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
                 link = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
@@ -84,6 +90,32 @@ def collect_records(
                 if link and link["start"] < turn.start_offset:
                     reemit(link)
                     break
+
+    def skip_unreadable_turn(turn: Turn, number: int, error: Exception) -> None:
+        mark = f"dead:{turn.end_offset}"  # the same unchanged turn is dead-lettered once, not on every run
+        if emitted.get(turn.key) == mark:
+            return
+        emitted.pop(turn.key, None)
+        emitted[turn.key] = mark
+        reason = f"turn {turn.key!r} (turn {number}, bytes {turn.start_offset}-{turn.end_offset} of {path}) could not be made into a trace: {type(error).__name__}: {error}"
+        dead.append(
+            {
+                "dead_at": now_iso(),
+                "kind": UNREADABLE_TURN,
+                "reason": reason,
+                "session_id": event.session_id,
+                "transcript_path": path,
+                "turn_key": turn.key,
+                "turn_number": number,
+                "start_offset": turn.start_offset,
+                "end_offset": turn.end_offset,
+                "hook_version": HOOK_VERSION,
+            }
+        )
+        if log:
+            log.error(
+                "%s; skipped (kept in dead letters), the rest of the session is traced. Please report this error.", reason, exc_info=error
+            )
 
     def reemit(link: dict) -> None:
         with open(path, "rb") as f2:
@@ -141,7 +173,7 @@ def collect_records(
         updated_epoch=time.time(),
         cwd=event.cwd or entry.get("cwd", ""),
     )
-    return CollectResult(records, entry, seen, len(bad), lagging)
+    return CollectResult(records, entry, seen, len(bad), lagging, tuple(dead))
 
 
 def _tail_hash(f, offset: int, span: int = 256) -> str:
@@ -206,6 +238,7 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
             log.warning("skipped %d unreadable line(s) in %s", result.bad_lines, event.transcript_path)
         try:
             queue_append(paths, result.records)  # durable before the cursor moves
+            dead_append(paths, result.dead)  # so is every turn that had to be skipped
         except LockTimeout:
             log.warning(
                 "the queue was busy (a large backlog being rewritten); the cursor stays, the next run "

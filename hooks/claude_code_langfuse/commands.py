@@ -13,7 +13,7 @@ from .config import Settings, display_url, ensure_state_dir, get_logger
 from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue
 from .files import FileLock, Paths, read_json_file, write_atomic
 from .inbox import list_news
-from .store import _append_lines, load_state, now_iso, queue_read
+from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
 from .worker import process_inbox
 
@@ -63,10 +63,14 @@ def collect_status(settings: Settings) -> dict:
     records = [e.record for e in entries if e.record is not None]
     keys = {r["key"] for r in records}
     oldest = min((r.get("queued_at") or "" for r in records), default="")
-    dead_count = 0
+    dead_count = dead_turns = 0
+    turn_mark = b'"kind":"%s"' % UNREADABLE_TURN.encode()
     try:
         with open(paths.dead, "rb") as f:
-            dead_count = sum(1 for line in f if line.strip())
+            for line in f:
+                if line.strip():
+                    dead_count += 1
+                    dead_turns += turn_mark in line
     except OSError:
         pass
     queue_bytes = os.path.getsize(paths.queue) if os.path.exists(paths.queue) else 0
@@ -85,8 +89,13 @@ def collect_status(settings: Settings) -> dict:
             f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
             "Langfuse has not taken traces for a while; nothing is dropped, but check the last error"
         )
-    if dead_count:
-        warnings.append(f"{dead_count} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")
+    if dead_count > dead_turns:
+        warnings.append(f"{dead_count - dead_turns} dead letter(s) in {paths.dead}: `drain --retry-dead` sends them again")
+    if dead_turns:
+        warnings.append(
+            f"{dead_turns} turn(s) could not be made into traces and were skipped (the rest of their sessions is traced): "
+            f"which and why in {paths.dead} (kind {UNREADABLE_TURN}), details in the log; please report the error"
+        )
     inbox = len(list_news(paths.inbox))
     if inbox and not running:
         warnings.append(f"{inbox} hook event(s) wait in {paths.inbox} with no worker running: `drain` reads them now")
@@ -107,6 +116,7 @@ def collect_status(settings: Settings) -> dict:
         "queue_oldest": oldest or None,
         "queue_corrupt_lines": sum(1 for e in entries if e.record is None and e.error != "incomplete last line"),
         "dead_letters": dead_count,
+        "unreadable_turns": dead_turns,
         "last_success": sender.get("last_success"),
         "last_error": sender.get("last_error"),
         "next_attempt_epoch": sender.get("next_attempt_epoch") or 0,

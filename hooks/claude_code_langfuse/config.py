@@ -186,6 +186,7 @@ def get_logger(settings: Settings):
             maxBytes=LOG_MAX_BYTES,
             backupCount=LOG_BACKUPS,
             encoding="utf-8",
+            errors="backslashreplace",  # a lone surrogate in a logged path or key never loses the line
             delay=True,
         )
     except OSError:

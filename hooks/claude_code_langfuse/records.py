@@ -16,12 +16,12 @@ from .turns import Event, Generation, ToolCall, Turn, image_placeholder, prompt_
 
 
 def trace_id_for(session_id: str, turn_key: str) -> str:
-    tid = hashlib.sha256(f"{session_id}:{turn_key}".encode()).hexdigest()[:32]
+    tid = hashlib.sha256(f"{session_id}:{turn_key}".encode("utf-8", "surrogatepass")).hexdigest()[:32]  # never raises
     return tid if tid.strip("0") else "1" * 32
 
 
 def observation_id(trace_id: str, kind: str, natural_id: str) -> str:
-    oid = hashlib.sha256(f"{trace_id}:{kind}:{natural_id}".encode()).hexdigest()[:16]
+    oid = hashlib.sha256(f"{trace_id}:{kind}:{natural_id}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return oid if oid.strip("0") else "1" * 16
 
 

@@ -736,9 +736,36 @@ def truncate_json_value(value, max_chars):
 
 STATUS_MESSAGE_CHARS = 500
 
+# -- lone surrogates ---------------------------------------------------------------------------
+
+# JSON allows "\ud83d" without its partner (JSON.stringify writes one for a split emoji, and a
+# model can put one in a tool call); json.loads hands it over as a lone surrogate, which UTF-8
+# cannot encode. Left in a record it would stop the queue writer on every run, for good.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def scrub_text(text: str) -> str:
+    """A string UTF-8 can encode: surrogate halves next to each other become their character,
+    a lone one becomes U+FFFD."""
+    if text.isascii() or _SURROGATE_RE.search(text) is None:
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def scrub_surrogates(obj):
+    """scrub_text over every string of a JSON-like value, dict keys included (a copy)."""
+    if isinstance(obj, str):
+        return scrub_text(obj)
+    if isinstance(obj, dict):
+        return {(scrub_text(k) if isinstance(k, str) else k): scrub_surrogates(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub_surrogates(v) for v in obj]
+    return obj
+
 
 def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
-    """Redact secrets and cut oversized fields in every text a record carries."""
+    """Lone surrogates out, then redact secrets and cut oversized fields in every text a record carries."""
+    record.update(scrub_surrogates(record))  # names, inputs, outputs, metadata keys and values, trace fields
     total = 0
     for ob in record["observations"]:
         ob["name"], n = redactor.redact_text(ob["name"])
@@ -768,4 +795,5 @@ def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
 
 def record_rev(record: dict) -> str:
     body = {k: v for k, v in record.items() if k not in ("queued_at", "rev")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    # surrogatepass: never raises, whatever text a caller hands in
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]

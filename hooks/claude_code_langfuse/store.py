@@ -10,7 +10,7 @@ import time
 from typing import NamedTuple
 
 from .files import FileLock, Paths, read_json_file, write_atomic
-from .redaction import record_rev
+from .redaction import record_rev, scrub_surrogates
 from .turns import iso_ms
 
 
@@ -19,6 +19,15 @@ def now_iso() -> str:
 
 
 # ============================================================================ queue
+
+
+def json_line(obj) -> bytes:
+    """One compact JSON line in UTF-8. Never raises on a lone surrogate ("\\ud83d" is valid JSON
+    but not UTF-8): such text is written as U+FFFD, so one bad character never stops a writer."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return json.dumps(scrub_surrogates(obj), ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
 def _append_lines(path: str, lines: list[bytes]) -> None:
@@ -56,8 +65,7 @@ def queue_append(paths: Paths, records: list[dict], lock_timeout: float = 2.0) -
     stamp = now_iso()
     lines = []
     for r in records:
-        r = dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))
-        lines.append(json.dumps(r, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n")
+        lines.append(json_line(dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))))
     with FileLock(paths.queue_lock, timeout=lock_timeout):
         _append_lines(paths.queue, lines)
 
@@ -81,7 +89,12 @@ def queue_read(path: str) -> list[QueueEntry]:
                     entries.append(QueueEntry(i, line, None, "incomplete last line"))
                     continue
                 try:
-                    rec = json.loads(line)
+                    text = line.decode("utf-8", "replace")  # a damaged byte costs a character, not the record
+                    rec = json.loads(text)
+                    if "\\ud" in text or "\\uD" in text:
+                        # an escaped lone surrogate (a queue written by other means): the OTLP
+                        # encoder would silently drop every attribute holding one
+                        rec = scrub_surrogates(rec)
                     if not isinstance(rec, dict) or "key" not in rec or "observations" not in rec or "trace" not in rec:
                         raise ValueError("not a trace record")
                     entries.append(QueueEntry(i, line, rec))
@@ -99,7 +112,7 @@ def queue_remove(paths: Paths, done: dict[str, str], dead: list[dict]) -> int:
     """
     with FileLock(paths.queue_lock, timeout=30):
         if dead:
-            _append_lines(paths.dead, [json.dumps(d, ensure_ascii=False).encode() + b"\n" for d in dead])
+            _append_lines(paths.dead, [json_line(d) for d in dead])
         dead_raw = {d.get("raw") for d in dead if d.get("raw")}
         entries = queue_read(paths.queue)
         last_index: dict[str, int] = {}
@@ -121,11 +134,21 @@ def queue_remove(paths: Paths, done: dict[str, str], dead: list[dict]) -> int:
         return removed
 
 
+UNREADABLE_TURN = "unreadable-turn"  # dead letter `kind` of a turn that could not be made into a record
+
+
+def dead_append(paths: Paths, letters, lock_timeout: float = 2.0) -> None:
+    """Add dead letters (fsynced), e.g. turns the reader had to skip: where they are and why."""
+    if letters:
+        with FileLock(paths.queue_lock, timeout=lock_timeout):
+            _append_lines(paths.dead, [json_line(d) for d in letters])
+
+
 # ============================================================================ state
 
 
 def state_key(session_id: str, path: str) -> str:
-    return hashlib.sha256(f"{session_id}::{path}".encode()).hexdigest()[:24]
+    return hashlib.sha256(f"{session_id}::{path}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def load_state(paths: Paths) -> dict:
@@ -142,7 +165,11 @@ def update_state_entry(paths: Paths, key: str, entry: dict) -> None:
         data["transcripts"][key] = entry
         cutoff = time.time() - 30 * 86400
         data["transcripts"] = {k: v for k, v in data["transcripts"].items() if v.get("updated_epoch", time.time()) >= cutoff}
-        write_atomic(paths.state, json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode())
+        try:
+            body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a lone surrogate in a turn key or path: escaped, so it reads back exactly
+            body = json.dumps(data, separators=(",", ":")).encode()
+        write_atomic(paths.state, body)
 
 
 MAX_EMITTED = 400

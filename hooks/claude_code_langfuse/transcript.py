@@ -59,6 +59,12 @@ def _decode_line(buf: bytes, begin: int, end: int) -> Any:
         return _NOT_NEEDED
     try:
         return json.loads(line)
+    except UnicodeDecodeError:
+        pass  # a stray invalid byte: decoded below as U+FFFD, so the line (a prompt, say) is kept
+    except ValueError:
+        return None
+    try:
+        return json.loads(line.decode("utf-8", "replace"))
     except ValueError:
         return None
 

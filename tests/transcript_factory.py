@@ -640,3 +640,57 @@ def root(record: dict) -> dict:
 
 def children(record: dict, parent_id: str, type_: str | None = None) -> list[dict]:
     return [o for o in record["observations"] if o["parent_id"] == parent_id and (type_ is None or o["type"] == type_)]
+
+
+# ---------------------------------------------------------------- text typed while Claude works (2.1.328, observed)
+
+
+def queue_enqueue(t: Transcript, content: str) -> str:
+    """The `queue-operation` enqueue line written the moment the user sends text while Claude works;
+    returns its time (the time the queued_command attachment carries later)."""
+    ts = t.clock.tick()
+    t.write({"type": "queue-operation", "operation": "enqueue", "timestamp": ts, "sessionId": t.session_id, "content": content})
+    return ts
+
+
+def queued_command(t: Transcript, prompt: Any, *, typed_at: str | None = None, mode: str = "prompt", origin: str | None = None) -> dict:
+    """Text sent while Claude was working, absorbed into the running turn: a `queue-operation`
+    remove, then an `attachment` line (type queued_command) stamped with the time it was typed, as
+    2.1.328 writes it (same key order; `claude -p --input-format stream-json`, a second message sent
+    during a Bash call). `origin` is set by interactive sessions ({"kind": "human"})."""
+    typed_at = typed_at or t.clock.now()
+    t.write({"type": "queue-operation", "operation": "remove", "timestamp": t.clock.tick(), "sessionId": t.session_id, "content": prompt})
+    text_of = prompt if isinstance(prompt, str) else "\n".join(b.get("text", "") for b in prompt if isinstance(b, dict))
+    att: dict = {
+        "type": "queued_command",
+        "prompt": prompt,
+        "source_uuid": _det_uuid(f"{t.path}:source:{t._n}"),
+        "delivery_id": _det_uuid(f"{t.path}:delivery:{t._n}"),
+        "commandMode": mode,
+        "timestamp": typed_at,
+    }
+    if origin:
+        att["origin"] = {"kind": origin}
+    row = {
+        "parentUuid": t.last_uuid,
+        "isSidechain": t.sidechain,
+        "attachment": att,
+        "type": "attachment",
+        "uuid": t._uuid(),
+        "timestamp": typed_at,
+        "rendered": [
+            {
+                "content": "<system-reminder>\nThe user sent a new message while you were working:\n"
+                + text_of
+                + "\n\nAddress the message above as you continue this turn.\n</system-reminder>"
+            }
+        ],
+        "renderedRole": "system",
+        "userType": "external",
+        "entrypoint": t.entrypoint,
+        "cwd": t.cwd,
+        "sessionId": t.session_id,
+        "version": t.version,
+        "gitBranch": t.git_branch,
+    }
+    return t.write(row)

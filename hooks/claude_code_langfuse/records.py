@@ -169,17 +169,22 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
             if item.agent is not None:
                 obs.extend(agent_observations(item, trace_id, tool_id))
         elif isinstance(item, Event):
+            at, meta = item.ts, item.metadata
+            if turn_end and at > turn_end:
+                # typed after the answer (/exit, /cost, /model): shown at the turn's end, its own time
+                # in metadata, so it never stretches the trace's latency (Langfuse spans all observations)
+                at, meta = turn_end, {**(meta if isinstance(meta, dict) else {}), "at": item.ts}
             obs.append(
                 _obs(
                     observation_id(trace_id, "event", item.uid),
                     parent_id,
                     "event",
                     item.name,
-                    item.ts,
-                    item.ts,
+                    at,
+                    at,
                     input=item.input,
                     level=item.level,
-                    metadata=item.metadata,
+                    metadata=meta,
                 )
             )
     return obs
@@ -193,7 +198,7 @@ def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[di
     description = call.agent_meta.get("description") or (call.input or {}).get("description") if isinstance(call.input, dict) else None
     agent_type = call.agent_meta.get("agentType") or ((call.input or {}).get("subagent_type") if isinstance(call.input, dict) else None)
     name = "Subagent: " + str(description or agent_type or natural)
-    end = max(agent.end, agent.last_row_ts or "") or agent.start
+    end = agent.end or agent.start
     meta["complete"] = agent.looks_complete()
     out = [
         _obs(
@@ -272,6 +277,8 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     prompt = prompt_text(turn.prompt)
     if turn.command_expansion:
         prompt = prompt + "\n\n" + turn.command_expansion
+    for _uid, queued in turn.queued_prompts:  # typed while Claude was working: part of what was asked
+        prompt = prompt + "\n\n[sent while Claude was working]\n" + queued
     output = turn_output(turn)
     complete = turn.looks_complete()
     meta_extra: dict = {}
@@ -280,7 +287,7 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
         output, complete = event.last_assistant_message, False
         meta_extra["output_source"] = "last_assistant_message"
     row = turn.meta_row
-    end = max(turn.end, turn.last_row_ts or "") or turn.start
+    end = turn.end or turn.start
     trace_meta = {
         "project": ctx.project,
         "cwd": row.get("cwd") or "",
@@ -295,6 +302,8 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
     if turn.hook_durations_ms:
         root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms
+    if turn.duration_ms is not None:
+        root_meta["turn_duration_ms"] = turn.duration_ms  # Claude Code's own measure of the turn
     level = "WARNING" if turn.interrupted else "DEFAULT"
     root = _obs(
         root_id,

@@ -38,7 +38,11 @@ _SKIP_PREFIXES = (b'{"type":"api-request-shape"', b'{"type":"api-request-blob"')
 _API_REQUEST_PREFIX = b'{"type":"api-request",'
 _HEAD_ID_RE = re.compile(rb'"id":"([^"]{1,100})"')
 _HEAD_TS_RE = re.compile(rb'"timestamp":"([^"]{1,40})"')
-_ATTACHMENT_HEAD_RE = re.compile(rb'^\{"parentUuid":(?:null|"[^"]{0,64}"),"isSidechain":(?:true|false),"attachment":\{')
+# big attachments are skipped, except text the user typed while Claude was working (queued_command);
+# no "^": match(buf, begin) anchors at the line's start, "^" only at the buffer's
+_ATTACHMENT_HEAD_RE = re.compile(
+    rb'\{"parentUuid":(?:null|"[^"]{0,64}"),"isSidechain":(?:true|false),"attachment":\{(?!"type":"queued_command")'
+)
 
 
 _NOT_NEEDED = object()  # a blank line, or a big line of a kind the hook never reads

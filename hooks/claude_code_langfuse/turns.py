@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
@@ -167,7 +168,12 @@ class Event(NamedTuple):
 
 
 class Turn:
-    """A prompt and everything up to the next prompt (or one subagent run)."""
+    """A prompt and everything up to the next prompt (or one subagent run).
+
+    Its end (`end`) is its last assistant or tool line, or Claude Code's `turn_duration` line where it
+    wrote one: lines typed after the answer (`/exit`, `/cost`, `/model`, `!cmd`) are events of the
+    turn but never stretch it.
+    """
 
     def __init__(
         self,
@@ -177,14 +183,17 @@ class Turn:
         prompt: Any = None,
         prompt_row: dict | None = None,
         start: str = "",
-        end: str = "",
         end_offset: int = 0,
         meta_row: dict | None = None,
     ):
         self.key, self.kind, self.start_offset, self.prompt = key, kind, start_offset, prompt
         self.prompt_row: dict = prompt_row or {}
         self.meta_row: dict = meta_row or {}
-        self.start, self.end, self.end_offset = start, end, end_offset
+        self.start, self.end_offset = start, end_offset
+        self.activity_ts = ""  # the last assistant, tool result, interrupt, Stop-hook feedback or API-error line
+        self.duration_ts = ""  # the turn_duration line Claude Code writes when the turn is over
+        self.duration_ms: int | float | None = None  # its durationMs
+        self.queued_prompts: list[tuple[str, str]] = []  # (row uid, text) typed while Claude was working
         self.items: list = []  # Generation | ToolCall | Event, in file order
         self.generations: dict = {}
         self.tools: dict = {}
@@ -194,6 +203,10 @@ class Turn:
         self.finished = False  # a turn_duration line or a following prompt closed it
         self.hook_durations_ms: list = []
         self.last_row_ts = ""
+
+    @property
+    def end(self) -> str:
+        return max(self.start, self.activity_ts, self.duration_ts)
 
     @property
     def final_text(self) -> str:
@@ -247,7 +260,6 @@ class TurnBuilder:
             prompt=msg.get("content") if isinstance(msg, dict) else None,
             prompt_row=d,
             start=norm_ts(d.get("timestamp")),
-            end=norm_ts(d.get("timestamp")),
             end_offset=row.end,
             meta_row=d,
         )
@@ -259,6 +271,14 @@ class TurnBuilder:
             # 2.1.x: written when the request goes out; its id is the assistant lines' requestRef
             if self.current is not None and d.get("id") and d.get("timestamp"):
                 self.request_ts[str(d["id"])] = norm_ts(d.get("timestamp"))
+            return None
+        if kind_of_row == "attachment":
+            # text the user typed while Claude was working joins the running turn as an attachment
+            # (2.1.x); no other attachment carries anything a trace shows
+            att = d.get("attachment")
+            if isinstance(att, dict) and att.get("type") == "queued_command" and self.current is not None:
+                if not d.get("isSidechain") or self.single_turn:
+                    self._queued_command(row, att)
             return None
         if kind_of_row not in ("user", "assistant", "system"):
             return None
@@ -309,6 +329,7 @@ class TurnBuilder:
             if self.current is None:
                 return None
             self._assistant_row(row, ts)
+            self._active(ts)
         else:
             if self.current is None:
                 return None
@@ -316,7 +337,6 @@ class TurnBuilder:
         if self.current is not None:
             self.current.end_offset = row.end
             if ts:
-                self.current.end = max(self.current.end, ts)
                 self.current.last_row_ts = ts
         if ts:
             self.last_ts = ts
@@ -326,11 +346,36 @@ class TurnBuilder:
         turn, self.current = self.current, None
         return turn
 
+    def _active(self, ts: str) -> None:
+        if ts and self.current is not None:
+            self.current.activity_ts = max(self.current.activity_ts, ts)
+
+    def _queued_command(self, row: Row, att: dict) -> None:
+        """A queued_command attachment: text sent while Claude was working, absorbed into this turn.
+
+        Its line carries the time it was typed (the enqueue), not the time it was read."""
+        turn = self.current
+        d = row.data
+        ts = norm_ts(d.get("timestamp")) or norm_ts(att.get("timestamp"))
+        uid = str(d.get("uuid") or row.start)
+        text = prompt_text(att.get("prompt"))
+        mode = str(att.get("commandMode") or "prompt")
+        origin = att.get("origin") if isinstance(att.get("origin"), dict) else {}
+        origin_kind = str(origin.get("kind") or "")
+        human = mode == "prompt" and origin_kind in ("", "human")
+        meta = {k: v for k, v in (("command_mode", mode), ("origin", origin_kind)) if v}
+        turn.items.append(Event("queued-prompt" if human else "queued-command", ts, uid, "DEFAULT", text, meta))
+        if human and text and all(uid != u for u, _ in turn.queued_prompts):
+            turn.queued_prompts.append((uid, text))
+        turn.end_offset = row.end
+
     def _user_row(self, row: Row, ukind: str, ts: str) -> None:
         turn = self.current
         d = row.data
         content = (d.get("message") or {}).get("content")
         uid = str(d.get("uuid") or row.start)
+        if ukind in ("tool-result", "interrupt", "stop-hook-feedback"):
+            self._active(ts)  # Claude was working; what the user types after the answer is not
         if ukind == "tool-result":
             blocks = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
             for b in blocks:
@@ -421,6 +466,11 @@ class TurnBuilder:
         uid = str(d.get("uuid") or row.start)
         if sub == "turn_duration":
             turn.finished = True
+            if ts:
+                turn.duration_ts = max(turn.duration_ts, ts)
+            ms = d.get("durationMs")
+            if isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0:
+                turn.duration_ms = ms
         elif sub == "stop_hook_summary":
             for info in d.get("hookInfos") or []:
                 if isinstance(info, dict) and isinstance(info.get("durationMs"), (int, float)):
@@ -438,6 +488,7 @@ class TurnBuilder:
                 )
             )
         elif sub == "api_error":
+            self._active(ts)  # a retry is still the turn's work
             meta = {k: d.get(k) for k in ("retryAttempt", "retryInMs", "maxRetries") if k in d}
             turn.items.append(Event("api-error", ts, uid, "WARNING", d.get("error") or d.get("content"), meta))
         elif sub == "local_command":

@@ -13,9 +13,9 @@ bench_hook.clone_block). Then, in a temporary HOME with keys in ~/.claude/langfu
   (c) `backfill` of a single ~100 MB transcript in its own HOME: peak RSS (getrusage of the
       child, from a wrapper process) and turns/s.
 
-Backfill starts a background sender when it is done, as it does for users; in (a) the stand-in
-is not up yet, so that sender finds the server unreachable and exits (we wait until its status
-records that), and (b) measures `drain` alone. In (c) the sender is pointed at a closed port.
+Backfill wakes the background worker when it is done, as it does for users; in (a) the stand-in
+is not up yet, so that worker finds the server unreachable, backs off and exits (we wait until its status
+records that and it has let go of its lock), and (b) measures `drain` alone. In (c) the worker is pointed at a closed port.
 
     .venv/bin/python bench/bench_backfill.py            # 2,000 turns + 100 MB, ~30 s on 2 cores
     .venv/bin/python bench/bench_backfill.py --quick    # 400 turns + 20 MB
@@ -44,15 +44,14 @@ from bench_hook import (  # noqa: E402
     RESULTS,
     StandinProcess,
     clone_block,
-    install_claude_cli,
     loadavg,
     machine_info,
-    sender_busy,
     split_runs,
     turn_script,
+    worker_busy,
 )
 from fake_messages_api import reply  # noqa: E402
-from fixtures_claude_cli import run_claude  # noqa: E402
+from fixtures_claude_cli import install_claude_cli, run_claude  # noqa: E402
 
 TARGETS = {"backfill_turns_per_s": 50, "drain_turns_per_s": 50, "backfill_100mb_peak_rss_mb": 150}
 WRAPPER = (
@@ -128,14 +127,14 @@ def backfill_counts(stdout: str) -> dict:
     return {"sessions": int(m.group(1)), "turns": int(m.group(2)), "records": int(m.group(3)), "queued_mb": float(m.group(4))}
 
 
-def wait_sender_idle(state_dir: pathlib.Path, timeout: float = 60) -> None:
+def wait_worker_idle(state_dir: pathlib.Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and sender_busy(state_dir):
+    while time.monotonic() < deadline and worker_busy(state_dir):
         time.sleep(0.2)
 
 
-def wait_sender_gave_up(state_dir: pathlib.Path, timeout: float = 30) -> None:
-    """Until the sender status records the failed attempt (the server was down on purpose)."""
+def wait_worker_gave_up(state_dir: pathlib.Path, timeout: float = 30) -> None:
+    """Until the worker's delivery status records the failed attempt (the server was down on purpose)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -144,7 +143,7 @@ def wait_sender_gave_up(state_dir: pathlib.Path, timeout: float = 30) -> None:
         except (OSError, ValueError):
             pass
         time.sleep(0.2)
-    print("note: no failed sender attempt recorded within %ss; going on" % timeout, flush=True)
+    print("note: no failed delivery attempt recorded within %ss; going on" % timeout, flush=True)
 
 
 def main(argv=None) -> int:
@@ -189,11 +188,11 @@ def main(argv=None) -> int:
             total_bytes += path.stat().st_size
         standin = StandinProcess(args.python, work)
         config_home(home, standin.public_key, standin.secret_key, standin.base_url)
-        standin.stop()  # not up during (a): the sender backfill starts at its end finds no server and exits
+        standin.stop()  # not up during (a): the worker backfill wakes at its end finds no server and exits
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": os.environ.get("LANG", "C.UTF-8")}
         print(f"(a) backfill of {sum(per)} turns in {args.sessions} sessions ({total_bytes / MB:.1f} MB) ...", flush=True)
         load_a = loadavg()
-        out = run_wrapped(args.python, [args.python, str(HOOK), "backfill", "--since", "30d"], env)
+        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "backfill", "--since", "30d"], env)
         counts = backfill_counts(out["stdout"])
         results["backfill"] = dict(
             counts,
@@ -206,16 +205,16 @@ def main(argv=None) -> int:
             load_after=loadavg(),
         )
 
-        # (b) drain to the stand-in. First let the sender that backfill started find no server and
-        # exit: a sender still starting up could otherwise deliver the queue instead of `drain`.
+        # (b) drain to the stand-in. First let the worker that backfill woke find no server and
+        # exit: a worker still starting up could otherwise deliver the queue instead of `drain`.
         state_dir = home / ".claude" / "state"
-        wait_sender_gave_up(state_dir)
-        wait_sender_idle(state_dir)
+        wait_worker_gave_up(state_dir)
+        wait_worker_idle(state_dir)
         standin = StandinProcess(args.python, work)
         config_home(home, standin.public_key, standin.secret_key, standin.base_url)
         print(f"(b) drain of {counts['records']} records to the stand-in {standin.base_url} ...", flush=True)
         load_b = loadavg()
-        out = run_wrapped(args.python, [args.python, str(HOOK), "drain"], env)
+        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "drain"], env)
         m = re.search(r"drain: (\d+) sent, (\d+) moved to dead letters, (\d+) corrupt line\(s\) set aside, (\d+) left", out["stdout"])
         if not m:
             raise RuntimeError("unexpected drain output: %r" % out["stdout"])
@@ -244,7 +243,7 @@ def main(argv=None) -> int:
         big_env = dict(env, HOME=str(big_home))
         print(f"(c) backfill of one {big_path.stat().st_size / MB:.0f} MB transcript ({big_turns} turns) ...", flush=True)
         load_c = loadavg()
-        out = run_wrapped(args.python, [args.python, str(HOOK), "backfill", "--since", "30d"], big_env)
+        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "backfill", "--since", "30d"], big_env)
         counts = backfill_counts(out["stdout"])
         results["backfill_big"] = dict(
             counts,
@@ -255,9 +254,9 @@ def main(argv=None) -> int:
             load_before=load_c,
             load_after=loadavg(),
         )
-        # the sender backfill started writes its status into the work dir: let it finish before cleanup
-        wait_sender_gave_up(big_home / ".claude" / "state")
-        wait_sender_idle(big_home / ".claude" / "state")
+        # the worker backfill woke writes its status into the work dir: let it finish before cleanup
+        wait_worker_gave_up(big_home / ".claude" / "state")
+        wait_worker_idle(big_home / ".claude" / "state")
     finally:
         if standin:
             standin.stop()

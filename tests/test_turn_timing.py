@@ -306,16 +306,35 @@ def test_a_queued_task_notification_is_an_event_not_the_prompt(tmp_path, session
 def test_real_cli_text_sent_during_a_tool_call_joins_the_turn(tmp_path, claude_cli, claude_home, claude_project):
     """`claude -p --input-format stream-json`: a second message sent while a Bash call waits is
     absorbed into the running turn (queued_command attachment), not a turn of its own."""
+    import signal
+    import threading
+
     from fake_messages_api import FakeMessagesAPI, reply
     from fake_messages_api import text as api_text
     from fake_messages_api import tool_use as api_tool_use
     from fixtures_claude_cli import claude_env, find_transcript
 
-    go = claude_project / "GO"
+    go = claude_project / "GO"  # the Bash call runs until the test creates it: the turn is busy till then
     script = [
         reply(api_text("Working."), api_tool_use("Bash", {"command": f"while [ ! -e {go} ]; do sleep 0.05; done; echo done"})),
         reply(api_text("Done, and it is Tuesday.")),
     ]
+
+    def lines_of(path) -> list[dict]:
+        out = []
+        for line in path.read_text().splitlines() if path else []:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass  # a line still being written
+        return out
+
+    def wait_for(what, check) -> None:
+        deadline = time.monotonic() + 60
+        while not check():
+            assert time.monotonic() < deadline, f"the CLI never got to: {what}"
+            time.sleep(0.05)
+
     argv = [claude_cli, "-p", "--input-format", "stream-json", "--output-format", "stream-json", "--verbose", "--allowedTools", "Bash"]
     with FakeMessagesAPI(script) as api:
         proc = subprocess.Popen(
@@ -328,6 +347,8 @@ def test_real_cli_text_sent_during_a_tool_call_joins_the_turn(tmp_path, claude_c
             text=True,
             start_new_session=True,
         )
+        watchdog = threading.Timer(180, lambda: os.killpg(proc.pid, signal.SIGKILL))  # never hang the suite
+        watchdog.start()
         try:
 
             def send(content: str) -> None:
@@ -340,42 +361,34 @@ def test_real_cli_text_sent_during_a_tool_call_joins_the_turn(tmp_path, claude_c
                 session_id = json.loads(line).get("session_id") or ""
                 if session_id:
                     break
-            deadline = time.monotonic() + 60
-            transcript = None
-            while time.monotonic() < deadline:  # the Bash call is running once its tool_use is on disk
-                transcript = find_transcript(claude_home, session_id)
-                if transcript and '"name":"Bash"' in transcript.read_text():
-                    break
-                time.sleep(0.05)
+            assert session_id
+            wait_for("the Bash call", lambda: any(r.get("type") == "assistant" for r in lines_of(find_transcript(claude_home, session_id))))
+            transcript = find_transcript(claude_home, session_id)
             send("also tell me the date")
-            while time.monotonic() < deadline:  # queued while Claude works
-                if '"operation":"enqueue","timestamp"' in transcript.read_text() and "also tell me the date" in transcript.read_text():
-                    break
-                time.sleep(0.05)
+            wait_for(
+                "queueing the second message",
+                lambda: any(r.get("operation") == "enqueue" and r.get("content") == "also tell me the date" for r in lines_of(transcript)),
+            )
             go.touch()
-            result = None
-            for line in proc.stdout:
-                msg = json.loads(line)
-                if msg.get("type") == "result":
-                    result = msg
-                    break
+            result = next((m for m in map(json.loads, proc.stdout) if m.get("type") == "result"), None)
             proc.stdin.close()
             proc.wait(timeout=60)
         finally:
+            watchdog.cancel()
             if proc.poll() is None:
-                os.killpg(proc.pid, 9)
+                os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     assert result and not result.get("is_error"), result
-    assert len([r for r in api.requests if r["kind"] == "main"]) == 2  # absorbed: no third request
-    rows = [json.loads(x) for x in transcript.read_text().splitlines()]
-    assert any((r.get("attachment") or {}).get("type") == "queued_command" for r in rows)
+    assert len([r for r in api.requests if r["kind"] == "main"]) == 2  # absorbed: no request of its own
+    assert any((r.get("attachment") or {}).get("type") == "queued_command" for r in lines_of(transcript))
     runner = HookRunner(str(tmp_path / "state"))
     runner.run({"session_id": session_id, "transcript_path": str(transcript), "cwd": str(claude_project), "hook_event_name": "SessionEnd"})
     (rec,) = only_turns(runner)
+    r = root(rec)
     assert rec["trace"]["name"] == "run the slow command"
-    assert "also tell me the date" in root(rec)["input"]
+    assert r["input"].startswith("run the slow command") and "also tell me the date" in r["input"]
     (ev,) = events(rec, "queued-prompt")
-    assert ev["input"] == "also tell me the date" and root(rec)["start"] <= ev["start"] <= root(rec)["end"]
+    assert ev["input"] == "also tell me the date" and r["start"] <= ev["start"] <= r["end"]
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from typing import NamedTuple
 from .config import HOOK_VERSION, LOCK_TIMEOUT_S, Settings, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
+from .forks import find_fork_prefix
 from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, answer_lags, project_name, trace_id_for, turn_record
 from .redaction import Redactor, record_rev, sanitize_record
 from .store import MAX_EMITTED, UNREADABLE_TURN, dead_append, load_state, now_iso, queue_append, state_key, update_state_entry
@@ -63,7 +64,14 @@ def collect_records(
         try:
             finder.attach(turn)
             tid = trace_id_for(event.session_id, turn.key)
-            ctx = TraceContext(event.session_id, settings.user_id, project_name(turn.meta_row.get("cwd") or event.cwd), number, tid)
+            ctx = TraceContext(
+                event.session_id,
+                settings.user_id,
+                project_name(turn.meta_row.get("cwd") or event.cwd),
+                number,
+                tid,
+                entry.get("forked_from") or "",
+            )
             rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
             rev = record_rev(rec)
         except Exception as e:  # one turn that cannot become a record never blocks the turns after it
@@ -133,6 +141,21 @@ def collect_records(
             if log:
                 log.info("transcript %s shrank or was rewritten (size %d, offset %d): re-reading from the start", path, st.st_size, offset)
             offset, turns_before = 0, 0
+            entry.pop("forked_from", None)
+            entry.pop("fork_checked", None)
+        if offset == 0 and not entry.get("fork_checked"):
+            fork = find_fork_prefix(path)  # the history a fork copied from its parent is not the fork's
+            entry["fork_checked"] = True
+            if fork.end:
+                offset, turns_before = fork.end, fork.copied_turns
+                entry["forked_from"] = fork.parent_session_id
+                if log:
+                    log.info(
+                        "transcript %s is a fork of session %s: its first %d turn(s) are a copy and are not traced again",
+                        path,
+                        fork.parent_session_id,
+                        fork.copied_turns,
+                    )
         new_offset, new_before = offset, turns_before
         previous: Turn | None = None
         for turn in group_turns(iter_rows(f, offset, bad_lines=bad), bad_lines=bad):

@@ -86,6 +86,7 @@ class TraceContext(NamedTuple):
     project: str
     turn_number: int
     trace_id: str
+    forked_from: str = ""  # the session a forked session's history was copied from
 
 
 def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) -> list[dict]:
@@ -299,6 +300,8 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
         "turn_number": ctx.turn_number,
         "turn_kind": turn.kind,
     }
+    if ctx.forked_from:
+        trace_meta["forked_from"] = ctx.forked_from
     root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
     if turn.hook_durations_ms:
         root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms

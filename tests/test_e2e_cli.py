@@ -915,3 +915,78 @@ def test_project_files_named_like_ours_or_the_stdlib_never_shadow_the_hook(claud
         t.drain_and_check()
     finally:
         standin.stop()
+
+
+# ============================================================================ 9. forked, continued and resumed sessions
+
+
+def _usage_total(standin: LangfuseStandin, session_ids: set[str]) -> collections.Counter:
+    totals: collections.Counter = collections.Counter()
+    for o in standin.observations():
+        if o.session_id in session_ids:
+            for key, value in (o.usage_details or {}).items():
+                totals[key] += value
+    return totals
+
+
+def test_fork_traces_only_its_own_turn_and_counts_nothing_twice(claude_cli, tmp_path):
+    """`claude -p third --resume SID --fork-session`: Claude Code 2.1.328 copies the parent's lines
+    into the fork's file under the fork's session id, with the fork's new promptId on every copied
+    user line. Only the new prompt may become a trace; the parent's turns stay as they were."""
+    standin = new_standin().start()
+    try:
+        t = Traced(tmp_path, standin)
+        u1, u2, u3 = usage(110, 11, cache_read=5), usage(220, 22, cache_read=6), usage(330, 33, cache_read=7)
+        first = t.run("first prompt", [reply("first answer", usage=u1)], expect_result="first answer")
+        t.run("second prompt", [reply("second answer", usage=u2)], resume=first.session_id, expect_result="second answer")
+        fork = t.run(
+            "third prompt, in a fork",
+            [reply("third answer", usage=u3)],
+            resume=first.session_id,
+            extra_args=["--fork-session"],
+            expect_result="third answer",
+        )
+        assert fork.session_id != first.session_id
+        parent_ids = [trace_id_for(first.session_id, tv.prompt_id) for tv in main_turns(read_jsonl(first.transcript))]
+        # what Claude Code wrote: the copies keep their uuids but carry the fork's new promptId,
+        # the same as the third prompt's (so promptId alone cannot tell them apart)
+        prompts = [r for r in fork.lines() if r.get("type") == "user" and isinstance(r["message"].get("content"), str)]
+        assert [r["message"]["content"] for r in prompts] == ["first prompt", "second prompt", "third prompt, in a fork"]
+        assert len({r["promptId"] for r in prompts}) == 1
+        third_id = trace_id_for(fork.session_id, prompts[-1]["promptId"])
+        t.wait_delivered(
+            lambda: t.roots_with_output({parent_ids[0]: "first answer", parent_ids[1]: "second answer", third_id: "third answer"})
+        )
+        t.wait_worker()
+        t.drain_and_check()
+
+        traces = standin.traces()
+        assert sorted(traces) == sorted([*parent_ids, third_id]), "a copied turn became a trace of its own, or a turn is missing"
+        fork_roots = [o for o in traces[third_id] if o.parent_id is None]
+        assert [o.trace_name for o in fork_roots] == ["third prompt, in a fork"]
+        assert fork_roots[0].metadata.get("forked_from") == first.session_id
+        assert [o for o in traces[third_id] if o.type == "generation"], "the fork's own generation is missing"
+        assert len([o for o in traces[third_id] if o.type == "generation"]) == 1, "the fork's trace holds copied generations"
+        # totals over every generation equal the sum over distinct API responses
+        totals = _usage_total(standin, {first.session_id, fork.session_id})
+        assert totals["input"] == 110 + 220 + 330 and totals["output"] == 11 + 22 + 33, totals
+    finally:
+        standin.stop()
+
+
+def test_continue_and_resume_append_turns_to_the_same_session(claude_cli, tmp_path):
+    standin = new_standin().start()
+    try:
+        t = Traced(tmp_path, standin)
+        first = t.run("opening prompt", [reply("opened")], expect_result="opened")
+        t.run("resumed prompt", [reply("resumed")], resume=first.session_id, expect_result="resumed")
+        cont = t.run("continued prompt", [reply("continued")], extra_args=["--continue"], expect_result="continued")
+        assert cont.session_id == first.session_id
+        turns = main_turns(cont.lines())
+        ids = [trace_id_for(first.session_id, tv.prompt_id) for tv in turns]
+        assert len(ids) == 3
+        t.wait_delivered(lambda: t.roots_with_output(dict(zip(ids, ["opened", "resumed", "continued"], strict=True))))
+        assert sorted(standin.traces()) == sorted(ids)
+        t.drain_and_check()
+    finally:
+        standin.stop()

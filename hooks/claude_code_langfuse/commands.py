@@ -10,12 +10,13 @@ import time
 from typing import Any
 
 from .config import Settings, display_url, ensure_state_dir, get_logger
-from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue
-from .files import FileLock, Paths, read_json_file, write_atomic
+from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue, load_delivered, read_sender_status, superseded_by_delivered
+from .files import FileLock, LockTimeout, Paths, access_advice, write_atomic
 from .inbox import list_news
+from .runtime import self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
-from .worker import process_inbox
+from .worker import RETRY_ON_NEWS_S, process_inbox
 
 # ============================================================================ status, drain, doctor
 
@@ -23,7 +24,10 @@ from .worker import process_inbox
 def _age(epoch_or_iso: Any) -> str:
     if not epoch_or_iso:
         return "never"
-    t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.UTC)
+    try:
+        t = parse_ts(epoch_or_iso) if isinstance(epoch_or_iso, str) else _dt.datetime.fromtimestamp(float(epoch_or_iso), _dt.UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        t = None
     if t is None:
         return str(epoch_or_iso)
     secs = max(0, int((_dt.datetime.now(_dt.UTC) - t).total_seconds()))
@@ -57,12 +61,59 @@ def _mask_key(key: str) -> str:
     return (key[:9] + "…") if key else "(not set)"
 
 
+def _readable_problem(path: str) -> str:
+    """Empty when `path` is missing or readable; else why not, and the way out."""
+    try:
+        with open(path, "rb"):
+            return ""
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        return access_advice(path, e)
+
+
+def worker_running(paths: Paths) -> bool | None:
+    """Whether a worker holds the worker lock (None: the lock cannot be probed)."""
+    if not os.path.isdir(paths.locks):
+        return False
+    lock = FileLock(paths.worker_lock, timeout=0)
+    try:
+        if lock.acquire(blocking=False):
+            lock.release()
+            return False
+    except OSError:
+        return None
+    return True
+
+
+def next_try(sender: dict, queue_turns: int, running: bool | None) -> dict | None:
+    """When the queue is tried again, as `status` tells it: the worker retries at the first hook
+    event once the last try is RETRY_ON_NEWS_S old (or the back-off is over, if sooner)."""
+    err = sender.get("last_error")
+    if not queue_turns:
+        return None
+    if running:
+        return {"epoch": time.time(), "text": "now (a worker is running)"}
+    if not err:
+        return {"epoch": time.time(), "text": f"at the next Claude Code event, or now: `{self_command()} drain`"}
+    last = float(sender.get("last_attempt_epoch") or 0)
+    until = float(sender.get("next_attempt_epoch") or 0)
+    due = max(time.time(), min(until, last + RETRY_ON_NEWS_S)) if err.get("kind") in ("retry", "auth") else time.time()
+    when = "at the next Claude Code event" + (f" from {_age(due).split(' (')[0]} on" if due > time.time() + 0.5 else "")
+    return {"epoch": due, "text": f"{when}, or now: `{self_command()} drain`"}
+
+
 def collect_status(settings: Settings) -> dict:
     paths = Paths(settings.state_dir)
-    entries = queue_read(paths.queue)
+    warnings = []
+    try:
+        entries = queue_read(paths.queue)
+    except OSError as e:
+        entries = []
+        warnings.append(access_advice(paths.queue, e))
     records = [e.record for e in entries if e.record is not None]
     keys = {r["key"] for r in records}
-    oldest = min((r.get("queued_at") or "" for r in records), default="")
+    oldest = min((r.get("queued_at") or "" for r in records if isinstance(r.get("queued_at"), str)), default="")
     dead_count = dead_turns = 0
     turn_mark = b'"kind":"%s"' % UNREADABLE_TURN.encode()
     try:
@@ -71,19 +122,25 @@ def collect_status(settings: Settings) -> dict:
                 if line.strip():
                     dead_count += 1
                     dead_turns += turn_mark in line
-    except OSError:
+    except FileNotFoundError:
         pass
-    queue_bytes = os.path.getsize(paths.queue) if os.path.exists(paths.queue) else 0
-    sender = read_json_file(paths.sender_status, {}) or {}
-    lock = FileLock(paths.worker_lock, timeout=0)
-    running = False
-    if os.path.isdir(paths.locks):
-        running = not lock.acquire(blocking=False)
-        if not running:
-            lock.release()
+    except OSError as e:
+        warnings.append(access_advice(paths.dead, e))
+    try:
+        queue_bytes = os.path.getsize(paths.queue)
+    except OSError:
+        queue_bytes = 0
+    sender, problem = read_sender_status(paths)
+    if problem:
+        warnings.append(problem)
+    running = worker_running(paths)
+    if running is None:
+        warnings.append(access_advice(paths.worker_lock, PermissionError(13, "Permission denied")))
+    problem = _readable_problem(paths.state)
+    if problem:
+        warnings.append(problem)
     state = load_state(paths)
-    sessions = {v.get("session_id") for v in state["transcripts"].values()}
-    warnings = []
+    sessions = {v.get("session_id") for v in state["transcripts"].values() if isinstance(v, dict) and isinstance(v.get("session_id"), str)}
     if queue_bytes > settings.queue_warn_bytes:
         warnings.append(
             f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
@@ -96,7 +153,11 @@ def collect_status(settings: Settings) -> dict:
             f"{dead_turns} turn(s) could not be made into traces and were skipped (the rest of their sessions is traced): "
             f"which and why in {paths.dead} (kind {UNREADABLE_TURN}), details in the log; please report the error"
         )
-    inbox = len(list_news(paths.inbox))
+    try:
+        inbox = len(list_news(paths.inbox))
+    except OSError as e:
+        inbox = 0
+        warnings.append(access_advice(paths.inbox, e))
     if inbox and not running:
         warnings.append(f"{inbox} hook event(s) wait in {paths.inbox} with no worker running: `drain` reads them now")
     if settings.config_error:
@@ -119,10 +180,12 @@ def collect_status(settings: Settings) -> dict:
         "unreadable_turns": dead_turns,
         "last_success": sender.get("last_success"),
         "last_error": sender.get("last_error"),
+        "last_attempt_epoch": sender.get("last_attempt_epoch") or 0,
         "next_attempt_epoch": sender.get("next_attempt_epoch") or 0,
+        "next_try": next_try(sender, len(keys), running),
         "sent_total": sender.get("sent_total") or 0,
-        "worker_running": running,
-        "sender_running": running,
+        "worker_running": bool(running),
+        "sender_running": bool(running),
         "inbox_events": inbox,
         "sessions_tracked": len(sessions),
         "last_log_problem": _last_log_problem(paths.log),
@@ -144,20 +207,9 @@ def format_status(st: dict) -> str:
         ("Dead letters", str(st["dead_letters"])),
         ("Last success", _age(st["last_success"])),
         ("Last error", "none" if not err else f"{_age(err.get('time'))}: {err.get('advice') or err.get('detail')}"),
+        *([("Next try", st["next_try"]["text"])] if st.get("next_try") and err else []),
         ("Sessions", f"{st['sessions_tracked']} tracked"),
-        (
-            "Worker",
-            (
-                "running"
-                if st["worker_running"]
-                else (
-                    "waiting (backoff) until " + _age(st["next_attempt_epoch"]).split(" (")[0]
-                    if st["next_attempt_epoch"] and st["next_attempt_epoch"] > time.time()
-                    else "idle"
-                )
-            )
-            + f", {st['inbox_events']} hook event(s) not read yet",
-        ),
+        ("Worker", ("running" if st["worker_running"] else "idle") + f", {st['inbox_events']} hook event(s) not read yet"),
         ("Log", st["log"] + (f"\n{'':16}last problem: {st['last_log_problem']}" if st["last_log_problem"] else "")),
     ]
     out = ["claude-code-langfuse status"] + [f"  {k:<14}{v}" for k, v in rows]
@@ -174,8 +226,10 @@ def cmd_status(settings: Settings, as_json: bool) -> int:
 def retry_dead_letters(paths: Paths) -> int:
     """Move dead letters that still hold a record back into the queue.
 
-    A dead record whose turn has a newer version waiting in the queue is dropped instead: the
-    newer version holds everything it had, and must not be shadowed by the old one."""
+    A dead record whose turn has a newer version waiting in the queue, or whose version (or a
+    newer one) Langfuse already accepted, is dropped instead: the newer version holds everything
+    it had, and must not be shadowed by the old one."""
+    delivered = load_delivered(paths)
     with FileLock(paths.queue_lock, timeout=30):
         try:
             with open(paths.dead, "rb") as f:
@@ -191,7 +245,7 @@ def retry_dead_letters(paths: Paths) -> int:
                 keep.append(line + b"\n")
                 continue
             if isinstance(d, dict) and isinstance(d.get("record"), dict):
-                if d["record"].get("key") in queued:
+                if d["record"].get("key") in queued or superseded_by_delivered(d["record"], delivered):
                     superseded += 1
                     continue
                 queued.add(d["record"].get("key"))
@@ -206,6 +260,17 @@ def retry_dead_letters(paths: Paths) -> int:
 
 
 def cmd_drain(settings: Settings, retry_dead: bool) -> int:
+    try:
+        return _drain(settings, retry_dead)
+    except OSError as e:  # a file of the state folder we may not read or write (left by a sudo run?)
+        print(f"drain stopped: {access_advice(e.filename or settings.state_dir, e)}", file=sys.stderr)
+        return 1
+    except LockTimeout as e:
+        print(f"drain stopped: {e} stayed locked; try again, or see `status`", file=sys.stderr)
+        return 1
+
+
+def _drain(settings: Settings, retry_dead: bool) -> int:
     os.umask(0o077)
     log = get_logger(settings)
     paths = Paths(settings.state_dir)
@@ -235,7 +300,7 @@ def cmd_drain(settings: Settings, retry_dead: bool) -> int:
         f"drain: {summary.sent} sent, {summary.dead} moved to dead letters, {summary.corrupt} corrupt line(s) set aside, {left} left in the queue"
     )
     if summary.stopped_by:
-        err = (read_json_file(paths.sender_status, {}) or {}).get("last_error") or {}
+        err = read_sender_status(paths)[0].get("last_error") or {}
         print(f"stopped: {err.get('advice') or summary.detail}")
         return 1
     return 0

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
 from .config import Settings, display_url
-from .files import Paths, read_json_file, write_atomic
+from .files import Paths, access_advice, write_atomic
 from .runtime import key_fingerprint as runtime_key_fingerprint
 from .store import now_iso, queue_read, queue_remove
 
@@ -58,10 +57,108 @@ def reachable(base_url: str, timeout: float = 1.5) -> tuple[bool, str]:
         return False, f"cannot connect to {host}:{port}: {e.strerror or e}"
 
 
+_STATUS_NUMBERS = ("last_attempt_epoch", "next_attempt_epoch", "consecutive_failures", "sent_total")
+_STATUS_TEXTS = ("last_success", "last_attempt", "auth_failed_keys", "running_since")
+
+
+def _finite(value) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return number if number == number and abs(number) != float("inf") else 0.0
+
+
+def _clean_problem(value) -> dict | None:
+    """An error entry of the status file ({"time", "kind", "detail", "advice", ...}) with text fields, or None."""
+    if not isinstance(value, dict):
+        return None
+    out = {k: (v if isinstance(v, (str, int, float, bool)) or v is None else str(v)) for k, v in value.items() if isinstance(k, str)}
+    for k in ("time", "kind", "detail", "advice"):
+        if k in out and out[k] is not None and not isinstance(out[k], str):
+            out[k] = str(out[k])
+    if isinstance(out.get("http_status"), bool) or not isinstance(out.get("http_status"), (int, type(None))):
+        out["http_status"] = None
+    return out
+
+
+def read_sender_status(paths: Paths) -> tuple[dict, str]:
+    """The sender status file with every field of the type we write (anything else dropped), and a
+    problem to report ("" if none). Never raises: a file someone else wrote (a JSON list, garbage,
+    a root-owned copy) must not stop `status`, `drain` or the worker."""
+    try:
+        with open(paths.sender_status, "rb") as f:
+            data = json.loads(f.read().decode("utf-8", "replace"))
+    except FileNotFoundError:
+        return {}, ""
+    except OSError as e:
+        return {}, access_advice(paths.sender_status, e)
+    except ValueError:
+        return {}, f"{paths.sender_status} is not JSON: set aside, the next send rewrites it"
+    if not isinstance(data, dict):
+        return {}, f"{paths.sender_status} holds a JSON {type(data).__name__}, not an object: set aside, the next send rewrites it"
+    status = {k: v for k, v in data.items() if isinstance(k, str)}  # fields of others kept as they are
+    for k in _STATUS_NUMBERS:
+        if k in data:
+            status[k] = _finite(data[k])
+    for k in ("consecutive_failures", "sent_total"):
+        if k in status:
+            status[k] = max(0, min(int(status[k]), 10**12))
+    for k in _STATUS_TEXTS:
+        if k in status and not isinstance(status[k], str):
+            del status[k]
+    if "pid" in status and (isinstance(status["pid"], bool) or not isinstance(status["pid"], int)):
+        del status["pid"]
+    for k in ("last_error", "bootstrap_error"):
+        status[k] = _clean_problem(data.get(k))
+    return status, ""
+
+
+MAX_DELIVERED = 20_000  # turns remembered as delivered (about 2 MB); the oldest are forgotten first
+
+
+def load_delivered(paths: Paths) -> dict[str, tuple[str, str]]:
+    """key -> (rev, queued_at) of the newest version Langfuse accepted, for the last MAX_DELIVERED turns."""
+    try:
+        with open(paths.delivered, "rb") as f:
+            data = json.loads(f.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return {}
+    revs = data.get("revs") if isinstance(data, dict) else None
+    if not isinstance(revs, dict):
+        return {}
+    return {
+        k: (v[0], v[1]) for k, v in revs.items() if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], str)
+    }
+
+
+def remember_delivered(paths: Paths, accepted: dict[str, tuple[str, str]]) -> None:
+    """Add what Langfuse just accepted (never replacing a newer version), keep the newest MAX_DELIVERED."""
+    if not accepted:
+        return
+    revs = load_delivered(paths)
+    for key, (rev, queued_at) in accepted.items():
+        if key not in revs or queued_at >= revs[key][1]:
+            revs[key] = (rev, queued_at)
+    if len(revs) > MAX_DELIVERED:
+        revs = dict(sorted(revs.items(), key=lambda kv: kv[1][1])[-MAX_DELIVERED:])
+    try:
+        write_atomic(paths.delivered, json.dumps({"v": 1, "revs": revs}, separators=(",", ":")).encode())
+    except OSError:
+        pass  # only `drain --retry-dead` needs it, and it then errs on keeping dead letters
+
+
+def superseded_by_delivered(record: dict, delivered: dict[str, tuple[str, str]]) -> bool:
+    """Langfuse already has this version of the turn, or a newer one."""
+    seen = delivered.get(record.get("key"))
+    if seen is None:
+        return False
+    queued_at = record.get("queued_at") if isinstance(record.get("queued_at"), str) else ""
+    return record.get("rev") == seen[0] or queued_at <= seen[1]
+
+
 def update_sender_status(paths: Paths, **changes) -> dict:
-    status = read_json_file(paths.sender_status, {})
-    if not isinstance(status, dict):
-        status = {}
+    status, _ = read_sender_status(paths)
     status.update(changes)
     try:
         write_atomic(paths.sender_status, json.dumps(status, ensure_ascii=False, indent=1).encode())
@@ -71,9 +168,9 @@ def update_sender_status(paths: Paths, **changes) -> dict:
 
 
 def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, detail: str, advice: str, log) -> None:
-    status = read_json_file(paths.sender_status, {}) if os.path.exists(paths.sender_status) else {}
-    failures = int((status or {}).get("consecutive_failures") or 0) + 1
-    wait = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** (failures - 1))
+    status, _ = read_sender_status(paths)
+    failures = int(status.get("consecutive_failures") or 0) + 1
+    wait = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** min(failures - 1, 30))
     if kind in ("nokeys", "nosdk"):
         wait = 0.0  # not the server's fault: the next run (perhaps another interpreter) may try at once
     update_sender_status(
@@ -86,6 +183,28 @@ def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, de
         last_error={"time": now_iso(), "kind": kind, "http_status": http_status, "detail": detail, "advice": advice},
     )
     log.error("%s", advice)
+
+
+def merge_versions(records: list[dict]) -> dict:
+    """The queued versions of one key as one record: the newest trace data and, per observation
+    id, its newest version (a later version may hold only the observations that changed)."""
+    records = sorted(records, key=lambda r: r.get("queued_at") or "")  # stable: file order breaks ties
+    if len(records) == 1:
+        return records[0]
+    observations: dict[str, dict] = {}
+    for r in records:
+        for o in r.get("observations") or []:
+            observations[o.get("id")] = o  # a dict keeps the first position: the root stays first
+    newest = records[-1]
+    now = newest.get("observation_ids") if newest.get("partial") else [o.get("id") for o in newest.get("observations") or []]
+    if isinstance(now, list):  # an observation the turn no longer holds (a line Claude Code dropped) is not sent
+        keep = set(now)
+        observations = {k: o for k, o in observations.items() if k in keep}
+    merged = dict(newest, observations=list(observations.values()))
+    if not records[0].get("partial"):
+        merged.pop("partial", None)
+        merged.pop("observation_ids", None)
+    return merged
 
 
 def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> DrainSummary:
@@ -102,13 +221,12 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
         if e.record is None and e.error != "incomplete last line":
             dead.append({"dead_at": now_iso(), "reason": e.error, "raw": e.raw.decode("utf-8", "replace")})
             summary.corrupt += 1
-    latest: dict[str, dict] = {}
+    versions: dict[str, list[dict]] = {}
     for e in entries:
         if e.record is not None:
-            seen = latest.get(e.record["key"])
-            if seen is None or (e.record.get("queued_at") or "") >= (seen.get("queued_at") or ""):
-                latest[e.record["key"]] = e.record  # the newest version of a turn is the one Langfuse must end with
-    order = sorted(latest.values(), key=lambda r: r.get("queued_at") or "")
+            versions.setdefault(e.record["key"], []).append(e.record)
+    # the newest version of every observation of a turn is the one Langfuse must end with
+    order = sorted((merge_versions(v) for v in versions.values()), key=lambda r: r.get("queued_at") or "")
     if summary.corrupt:
         log.error("moved %d corrupt queue line(s) to %s; the rest of the queue is unaffected", summary.corrupt, paths.dead)
     if not order:
@@ -135,11 +253,13 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
         queue_remove(paths, done, dead)
         return summary
     last_commit, commit_cost = time.monotonic(), 0.0
+    accepted: dict[str, tuple[str, str]] = {}  # what Langfuse took since the last commit: key -> (rev, queued_at)
     try:
         for i, record in enumerate(order):
             delivery = sender.send(record)
             if delivery.outcome == "accepted":
                 done[record["key"]] = record.get("rev", "")
+                accepted[record["key"]] = (str(record.get("rev", "")), str(record.get("queued_at") or ""))
                 summary.sent += 1
             elif delivery.outcome == "dead":
                 done[record["key"]] = record.get("rev", "")
@@ -164,22 +284,24 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
             # rarely enough that hooks wait at most ~5 % of the time (a crash only means resends).
             if time.monotonic() - last_commit > max(1.0, 20 * commit_cost):
                 t0 = time.monotonic()
+                remember_delivered(paths, accepted)
                 queue_remove(paths, done, dead)
                 commit_cost = time.monotonic() - t0
-                done, dead = {}, []
+                done, dead, accepted = {}, [], {}
                 last_commit = time.monotonic()
     finally:
         try:
             sender.close()
         except Exception as e:  # closing must not lose the bookkeeping below
             log.warning("closing the Langfuse client failed: %s", e)
+        remember_delivered(paths, accepted)
         queue_remove(paths, done, dead)
     if summary.sent or summary.dead:
         changes: dict = {"last_attempt": now_iso(), "last_attempt_epoch": time.time()}
         if summary.sent:
             changes.update(
                 last_success=now_iso(),
-                sent_total=int((read_json_file(paths.sender_status, {}) or {}).get("sent_total") or 0) + summary.sent,
+                sent_total=int(read_sender_status(paths)[0].get("sent_total") or 0) + summary.sent,
             )
         if not summary.stopped_by:
             changes.update(consecutive_failures=0, next_attempt_epoch=0, auth_failed_keys=None, last_error=None)

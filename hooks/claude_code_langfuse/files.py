@@ -97,12 +97,41 @@ def read_json_file(path: str, default: object) -> object:
         return default
 
 
+def access_advice(path: str, error: OSError) -> str:
+    """What to say when a file of ours cannot be read or written: why, and the way out."""
+    why = error.strerror or str(error)
+    owner = None
+    for place in (path, os.path.dirname(path), os.path.dirname(os.path.dirname(path))):
+        try:
+            owner = os.stat(place).st_uid  # the file, or the folder that keeps us out of it
+        except OSError:
+            continue
+        if owner != os.getuid():
+            break
+    state_dir = os.path.dirname(path.rstrip(os.sep)) or path
+    if os.path.basename(state_dir) in ("locks", "inbox"):
+        state_dir = os.path.dirname(state_dir)
+    if owner is not None and owner != os.getuid():
+        try:
+            import pwd
+
+            user = pwd.getpwuid(os.getuid()).pw_name
+        except (ImportError, KeyError):
+            user = str(os.getuid())
+        return (
+            f"cannot use {path}: {why}; it belongs to uid {owner}, not to you (uid {os.getuid()}): was a command run with sudo? "
+            f"`sudo chown -R {user} {state_dir}` gives the state folder back; nothing in it is lost meanwhile"
+        )
+    return f"cannot use {path}: {why}; check the permissions of {state_dir} (`ls -la {state_dir}`); nothing in it is lost meanwhile"
+
+
 class Paths:
     def __init__(self, state_dir: str):
         self.dir = state_dir
         self.state = os.path.join(state_dir, "langfuse_state.json")
         self.queue = os.path.join(state_dir, "pending_traces.jsonl")
         self.dead = os.path.join(state_dir, "dead_traces.jsonl")
+        self.delivered = os.path.join(state_dir, "delivered_revs.json")  # key -> (rev, queued_at) Langfuse has, bounded
         self.sender_status = os.path.join(state_dir, "langfuse_sender.json")
         self.log = os.path.join(state_dir, "langfuse_hook.log")
         self.locks = os.path.join(state_dir, "locks")

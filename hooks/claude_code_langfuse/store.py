@@ -155,6 +155,7 @@ def load_state(paths: Paths) -> dict:
     data = read_json_file(paths.state, {})
     if not isinstance(data, dict) or not isinstance(data.get("transcripts"), dict):
         data = {"version": 1, "transcripts": {}}
+    data["transcripts"] = {k: v for k, v in data["transcripts"].items() if isinstance(v, dict)}  # a hand-edited file: never crash on it
     return data
 
 

@@ -22,7 +22,7 @@ from .collect import process_event
 from .config import Settings, ensure_state_dir, get_logger, load_settings
 from .delivery import drain_queue, key_fingerprint, update_sender_status
 from .event import BadEvent, event_from_dict
-from .files import FileLock, Paths, read_json_file, write_atomic
+from .files import FileLock, Paths, access_advice, read_json_file, write_atomic
 from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, is_secret_setting, list_news, read_news, remove_news
 from .runtime import LANGFUSE_REQUIREMENT, entry_argv, plugin_venv, sender_python, spawn_detached
 from .store import now_iso, queue_read
@@ -49,28 +49,62 @@ class InboxRound(NamedTuple):
     settings: Settings | None  # those of the newest event handled: what the user runs with now
 
 
+_STUCK: set = set()  # news files this process could not remove (reported once, then left alone)
+
+
+def _received(news: dict) -> float:
+    """When the hook wrote the news (epoch); 0 (= ready now) for a value that is not a sane time."""
+    try:
+        received = float(news.get("received") or 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return received if 0 <= received <= time.time() + 86400 else 0.0
+
+
+def _drop_news(path: str, log) -> None:
+    try:
+        remove_news(path)
+    except IsADirectoryError:
+        _STUCK.add(path)
+        log.error("%s is a folder, not a hook event: left alone; remove it (`rm -r %s`)", path, path)
+    except OSError as e:
+        _STUCK.add(path)
+        log.error("could not remove the hook event %s after reading it: %s", path, access_advice(path, e))
+
+
 def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> InboxRound:
     """Handle every news file that is ready (final: all of them, waiting for nothing)."""
     base_env = os.environ if base_env is None else base_env
     handled, waiting, newest = 0, False, None
     blocked: set = set()  # transcripts with a waiting event: their later events wait behind it
-    for name in list_news(paths.inbox):
+    try:
+        names = list_news(paths.inbox)
+    except OSError as e:
+        if final:
+            raise  # `drain`: says so and stops
+        if paths.inbox not in _STUCK:
+            _STUCK.add(paths.inbox)
+            log.error("%s; hook events wait there", access_advice(paths.inbox, e))
+        return InboxRound(0, False, None)
+    for name in names:
         path = os.path.join(paths.inbox, name)
+        if path in _STUCK:
+            continue
         news = read_news(path)
         if news is None:
             log.error("inbox file %s is unreadable or not ours: removed (the transcript keeps the turns; the next event reads them)", path)
-            remove_news(path)
+            _drop_news(path, log)
             continue
         try:
             event = event_from_dict(news["event"])
         except BadEvent as e:
             log.error("ignored a hook call: %s", e)
-            remove_news(path)
+            _drop_news(path, log)
             continue
         transcript = (event.session_id, event.transcript_path)
         if transcript in blocked:
             continue
-        age = time.time() - float(news.get("received") or 0)
+        age = time.time() - _received(news)
         ready = final or age >= (LAG_WAIT_S if os.path.exists(event.transcript_path) else MISSING_WAIT_S)
         settings = settings_for_news(news, base_env, paths.dir)
         try:
@@ -88,14 +122,22 @@ def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> Inbo
             blocked.add(transcript)
             waiting = True
             continue
-        remove_news(path)
+        _drop_news(path, log)
         handled += 1
         newest = settings
     return InboxRound(handled, waiting, newest)
 
 
-def queue_has_records(paths: Paths) -> bool:
-    return os.path.exists(paths.queue) and os.path.getsize(paths.queue) > 0 and any(e.record is not None for e in queue_read(paths.queue))
+def queue_has_records(paths: Paths, log=None) -> bool:
+    try:
+        return os.path.getsize(paths.queue) > 0 and any(e.record is not None for e in queue_read(paths.queue))
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        if log is not None and paths.queue not in _STUCK:
+            _STUCK.add(paths.queue)  # said once per worker, not every poll
+            log.error("%s; the queue is kept", access_advice(paths.queue, e))
+        return False
 
 
 def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
@@ -163,7 +205,7 @@ class DeliveryThread:
                 return
             self.busy = True
             try:
-                if not queue_has_records(self.paths):
+                if not queue_has_records(self.paths, self.log):
                     self.news, self.retry_at = False, 0.0
                 elif not may_send(self.paths, self.settings, self.news):
                     self.retry_at = news_retry_epoch(self.paths) if self.news else 0.0

@@ -990,3 +990,42 @@ def test_continue_and_resume_append_turns_to_the_same_session(claude_cli, tmp_pa
         t.drain_and_check()
     finally:
         standin.stop()
+
+
+# ============================================================================ 10. nothing sent twice
+
+
+def test_a_five_prompt_session_sends_every_span_once(claude_cli, tmp_path):
+    """Each Stop, SubagentStop and SessionEnd used to re-send the whole open turn (72 span sends for
+    37 observations in an 8-prompt session): Langfuse v4 counts every copy in trace cost until
+    ClickHouse merges them. Now every observation reaches the server once."""
+    standin = new_standin().start()
+    try:
+        t = Traced(tmp_path, standin)
+        session_id = None
+        for i in range(5):
+            run = t.run(
+                f"prompt {i}: list the files",
+                [
+                    reply(
+                        tool_use("Bash", {"command": f"echo {i}", "description": "Print"}, id=f"toolu_once_{i}"), usage=usage(100 + i, 10)
+                    ),
+                    reply(f"answer {i}", usage=usage(200 + i, 20)),
+                ],
+                resume=session_id,
+                expect_result=f"answer {i}",
+            )
+            session_id = session_id or run.session_id
+        turns = main_turns(run.lines())
+        ids = [trace_id_for(session_id, tv.prompt_id) for tv in turns]
+        assert len(ids) == 5
+        t.wait_delivered(lambda: t.roots_with_output({tid: f"answer {i}" for i, tid in enumerate(ids)}))
+        t.wait_worker()
+        t.drain_and_check()
+        sends = collections.Counter((s["trace_id"], s["span_id"]) for s in standin.spans)
+        assert len(standin.observations()) == 5 * 4  # root, two generations, one tool per turn
+        assert max(sends.values()) == 1, {k: v for k, v in sends.items() if v > 1}
+        totals = _usage_total(standin, {session_id})
+        assert totals["input"] == sum(100 + i + 200 + i for i in range(5))
+    finally:
+        standin.stop()

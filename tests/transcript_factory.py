@@ -617,11 +617,14 @@ class HookRunner:
         return [e.record for e in self.store.queue_read(self.paths.queue) if e.record is not None]
 
     def latest(self) -> dict[str, dict]:
-        """key -> newest queued version (what Langfuse ends up showing after upserts)."""
-        out: dict[str, dict] = {}
+        """key -> what Langfuse ends up showing after upserts: the queued versions merged the way
+        delivery merges them (a later version may hold only the observations that changed)."""
+        from claude_code_langfuse.delivery import merge_versions
+
+        versions: dict[str, list[dict]] = {}
         for r in self.queue():
-            out[r["key"]] = r
-        return out
+            versions.setdefault(r["key"], []).append(r)
+        return {key: merge_versions(v) for key, v in versions.items()}
 
     def entry(self, t: Transcript) -> dict:
         state = self.store.load_state(self.paths)

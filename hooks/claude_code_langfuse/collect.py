@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from typing import NamedTuple
@@ -11,7 +12,7 @@ from .config import HOOK_VERSION, LOCK_TIMEOUT_S, Settings, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
 from .forks import find_fork_prefix
-from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, answer_lags, project_name, trace_id_for, turn_record
+from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, project_name, trace_id_for, turn_record, turn_settles_later
 from .redaction import Redactor, record_rev, sanitize_record
 from .store import MAX_EMITTED, UNREADABLE_TURN, dead_append, load_state, now_iso, queue_append, state_key, update_state_entry
 from .subagents import SubagentFinder
@@ -19,6 +20,13 @@ from .transcript import READ_CHUNK, iter_rows
 from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
 
 # ============================================================================ collect: transcript -> queued records
+
+
+MAX_SENT_TURNS = 50  # turns whose observation revisions are kept (older ones are never re-read)
+
+
+def observation_rev(observation: dict) -> str:
+    return hashlib.sha256(json.dumps(observation, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 class CollectResult(NamedTuple):
@@ -48,6 +56,10 @@ def collect_records(
     entry.setdefault("path", path)
     emitted: dict = dict(entry.get("emitted") or {})
     agents: dict = dict(entry.get("agents") or {})
+    # observation id -> revision of what was queued, for the turns that may still change (the open
+    # one, a launching turn whose background agent finishes): a changed turn is queued again with
+    # only the observations that changed, so a generation is sent once, never again as routine
+    sent: dict = dict(entry.get("sent") or {})
     offset = int(entry.get("offset") or 0)
     turns_before = int(entry.get("turns_before") or 0)
     records: list[dict] = []
@@ -87,7 +99,15 @@ def collect_records(
             rec["rev"] = rev
             emitted.pop(turn.key, None)
             emitted[turn.key] = rev
-            sink(rec)
+            revs = {o["id"]: observation_rev(o) for o in rec["observations"]}
+            before = sent.pop(turn.key, None)
+            if before is not None:
+                rec["observations"] = [o for o in rec["observations"] if before.get(o["id"]) != revs[o["id"]]]
+                rec["partial"] = True  # the rest was queued before; delivery merges the versions of a key
+                rec["observation_ids"] = list(revs)  # what the turn holds now (a line Claude Code dropped is gone)
+            sent[turn.key] = revs
+            if rec["observations"]:
+                sink(rec)
         if turn.kind == "task-notification":
             # the background agent it reports on has finished, so its file is complete now (at its
             # SubagentStop the last line often was not yet): refresh the turn that launched it
@@ -169,7 +189,7 @@ def collect_records(
             new_offset = previous.start_offset
             if event.name == "SubagentStop" and not previous.looks_complete():
                 pass  # mid-turn (a foreground agent finished): the parent's Stop will emit it
-            elif hold_lagging and _event_is_about(event, previous) and answer_lags(previous, event):
+            elif hold_lagging and _event_is_about(event, previous) and turn_settles_later(previous, event):
                 lagging = True
             else:
                 emit(previous, new_before + 1, event if _event_is_about(event, previous) else None)
@@ -182,9 +202,12 @@ def collect_records(
 
     if len(emitted) > MAX_EMITTED:
         emitted = dict(list(emitted.items())[-MAX_EMITTED:])
+    if len(sent) > MAX_SENT_TURNS:
+        sent = dict(list(sent.items())[-MAX_SENT_TURNS:])
     if len(agents) > MAX_EMITTED:
         agents = dict(list(agents.items())[-MAX_EMITTED:])
     entry.update(
+        sent=sent,
         offset=new_offset,
         turns_before=new_before,
         inode=st.st_ino,

@@ -264,6 +264,19 @@ def turn_output(turn: Turn) -> str:
     return next((g.text for g in reversed(turn.items) if isinstance(g, Generation) and g.synthetic and g.text), "")
 
 
+def turn_settles_later(turn: Turn, event) -> bool:
+    """Will this Stop's turn still change on disk in a moment? Its final answer is not there yet,
+    or Claude Code has not written what it writes after the Stop hooks: the hooks' summary and, in
+    an interactive session, the turn's duration. The worker waits (bounded) so that the turn is
+    queued once, final, instead of once now and again for those lines."""
+    if event is None or event.name != "Stop" or turn.finished:
+        return False
+    if answer_lags(turn, event) or turn.awaiting_stop_summary:
+        return True
+    interactive = (turn.meta_row.get("entrypoint") or "") == "cli"
+    return interactive  # -p sessions write no turn_duration; interactive ones do, right after the summary
+
+
 def answer_lags(turn: Turn, event) -> bool:
     """Did a Stop event see a final answer that is not (yet) on disk for this turn?"""
     if event is None or event.name != "Stop" or not event.last_assistant_message or turn.finished:

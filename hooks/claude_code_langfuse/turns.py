@@ -202,6 +202,9 @@ class Turn:
         self.interrupted = False
         self.finished = False  # a turn_duration line or a following prompt closed it
         self.hook_durations_ms: list = []
+        # an answer came after the last stop_hook_summary: Claude Code has not finished the Stop
+        # hooks of this answer yet (it writes the summary, and in interactive mode turn_duration, after them)
+        self.awaiting_stop_summary = False
         self.last_row_ts = ""
 
     @property
@@ -421,6 +424,7 @@ class TurnBuilder:
 
     def _assistant_row(self, row: Row, ts: str) -> None:
         turn = self.current
+        turn.awaiting_stop_summary = True
         d = row.data
         msg = d.get("message") or {}
         if not isinstance(msg, dict):
@@ -472,6 +476,7 @@ class TurnBuilder:
             if isinstance(ms, (int, float)) and not isinstance(ms, bool) and math.isfinite(ms) and ms >= 0:
                 turn.duration_ms = ms
         elif sub == "stop_hook_summary":
+            turn.awaiting_stop_summary = False
             for info in d.get("hookInfos") or []:
                 if isinstance(info, dict) and isinstance(info.get("durationMs"), (int, float)):
                     turn.hook_durations_ms.append({"command": str(info.get("command", ""))[:200], "durationMs": info["durationMs"]})

@@ -1029,3 +1029,59 @@ def test_a_five_prompt_session_sends_every_span_once(claude_cli, tmp_path):
         assert totals["input"] == sum(100 + i + 200 + i for i in range(5))
     finally:
         standin.stop()
+
+
+# ============================================================================ 5. one bad character
+
+
+def test_a_lone_surrogate_from_the_model_never_stops_the_session(claude_cli, tmp_path):
+    """The model writes a tool call whose input holds a lone UTF-16 surrogate ("\\ud83d", valid
+    JSON): a Bash description, a Write path (which the tool result echoes), the answer text.
+    Claude Code 2.1.328 keeps it, escaped, in the transcript. That turn used to make every run
+    fail with "surrogates not allowed" (queue, dead letters and status all looking fine) and
+    no later turn of the session ever arrived. Now the turn arrives sanitized (U+FFFD), and so
+    does every later one."""
+    lone = "\ud83d"
+    standin = new_standin().start()
+    try:
+        t = Traced(tmp_path, standin)
+        first = t.run("first prompt", [reply("first answer")], expect_result="first answer")
+        target = t.project / f"notes-{lone}.txt"
+        t.run(
+            "write the emoji notes",
+            [
+                reply(
+                    "Writing.",
+                    tool_use("Bash", {"command": "echo listed", "description": f"List files {lone}"}, id="toolu_lone_bash"),
+                    tool_use("Write", {"file_path": str(target), "content": "notes\n"}, id="toolu_lone_write"),
+                ),
+                reply(f"Done {lone}"),
+            ],
+            resume=first.session_id,
+            allowed_tools="Bash Read Agent Write",
+            expect_result=f"Done {lone}",
+        )
+        third = t.run("third prompt", [reply("third answer")], resume=first.session_id, expect_result="third answer")
+        raw = pathlib.Path(third.transcript).read_bytes()
+        turns = main_turns(third.lines())
+        assert [tv.prompt for tv in turns] == ["first prompt", "write the emoji notes", "third prompt"]
+        bad = turns[1]
+        # the precondition: Claude Code wrote the lone surrogate in the tool input, the result and the answer
+        assert bad.tool_uses()["toolu_lone_bash"][1]["input"]["description"] == f"List files {lone}"
+        assert lone in result_text(bad.tool_results()["toolu_lone_write"][1])
+        assert bad.final_text() == f"Done {lone}"
+        assert b"\\ud83d" in raw  # written as JSON.stringify writes it
+
+        ids = [trace_id_for(first.session_id, tv.prompt_id) for tv in turns]
+        t.wait_delivered(lambda: t.roots_with_output(dict(zip(ids, ["first answer", "Done \ufffd", "third answer"], strict=True))))
+        got = t.trace(ids[1])
+        bash = got[obs_id_for(ids[1], "tool", "toolu_lone_bash")]
+        write = got[obs_id_for(ids[1], "tool", "toolu_lone_write")]
+        assert bash.input == {"command": "echo listed", "description": "List files \ufffd"} and bash.output == "listed"
+        assert write.input["file_path"] == str(target).replace(lone, "\ufffd")
+        assert "\ufffd" in json.dumps(write.output, ensure_ascii=False) and lone not in json.dumps(write.output, ensure_ascii=False)
+        assert sorted(standin.traces()) == sorted(ids)
+        t.drain_and_check()  # nothing queued, no dead letter, no error in the log or in `status`
+        assert "surrogates not allowed" not in (t.state / "langfuse_hook.log").read_text(errors="replace")
+    finally:
+        standin.stop()

@@ -178,6 +178,31 @@ def test_surrogate_in_a_prompt_id_keeps_the_ids_and_the_cursor(tmp_path):
     queue_lines(tmp_path / "state")
 
 
+def test_a_line_nested_too_deep_to_parse_is_skipped_not_fatal(tmp_path):
+    """json.loads raises RecursionError (not ValueError) past Python's nesting limit: it used to
+    escape the reader, so every run of the session failed and no later turn ever arrived."""
+    t = Transcript(str(tmp_path / "proj" / "s.jsonl"))
+    t.simple_turn("one", "first")
+    t.raw(b'{"type":"user","message":{"role":"user","content":' + b"[" * 50000 + b"]" * 50000 + b"}}\n")
+    t.simple_turn("two", "second")
+    runner = HookRunner(str(tmp_path / "state"))
+    assert [root(r)["input"] for r in runner.run(stop_event(t))] == ["one", "two"]
+    assert any("skipped 1 unreadable line" in line for line in runner.logs)
+
+
+def test_a_timestamp_past_what_utc_holds_costs_the_time_not_the_session(tmp_path):
+    """ "9999-12-31T23:59:59-05:00" parses, then overflows on the way to UTC (OverflowError, which
+    the grammar did not expect): the whole session used to fail on every run."""
+    t = Transcript(str(tmp_path / "proj" / "s.jsonl"))
+    t.simple_turn("one", "first")
+    t.prompt("two", timestamp="9999-12-31T23:59:59-05:00")
+    t.respond(text("second"))
+    t.turn_duration()
+    t.simple_turn("three", "third")
+    runner = HookRunner(str(tmp_path / "state"))
+    assert [root(r)["input"] for r in runner.run(stop_event(t))] == ["one", "two", "three"]
+
+
 # ============================================================================ the writers never raise
 
 

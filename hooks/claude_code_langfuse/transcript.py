@@ -65,11 +65,11 @@ def _decode_line(buf: bytes, begin: int, end: int) -> Any:
         return json.loads(line)
     except UnicodeDecodeError:
         pass  # a stray invalid byte: decoded below as U+FFFD, so the line (a prompt, say) is kept
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's parser goes
         return None
     try:
         return json.loads(line.decode("utf-8", "replace"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 

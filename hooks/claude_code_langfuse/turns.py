@@ -36,7 +36,10 @@ def iso_ms(t: _dt.datetime) -> str:
 
 def norm_ts(value: str | None) -> str:
     t = parse_ts(value)
-    return iso_ms(t) if t else ""
+    try:
+        return iso_ms(t) if t else ""
+    except OverflowError:  # "9999-12-31T23:59:59-05:00" is past what UTC can hold: no time, not no line
+        return ""
 
 
 def content_text(content: Any) -> str:
@@ -548,7 +551,7 @@ def group_turns(rows: Iterable[Row], single_turn: bool = False, bad_lines: list 
     for row in rows:
         try:
             done = builder.feed(row)
-        except (AttributeError, TypeError, ValueError, KeyError):
+        except Exception:
             # a line of a shape this version does not know: skip it, never lose the session
             if bad_lines is not None:
                 bad_lines.append(row.start)

@@ -17,6 +17,7 @@ import pytest
 from claude_code_langfuse import collect, commands, store
 from claude_code_langfuse.config import Settings
 from claude_code_langfuse.files import Paths
+from claude_code_langfuse.records import trace_id_for
 from claude_code_langfuse.redaction import Redactor, record_rev, sanitize_record, scrub_surrogates, scrub_text
 from claude_code_langfuse.transcript import iter_rows
 from test_backfill import make_project, queue, run_cli
@@ -321,6 +322,7 @@ def test_a_turn_that_cannot_become_a_record_is_dead_lettered_and_the_session_goe
     assert letter["kind"] == "unreadable-turn" and letter["session_id"] == t.session_id and letter["transcript_path"] == t.path
     broken_key = next(r["promptId"] for r in t.rows if r.get("message", {}).get("content") == "BROKEN second")
     assert letter["turn_number"] == 2 and letter["turn_key"] == broken_key
+    assert letter["trace_id"] == trace_id_for(t.session_id, broken_key)
     with open(t.path, "rb") as f:
         f.seek(letter["start_offset"])
         assert b"BROKEN second" in f.read(letter["end_offset"] - letter["start_offset"])

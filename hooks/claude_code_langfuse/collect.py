@@ -134,6 +134,7 @@ def collect_records(
                 "session_id": event.session_id,
                 "transcript_path": path,
                 "turn_key": turn.key,
+                "trace_id": trace_id_for(event.session_id, turn.key),  # the trace Langfuse will not have
                 "turn_number": number,
                 "start_offset": turn.start_offset,
                 "end_offset": turn.end_offset,

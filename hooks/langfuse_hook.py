@@ -20,12 +20,6 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 if sys.path[0] != HERE:
     sys.path.insert(0, HERE)
-if not os.access(os.path.join(HERE, "claude_code_langfuse"), os.W_OK):
-    # A read-only install (the plugin cache): keep compiled bytecode in our data folder instead,
-    # or every event would compile the package from source.
-    _data = os.environ.get("CLAUDE_PLUGIN_DATA") or os.path.join(os.path.expanduser("~"), ".cache", "claude-code-langfuse")
-    sys.pycache_prefix = os.path.join(_data, "pycache")
-
 if __name__ == "__main__":
     if len(sys.argv) == 1:
         from claude_code_langfuse.hook import hook_main

@@ -445,7 +445,14 @@ def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_d
         assert str(package / f"{module}.py") in loaded, f"{module}.py not loaded from {cached}:\n" + "\n".join(
             line for line in trace if "claude_code_langfuse" in line
         )
-    compiled = [line for line in trace if line.startswith(f"# code object from {package}/")]
+    # only the package's __init__ (a few lines: it sets the cache folder before any module loads)
+    compiled = [line for line in trace if line.startswith(f"# code object from {package}/") and not line.endswith("/__init__.py")]
     assert not compiled, compiled
-    assert not [line for line in trace if "could not create" in line or line.startswith("# created ")]
+    assert not [
+        line
+        for line in trace
+        if ("could not create" in line and not line.endswith("/__pycache__': PermissionError(13, 'Permission denied')"))
+        or line.startswith("# created ")
+    ]
+    # (Python tries once to cache __init__ beside it, which the read-only folder refuses: harmless)
     assert _pyc_times(prefix) == before, "a later event (hook or worker) recompiled the package"

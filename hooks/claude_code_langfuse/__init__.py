@@ -8,3 +8,21 @@ Modules in the order data flows (docs/design.md draws the map):
     -> delivery -> sender (the only module that imports the langfuse SDK) ; worker drives them
   commands: commands (status, drain), backfill, doctor, insights, cli
 """
+
+import os as _os
+import sys as _sys
+
+if not _os.access(_os.path.dirname(_os.path.abspath(__file__)), _os.W_OK):
+    # A read-only install (the plugin cache): keep compiled bytecode in our data folder instead,
+    # or every event would compile the package from source. Set here, before any module of the
+    # package is imported (this file itself is a few lines).
+    _data = _os.environ.get("CLAUDE_PLUGIN_DATA") or _os.path.join(_os.path.expanduser("~"), ".cache", "claude-code-langfuse")
+    try:
+        if not _os.path.isabs(_data):
+            raise NotADirectoryError(_data)  # no HOME: never bytecode relative to the working directory
+        # made here: Python's own mkdir of a missing prefix right below "/" (HOME="" is "/") is
+        # relative to the working directory, which is the user's project
+        _os.makedirs(_os.path.join(_data, "pycache"), mode=0o700, exist_ok=True)
+        _sys.pycache_prefix = _os.path.join(_data, "pycache")
+    except OSError:
+        _sys.dont_write_bytecode = True

@@ -24,6 +24,7 @@ from claude_code_langfuse.files import Paths
 from claude_code_langfuse.inbox import list_news, write_news
 from claude_code_langfuse.worker import LAG_WAIT_S, MISSING_WAIT_S, process_inbox
 from transcript_factory import Transcript, root, stop_event, text, wait_for_worker
+from transcript_factory import hook_process_env as hook_env
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
 
@@ -55,21 +56,6 @@ FORBIDDEN = (
     "claude_code_langfuse.doctor",
     "claude_code_langfuse.insights",
 )
-
-
-def hook_env(tmp_path, **extra) -> dict:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "LANG": "C.UTF-8",
-        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),
-        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
-        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
-        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
-        "CC_LANGFUSE_USER_ID": "tester",
-    }
-    env.update(extra)
-    return env
 
 
 @pytest.fixture

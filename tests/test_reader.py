@@ -27,6 +27,7 @@ from transcript_factory import (
     transcript_timestamps,
     wait_for_worker,
 )
+from transcript_factory import hook_process_env as hook_env
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
 
@@ -306,21 +307,6 @@ def test_a_run_reads_from_the_stored_offset_only(session, runner):
 
 
 # ============================================================================ hook mode (subprocess)
-
-
-def hook_env(tmp_path, **extra) -> dict:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(tmp_path / "home"),
-        "LANG": "C.UTF-8",
-        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),
-        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
-        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
-        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
-        "CC_LANGFUSE_USER_ID": "tester",
-    }
-    env.update(extra)
-    return env
 
 
 def run_hook_process(stdin: bytes, env: dict) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from transcript_factory import (
     HookRunner,
     Transcript,
     children,
+    launch_background_agent,
     observations,
     session_end_event,
     stop_event,
@@ -41,18 +42,8 @@ def latest_turn(runner: HookRunner, key: str) -> dict:
 
 
 def test_late_flushed_final_answer_of_a_background_agent_reaches_langfuse(session, runner):
-    session.prompt("research the API in the background")
-    call = tool_use("Agent", {"description": "Research API", "prompt": "Find the rate limits.", "subagent_type": "general-purpose"})
-    session.respond(text("Starting a researcher."), call)
-    agent_id = "a3f9c2d1e4b5a6978"
-    agent = session.subagent(agent_id, call["id"], description="Research API")
-    session.tool_results(
-        (call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id}")]),
-        tool_use_result={"status": "async_launched", "agentId": agent_id},
-    )
-    agent.agent_prompt("Find the rate limits.")
-    fetch = tool_use("WebFetch", {"url": "https://example.com/limits"})
-    agent.respond(text("Fetching docs."), fetch, out_tokens=40)
+    call, agent, fetch = launch_background_agent(session)
+    agent_id = agent.agent_id
     session.respond(text("The researcher is running."))
     session.turn_duration()
     runner.run(stop_event(session, "The researcher is running."))

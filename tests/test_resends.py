@@ -13,7 +13,7 @@ from __future__ import annotations
 import collections
 
 from claude_code_langfuse.delivery import drain_queue, merge_versions
-from transcript_factory import HookRunner, observations, root, session_end_event, stop_event, text, tool_use
+from transcript_factory import HookRunner, launch_background_agent, observations, root, session_end_event, stop_event, text, tool_use
 
 
 def ids_queued(runner: HookRunner) -> collections.Counter:
@@ -67,18 +67,8 @@ def test_without_the_wait_the_summary_line_changes_the_root_only(session, runner
 
 
 def test_a_background_agent_finishing_sends_only_what_it_added(session, runner):
-    session.prompt("research the API in the background")
-    call = tool_use("Agent", {"description": "Research API", "prompt": "Find the rate limits.", "subagent_type": "general-purpose"})
-    session.respond(text("Starting a researcher."), call)
-    agent_id = "a3f9c2d1e4b5a6978"
-    agent = session.subagent(agent_id, call["id"], description="Research API")
-    session.tool_results(
-        (call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id}")]),
-        tool_use_result={"status": "async_launched", "agentId": agent_id},
-    )
-    agent.agent_prompt("Find the rate limits.")
-    fetch = tool_use("WebFetch", {"url": "https://example.com/limits"})
-    agent.respond(text("Fetching docs."), fetch, out_tokens=40)
+    call, agent, fetch = launch_background_agent(session)
+    agent_id = agent.agent_id
     session.respond(text("The researcher is running."))
     session.stop_hook_summary()
     session.turn_duration()

@@ -541,6 +541,40 @@ def transcript_timestamps(*paths: str) -> set[str]:
 # ---------------------------------------------------------------- running the hook in this process
 
 
+def launch_background_agent(session: Transcript, agent_id: str = "a3f9c2d1e4b5a6978") -> tuple[dict, Transcript, dict]:
+    """A prompt that starts a background research agent (2.1.328 shapes), the agent's first step a
+    WebFetch still running: returns (the Agent call, the agent's transcript, the WebFetch call)."""
+    session.prompt("research the API in the background")
+    call = tool_use("Agent", {"description": "Research API", "prompt": "Find the rate limits.", "subagent_type": "general-purpose"})
+    session.respond(text("Starting a researcher."), call)
+    agent = session.subagent(agent_id, call["id"], description="Research API")
+    session.tool_results(
+        (call["id"], [text(f"Async agent launched successfully.\nagentId: {agent_id}")]),
+        tool_use_result={"status": "async_launched", "agentId": agent_id},
+    )
+    agent.agent_prompt("Find the rate limits.")
+    fetch = tool_use("WebFetch", {"url": "https://example.com/limits"})
+    agent.respond(text("Fetching docs."), fetch, out_tokens=40)
+    return call, agent, fetch
+
+
+def hook_process_env(tmp_path, **extra) -> dict:
+    """The environment of a hook process as Claude Code would start it, with HOME and the state
+    folder under tmp_path and the server URL on a closed port (the worker fails fast, keeps the queue)."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8",
+        "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),
+        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
+        "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
+        "CC_LANGFUSE_USER_ID": "tester",
+    }
+    env.update(extra)
+    return env
+
+
 def wait_for_worker(state_dir, timeout: float = 30.0) -> None:
     """Wait until the detached worker of `state_dir` is done: no hook event waits in the inbox and
     no worker holds the worker lock (what `status` calls idle)."""

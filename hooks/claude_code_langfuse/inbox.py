@@ -17,6 +17,8 @@ import json
 import os
 import time
 
+from .files import write_all
+
 # Variables that change what tracing does; the hook records them with each event.
 SETTINGS_PREFIXES = ("CC_LANGFUSE_", "LANGFUSE_", "CLAUDE_PLUGIN_OPTION_")
 SETTINGS_NAMES = ("TRACE_TO_LANGFUSE",)
@@ -47,7 +49,7 @@ def write_news(inbox_dir: str, event: dict, environ) -> str:
     tmp = os.path.join(inbox_dir, "." + name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, data.encode("ascii"))
+        write_all(fd, data.encode("ascii"))
     finally:
         os.close(fd)
     final = os.path.join(inbox_dir, name)

@@ -9,7 +9,7 @@ import os
 import time
 from typing import NamedTuple
 
-from .files import FileLock, Paths, read_json_file, write_atomic
+from .files import FileLock, Paths, read_json_file, write_all, write_atomic
 from .redaction import record_rev, scrub_surrogates
 from .turns import iso_ms
 
@@ -42,10 +42,7 @@ def _append_lines(path: str, lines: list[bytes]) -> None:
                 prefix = b"\n"  # a crash left a half line: never glue a record to it
         data = prefix + b"".join(lines)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
+            write_all(fd, data)
             os.fsync(fd)
         except OSError:
             try:

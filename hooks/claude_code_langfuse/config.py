@@ -21,20 +21,53 @@ LOG_BACKUPS = 3
 LOCK_TIMEOUT_S = 3.0
 
 
-def _home() -> str:
-    return os.path.expanduser("~")
+TRUE_WORDS = {"1", "true", "yes", "on", "enable", "enabled"}
+MIN_FIELD_CHARS, MAX_FIELD_CHARS = 1000, 10_000_000
+DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S = 10.0, 0.5, 300.0
+MAX_QUEUE_WARN_MB = 1_000_000.0
+MAX_TAGS, MAX_TAG_CHARS = 20, 100
+MAX_ENVIRONMENT_CHARS = 40  # Langfuse: lowercase letters, digits, - and _, not starting with "langfuse"
+
+
+def _home(environ=None) -> str:
+    """The user's home folder, absolute, or "" when there is none (HOME unset or relative, and no
+    passwd entry): never a relative path, which would put our files into the working directory."""
+    env = os.environ if environ is None else environ
+    home = env.get("HOME") or ""
+    if not os.path.isabs(home):
+        try:
+            import pwd
+
+            home = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError):
+            home = ""
+    return home if os.path.isabs(home) else ""
+
+
+def _expand(path: str, environ=None) -> str:
+    """~ and ~/x with our _home(); ~user/x as the OS resolves it."""
+    if path == "~" or path.startswith("~/"):
+        home = _home(environ)
+        return home + path[1:] if home else path
+    return os.path.expanduser(path) if path.startswith("~") else path
 
 
 def claude_dir() -> str:
-    return os.environ.get("CLAUDE_CONFIG_DIR") or os.path.join(_home(), ".claude")
+    configured = os.environ.get("CLAUDE_CONFIG_DIR") or ""
+    if os.path.isabs(configured):
+        return configured
+    home = _home()
+    return os.path.join(home, ".claude") if home else ""
 
 
-def default_config_path() -> str:
-    return os.environ.get("CC_LANGFUSE_CONFIG") or os.path.join(_home(), ".claude", "langfuse", "config.json")
+def default_config_path(environ=None) -> str:
+    home = _home(environ)
+    return os.path.join(home, ".claude", "langfuse", "config.json") if home else ""
 
 
-def default_state_dir() -> str:
-    return os.environ.get("CC_LANGFUSE_STATE_DIR") or os.path.join(_home(), ".claude", "state")
+def default_state_dir(environ=None) -> str:
+    home = _home(environ)
+    return os.path.join(home, ".claude", "state") if home else ""
 
 
 # Small records are NamedTuples and plain classes, not dataclasses: `import dataclasses` pulls in
@@ -59,6 +92,11 @@ _SettingsBase = collections.namedtuple(
         "state_dir",
         "config_path",
         "config_error",
+        "tags",
+        "environment",
+        "content",
+        "hostname",
+        "ci",
     ],
     defaults=(
         True,
@@ -75,6 +113,11 @@ _SettingsBase = collections.namedtuple(
         "",
         "",
         "",
+        (),
+        "",
+        True,
+        True,
+        None,
     ),
 )
 
@@ -102,10 +145,41 @@ def _read_config_file(path: str) -> tuple[dict, str]:
     return data, ""
 
 
+def _is_http_url(url: str) -> bool:
+    """http(s)://host[:port][/path], checked without urllib (the hook imports this module)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return False
+    netloc = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    if netloc.startswith("["):  # [IPv6]:port
+        host, _, port = netloc[1:].partition("]")
+        port = port[1:] if port.startswith(":") else ("x" if port else "")
+    else:
+        host, _, port = netloc.partition(":")
+    if not host or any(c.isspace() for c in url):
+        return False
+    return not port or (port.isdigit() and 0 < int(port) < 65536)
+
+
 def load_settings(environ: dict | None = None) -> Settings:
+    """Every setting resolved. Never raises: a setting that makes no sense falls back to its
+    default (or the nearest allowed value) and says so in `config_error`, which the hook's log,
+    `status` and `doctor` show. Paths must be absolute: nothing is ever written relative to the
+    working directory (for the hook, the user's project)."""
     env = os.environ if environ is None else environ
-    config_path = env.get("CC_LANGFUSE_CONFIG") or default_config_path()
-    conf, error = _read_config_file(config_path)
+    problems: list[str] = []
+    config_path = env.get("CC_LANGFUSE_CONFIG") or ""
+    if config_path:
+        config_path = _expand(config_path, env)
+        if not os.path.isabs(config_path):
+            problems.append(
+                f"CC_LANGFUSE_CONFIG={config_path!r} is not an absolute path: ignored; using {default_config_path(env) or 'no config file'}"
+            )
+            config_path = ""
+    config_path = config_path or default_config_path(env)
+    conf, error = _read_config_file(config_path) if config_path else ({}, "")
+    if error:
+        problems.append(error)
 
     def get(*names: str) -> str | None:
         # by name first: a CC_LANGFUSE_* key in the config file beats a LANGFUSE_* variable that
@@ -114,25 +188,54 @@ def load_settings(environ: dict | None = None) -> Settings:
             for source in (env, conf):
                 value = source.get(name)
                 if value not in (None, ""):
-                    return value if isinstance(value, str) else json.dumps(value) if not isinstance(value, (int, float)) else str(value)
+                    if isinstance(value, str):
+                        return value
+                    if isinstance(value, (int, float)) and not isinstance(value, bool):
+                        return str(value)
+                    return json.dumps(value)
         return None
 
-    problems = [error] if error else []
-
-    def number(name: str, default: float, cast=float) -> float:
+    def flag(name: str, default: bool) -> bool:
         raw = get(name)
-        try:
-            return cast(raw) if raw is not None else default
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a number; using {default:g}")
+        if raw is None:
             return default
+        word = raw.strip().lower()
+        if word in TRUE_WORDS:
+            return True
+        if word in FALSE_WORDS:
+            return False
+        problems.append(f"{name}={raw!r} is neither true nor false; using {'true' if default else 'false'}")
+        return default
+
+    def number(name: str, default: float, low: float, high: float, unit: str = "") -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw.strip())
+        except (ValueError, OverflowError):
+            value = float("nan")
+        if value != value or value in (float("inf"), float("-inf")) or value <= 0:
+            problems.append(f"{name}={raw!r} is not a positive number; using {default:g}{unit}")
+            return default
+        if not low <= value <= high:
+            nearest = low if value < low else high
+            problems.append(f"{name}={raw!r} is outside {low:g}..{high:g}; using {nearest:g}{unit}")
+            return nearest
+        return value
 
     patterns_raw = env.get("CC_LANGFUSE_REDACT_PATTERNS")
     if patterns_raw:
         patterns = [p for p in patterns_raw.splitlines() if p.strip()]
     else:
         conf_patterns = conf.get("CC_LANGFUSE_REDACT_PATTERNS") or []
-        patterns = [conf_patterns] if isinstance(conf_patterns, str) else [p for p in conf_patterns if isinstance(p, str)]
+        if isinstance(conf_patterns, str):
+            patterns = [conf_patterns]
+        elif isinstance(conf_patterns, list):
+            patterns = [p for p in conf_patterns if isinstance(p, str)]
+        else:
+            problems.append("CC_LANGFUSE_REDACT_PATTERNS in the config file must be a list of regexes; ignored")
+            patterns = []
     user_id = get("CC_LANGFUSE_USER_ID") or ""
     if not user_id:
         user_id = env.get("USER") or env.get("LOGNAME") or ""
@@ -143,24 +246,99 @@ def load_settings(environ: dict | None = None) -> Settings:
                 user_id = pwd.getpwuid(os.getuid()).pw_name
             except (ImportError, KeyError):
                 user_id = "unknown"
+    base_url = get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL
+    if not _is_http_url(base_url.strip().rstrip("/")):
+        problems.append(f"the Langfuse base URL {base_url!r} is not an http:// or https:// URL; using {DEFAULT_BASE_URL}")
+        base_url = DEFAULT_BASE_URL
+    base_url = base_url.strip().rstrip("/")
+    state_dir = get("CC_LANGFUSE_STATE_DIR") or ""
+    if state_dir:
+        state_dir = _expand(state_dir, env)
+        if not os.path.isabs(state_dir):
+            problems.append(
+                f"CC_LANGFUSE_STATE_DIR={state_dir!r} is not an absolute path (it would put the queue into each project); "
+                f"using {default_state_dir(env) or 'none'}"
+            )
+            state_dir = ""
+    state_dir = state_dir or default_state_dir(env)
+    if not state_dir:
+        problems.append(
+            "no state folder: HOME is not set (or not absolute) and the user has no passwd entry; "
+            "nothing is traced until HOME or CC_LANGFUSE_STATE_DIR names an absolute folder (the transcripts keep the turns: `backfill` later)"
+        )
+    tags = _tags(get("CC_LANGFUSE_TAGS"), problems)
+    environment = _environment(get("CC_LANGFUSE_ENVIRONMENT", "LANGFUSE_TRACING_ENVIRONMENT"), problems)
     return Settings(
-        enabled=(get("TRACE_TO_LANGFUSE") or "true").strip().lower() not in FALSE_WORDS,
-        public_key=get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "",
-        secret_key=get("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "",
-        base_url=(
-            get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL
-        ).rstrip("/"),
-        debug=(get("CC_LANGFUSE_DEBUG") or "false").strip().lower() not in FALSE_WORDS,
+        enabled=flag("TRACE_TO_LANGFUSE", True),
+        public_key=(get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "").strip(),
+        secret_key=(get("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "").strip(),
+        base_url=base_url,
+        debug=flag("CC_LANGFUSE_DEBUG", False),
         user_id=user_id,
-        max_field_chars=max(1000, int(number("CC_LANGFUSE_MAX_FIELD_CHARS", DEFAULT_MAX_FIELD_CHARS, int))),
-        redact=(get("CC_LANGFUSE_REDACT") or "true").strip().lower() not in FALSE_WORDS,
+        max_field_chars=int(number("CC_LANGFUSE_MAX_FIELD_CHARS", DEFAULT_MAX_FIELD_CHARS, MIN_FIELD_CHARS, MAX_FIELD_CHARS)),
+        redact=flag("CC_LANGFUSE_REDACT", True),
         redact_patterns=patterns,
-        timeout=max(0.5, number("CC_LANGFUSE_TIMEOUT", 10.0)),
-        queue_warn_bytes=int(number("CC_LANGFUSE_QUEUE_WARN_MB", DEFAULT_QUEUE_WARN_BYTES / 1048576) * 1048576),
-        state_dir=os.path.expanduser(get("CC_LANGFUSE_STATE_DIR") or default_state_dir()),
+        timeout=number("CC_LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S, " s"),
+        queue_warn_bytes=max(
+            1, int(number("CC_LANGFUSE_QUEUE_WARN_MB", DEFAULT_QUEUE_WARN_BYTES / 1048576, 1e-6, MAX_QUEUE_WARN_MB, " MB") * 1048576)
+        ),
+        state_dir=state_dir,
         config_path=config_path,
+        tags=tags,
+        environment=environment,
+        content=flag("CC_LANGFUSE_CONTENT", True),
+        hostname=flag("CC_LANGFUSE_HOSTNAME", True),
         config_error="; ".join(problems),
     )
+
+
+def _tags(raw: str | None, problems: list) -> tuple:
+    """CC_LANGFUSE_TAGS: comma separated (a JSON list in the config file), trimmed, de-duplicated, bounded."""
+    if raw is None:
+        return ()
+    items: list = []
+    if raw.lstrip().startswith("["):
+        try:
+            items = [t for t in json.loads(raw) if isinstance(t, str)]
+        except (ValueError, TypeError):
+            items = raw.strip().strip("[]").split(",")
+    else:
+        items = raw.split(",")
+    tags: list[str] = []
+    for tag in items:
+        tag = " ".join(tag.split())
+        if not tag or tag in tags:
+            continue
+        if len(tag) > MAX_TAG_CHARS:
+            problems.append(f"CC_LANGFUSE_TAGS: the tag {tag[:40]!r}... is longer than {MAX_TAG_CHARS} characters; left out")
+            continue
+        tags.append(tag)
+    if len(tags) > MAX_TAGS:
+        problems.append(f"CC_LANGFUSE_TAGS has {len(tags)} tags; only the first {MAX_TAGS} are used")
+        tags = tags[:MAX_TAGS]
+    return tuple(tags)
+
+
+def valid_environment(name: str) -> bool:
+    """Langfuse's rule for environment names: lowercase letters, digits, - and _, at most 40, not `langfuse...`."""
+    return (
+        0 < len(name) <= MAX_ENVIRONMENT_CHARS
+        and not name.startswith("langfuse")
+        and all(c in "abcdefghijklmnopqrstuvwxyz0123456789-_" for c in name)
+    )
+
+
+def _environment(raw: str | None, problems: list) -> str:
+    if raw is None:
+        return ""
+    name = raw.strip()
+    if valid_environment(name):
+        return name
+    problems.append(
+        f"CC_LANGFUSE_ENVIRONMENT={raw!r} is not a Langfuse environment name (lowercase letters, digits, - and _, "
+        f"at most {MAX_ENVIRONMENT_CHARS} characters, not starting with 'langfuse'); traces go to the 'default' environment"
+    )
+    return ""
 
 
 # ============================================================================ log
@@ -168,8 +346,11 @@ def load_settings(environ: dict | None = None) -> Settings:
 _LOGGER = None
 
 
-def get_logger(settings: Settings):
-    """A size-rotated file log in the state folder; never stdout (Claude Code reads it)."""
+def get_logger(settings: Settings, stderr: bool = True):
+    """A size-rotated file log in the state folder; never stdout (Claude Code reads it).
+
+    Without a usable state folder: stderr for the commands, nothing for the hook (stderr=False:
+    Claude Code shows a hook's stderr as a failure; `status` and `doctor` report the problem)."""
     global _LOGGER
     if _LOGGER is not None:
         return _LOGGER
@@ -189,8 +370,10 @@ def get_logger(settings: Settings):
             errors="backslashreplace",  # a lone surrogate in a logged path or key never loses the line
             delay=True,
         )
+        if not stderr:
+            handler.handleError = lambda record: None  # an unwritable log never reaches the hook's stderr
     except OSError:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = logging.StreamHandler(sys.stderr) if stderr else logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
     logger.addHandler(handler)
     _LOGGER = logger
@@ -211,18 +394,20 @@ def display_url(url: str) -> str:
 class LazyLog:
     """The hook's logger, but `logging` is imported only when a line is really written."""
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, settings: Settings, stderr: bool = True):
+        self.settings, self.stderr = settings, stderr
 
     def debug(self, *args) -> None:
         if self.settings.debug:
-            get_logger(self.settings).debug(*args)
+            get_logger(self.settings, self.stderr).debug(*args)
 
     def __getattr__(self, level: str):
-        return getattr(get_logger(self.settings), level)
+        return getattr(get_logger(self.settings, self.stderr), level)
 
 
 def ensure_state_dir(path: str) -> None:
+    if not os.path.isabs(path):  # never the working directory (for the hook: the user's project)
+        raise NotADirectoryError(20, "the state folder must be an absolute path", path or "(none)")
     os.makedirs(os.path.join(path, "locks"), mode=0o700, exist_ok=True)
     for p in (path, os.path.join(path, "locks")):
         try:

@@ -110,7 +110,8 @@ def read_sender_status(paths: Paths) -> tuple[dict, str]:
     if "pid" in status and (isinstance(status["pid"], bool) or not isinstance(status["pid"], int)):
         del status["pid"]
     for k in ("last_error", "bootstrap_error"):
-        status[k] = _clean_problem(data.get(k))
+        if k in status:
+            status[k] = _clean_problem(status[k])
     return status, ""
 
 

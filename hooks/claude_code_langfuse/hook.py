@@ -60,9 +60,11 @@ def hook_main() -> None:
     try:
         data = sys.stdin.buffer.read(MAX_EVENT_BYTES)
         settings = load_settings()
-        log = LazyLog(settings)
+        log = LazyLog(settings, stderr=False)
         if settings.config_error:
             log.error("configuration: %s", settings.config_error)
+        if not settings.state_dir:
+            return  # nowhere to keep anything (see config_error); never the working directory
         event = accept_event(data)
         paths = Paths(settings.state_dir)
         ensure_state_dir(paths.dir)
@@ -72,7 +74,7 @@ def hook_main() -> None:
         log.error("ignored a hook call: %s", e)
     except BaseException as e:  # the hook must never hurt Claude Code
         try:
-            (log or LazyLog(settings or load_settings())).exception(
+            (log or LazyLog(settings or load_settings(), stderr=False)).exception(
                 "hook failed: %s (the transcript keeps the data; the next event retries)", e
             )
         except BaseException:

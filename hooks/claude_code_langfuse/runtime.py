@@ -12,6 +12,9 @@ import sys
 from .files import FileLock, Paths
 
 LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
+# the price source of `models sync` and `insights --source local` (kept equal to pyproject.toml's dependencies)
+PRICES_REQUIREMENT = "genai-prices>=0.2.3,<0.3"
+RUNTIME_REQUIREMENTS = (LANGFUSE_REQUIREMENT, PRICES_REQUIREMENT)
 
 # The one file users register: the thin entry beside this package.
 ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "langfuse_hook.py")
@@ -19,7 +22,7 @@ ENTRY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def plugin_venv() -> str:
     data = os.environ.get("CLAUDE_PLUGIN_DATA")
-    return os.path.join(data, "venv") if data else ""
+    return os.path.join(data, "venv") if data and os.path.isabs(data) else ""  # never a venv in the working directory
 
 
 def sender_python() -> str:

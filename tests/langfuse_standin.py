@@ -42,6 +42,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
 )
 
+try:  # the models API (GET/POST /api/public/models) lives beside this file
+    from standin_models import MODELS_PATH, ModelsAPI
+except ImportError:  # run as a script from elsewhere
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from standin_models import MODELS_PATH, ModelsAPI
+
 TRACES_PATH = "/api/public/otel/v1/traces"
 HEALTH_PATH = "/api/public/health"
 PROJECTS_PATH = "/api/public/projects"
@@ -353,9 +359,21 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     # -- routes
+    def _serve_models(self, body: bytes | None) -> None:
+        if not self._authorized():
+            self._log(401, error="unauthorized")
+            self._send_json(401, _UNAUTHORIZED)
+            return
+        api = self.standin.models
+        status, payload = api.get(self.path.partition("?")[2]) if body is None else api.post(body)
+        self._log(status, error="" if status == 200 else str(payload.get("message", ""))[:200])
+        self._send_json(status, payload)
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         path = self.path.split("?", 1)[0]
-        if path == HEALTH_PATH:
+        if path == MODELS_PATH:
+            self._serve_models(None)
+        elif path == HEALTH_PATH:
             self._log(200)
             self._send_json(200, {"status": "OK", "version": self.standin.version})
         elif path == PROJECTS_PATH:
@@ -372,6 +390,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         path = self.path.split("?", 1)[0]
         body = self._read_body()
+        if path == MODELS_PATH:
+            self._serve_models(body)
+            return
         if path != TRACES_PATH:
             self._log(404)
             self._send_json(404, {"message": "Not found"})
@@ -446,6 +467,7 @@ class LangfuseStandin:
         self.hanging = False
         self.stopping = False
         self.delay = 0.0  # seconds before answering each trace POST (a slow server)
+        self.models = ModelsAPI()  # GET/POST /api/public/models (tests/standin_models.py)
         self._script: list[Any] = []
         self._lock = threading.Lock()
         self._release = threading.Event()

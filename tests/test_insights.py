@@ -32,7 +32,7 @@ from samples import SAMPLES  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 SONNET = "claude-sonnet-4-5-20250929"
-UNKNOWN_MODEL = "claude-sonnet-5"
+UNKNOWN_MODEL = "claude-unreleased-9"  # a name genai-prices (the price source) does not know
 # every generation of the fixture reports this usage
 USAGE = {
     "input_tokens": 10,

@@ -1,4 +1,4 @@
-"""The command line: `langfuse_hook.py [status|drain|doctor|backfill]`; no command = hook mode."""
+"""The command line: `langfuse_hook.py [status|drain|doctor|backfill|models sync]`; no command = hook mode."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def cli_main(argv: list[str]) -> int:
         description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
         "Without a command it runs as the Claude Code hook (event JSON on stdin).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill,models}")
     p = sub.add_parser("status", help="queue, hook events waiting, dead letters, last success and error, worker")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("drain", help="send the queue now, in the foreground")
@@ -34,6 +34,14 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--since", default="30d", help="only sessions changed within this window: 30d, 12h, 2w or a date (default 30d)")
     p.add_argument("--project", help="only this project (folder name of the git top level / cwd)")
     p.add_argument("--dry-run", action="store_true", help="print what would be sent; queue and send nothing")
+    p = sub.add_parser("models", help="model prices in Langfuse: `models sync` creates the definitions the server lacks")
+    models_sub = p.add_subparsers(dest="models_command", required=True, metavar="{sync}")
+    p = models_sub.add_parser(
+        "sync", help="create model definitions (prices from genai-prices) for models seen in recent transcripts and the queue"
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the definitions that would be created; send nothing")
+    p.add_argument("--model", action="append", default=[], metavar="NAME", help="also this model name (repeatable)")
+    p.add_argument("--since", default="30d", help="transcripts changed within this window: 30d, 12h, 2w or a date (default 30d)")
     p = sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
     p.add_argument("--takeover", action="store_true")  # started by a hook whose keys differ from the running worker's
     sub.add_parser("send")  # internal: the name of the worker before 0.2 (a sender already running during an upgrade)
@@ -49,6 +57,10 @@ def cli_main(argv: list[str]) -> int:
         return cmd_doctor(settings)
     if args.command == "backfill":
         return cmd_backfill(settings, args.since, args.project, args.dry_run)
+    if args.command == "models":
+        from .models import cmd_models_sync
+
+        return cmd_models_sync(settings, args.dry_run, args.model, args.since)
     if args.command in ("worker", "send"):
         return worker_main(settings, takeover=getattr(args, "takeover", False))
     if args.command == "bootstrap":

@@ -197,6 +197,12 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
                 ),
             )
         )
+        if code == 200:
+            from .models import doctor_check
+
+            priced = doctor_check(settings)
+            if priced is not None:
+                checks.append(priced)
     st = collect_status(settings)
     queue_ok = (
         not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])

@@ -24,7 +24,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import Any
 
 from .backfill import parse_since, project_opted_out, projects_roots, session_files, transcript_cwd
 from .config import Settings, load_settings
+from .models import local_cost
 from .records import TraceContext, project_name, trace_id_for, turn_record
 from .redaction import Redactor, sanitize_record
 from .subagents import SubagentFinder
@@ -78,45 +78,14 @@ class TurnFact:
 
 # ============================================================================ prices (local estimate)
 
-# USD per million tokens: input, output, cache read, cache write 5m, cache write 1h (Anthropic list
-# prices, standard context). Used only for --source local, and labelled an estimate: long-context,
-# batch and regional pricing are not modelled. Unknown models get no cost, never a guess.
-PRICES: list[tuple[str, tuple[float, float, float, float, float]]] = [
-    (r"opus-4-[5-9](?![0-9])", (5.0, 25.0, 0.50, 6.25, 10.0)),
-    (r"opus-4(?![0-9])", (15.0, 75.0, 1.50, 18.75, 30.0)),  # opus 4 and 4.1
-    (r"3-opus", (15.0, 75.0, 1.50, 18.75, 30.0)),
-    (r"sonnet-4(?![0-9])", (3.0, 15.0, 0.30, 3.75, 6.0)),  # sonnet 4, 4.5
-    (r"3-[57]-sonnet", (3.0, 15.0, 0.30, 3.75, 6.0)),
-    (r"haiku-4-5(?![0-9])", (1.0, 5.0, 0.10, 1.25, 2.0)),
-    (r"3-5-haiku", (0.80, 4.0, 0.08, 1.0, 1.6)),
-    (r"3-haiku", (0.25, 1.25, 0.03, 0.30, 0.50)),
-]
-_PRICE_RES = [(re.compile(p), v) for p, v in PRICES]
-
-# usage_details key -> index into a price tuple (notes/langfuse-v5.md section 4)
-USAGE_PRICE_INDEX = {
-    "input": 0,
-    "output": 1,
-    "cache_read_input_tokens": 2,
-    "input_cache_creation_5m": 3,
-    "input_cache_creation_1h": 4,
-    "cache_creation_input_tokens": 3,
-}
+# Prices come from genai-prices through models.local_cost: the same definitions `models sync`
+# creates in Langfuse, priced under Langfuse's rules (usage x price per unit, fast-mode and
+# long-context tiers). Used only for --source local and labelled an estimate; a model genai-prices
+# does not know (or a Python without genai-prices) gets no cost, never a guess.
 
 
-def model_prices(model: str) -> tuple | None:
-    name = (model or "").lower()
-    for rx, prices in _PRICE_RES:
-        if rx.search(name):
-            return prices
-    return None
-
-
-def estimate_cost(model: str, usage: dict) -> float | None:
-    prices = model_prices(model)
-    if prices is None or not usage:
-        return None
-    return sum(int(usage.get(k) or 0) * prices[i] for k, i in USAGE_PRICE_INDEX.items()) / 1e6
+def estimate_cost(model: str, usage: dict, model_parameters: dict | None = None) -> float | None:
+    return local_cost(model, usage, model_parameters)
 
 
 def usage_tokens(usage: dict) -> dict:
@@ -188,7 +157,10 @@ def fact_from_record(record: dict) -> TurnFact:
         if o["type"] == "generation":
             usage = dict(o.get("usage_details") or {})
             model = o.get("model") or o.get("name") or ""
-            gens.append(GenerationFact(model, o.get("start") or root["start"], usage, estimate_cost(model, usage)))
+            params = o.get("model_parameters") if isinstance(o.get("model_parameters"), dict) else {}
+            if not params.get("speed") and (o.get("metadata") or {}).get("speed"):
+                params = {**params, "speed": o["metadata"]["speed"]}  # records from before model parameters were sent
+            gens.append(GenerationFact(model, o.get("start") or root["start"], usage, estimate_cost(model, usage, params)))
     return TurnFact(
         session_id=trace.get("session_id") or "",
         project=str(meta.get("project") or ""),

@@ -46,10 +46,35 @@ REDACTION_KINDS = (
     "jwt",
     "huggingface-token",
     "npm-token",
+    "pypi-token",
+    "sendgrid-key",
+    "twilio-key",
+    "doppler-token",
+    "vault-token",
+    "digitalocean-token",
+    "linear-key",
+    "databricks-token",
+    "shopify-token",
+    "atlassian-token",
+    "postman-key",
+    "supabase-key",
+    "grafana-token",
+    "newrelic-key",
+    "sentry-token",
+    "age-secret-key",
+    "azure-client-secret",
+    "rubygems-key",
+    "pulumi-token",
+    "heroku-key",
+    "notion-token",
+    "1password-token",
     "authorization",
     "bearer-token",
     "url-password",
     "basic-auth",
+    "cli-password",
+    "netrc-password",
+    "signed-url",
     "assignment",
     "secret-field",
     "custom",
@@ -76,7 +101,14 @@ _TOKEN_RULES = tuple(
         ("openai-key", ("sk-",), r"sk-" + _after(3) + r"(?!ant-|lf-)[A-Za-z0-9_\-]{20,}"),
         ("github-token", ("gh",), r"gh[pousr]_" + _after(4) + r"[A-Za-z0-9]{30,}"),
         ("github-token", ("github_pat_",), r"github_pat_" + _after(11) + r"[A-Za-z0-9_]{30,}"),
-        ("gitlab-token", ("glpat-",), r"glpat-" + _after(6) + r"[A-Za-z0-9_\-]{20,}"),
+        # GitLab's documented prefixes (personal, deploy, runner, trigger, feed, mail, SCIM, feature
+        # flags, OAuth app secret, agent, CI job); routable tokens end in ".<2><7>".
+        (
+            "gitlab-token",
+            ("glpat-", "gldt-", "glrt-", "glptt-", "glft-", "glimt-", "glsoat-", "glffct-", "gloas-", "glagent-", "glcbt-"),
+            r"gl" + _after(2) + r"(?:pat|dt|rt|ptt|ft|imt|soat|ffct|oas|agent|cbt)-[A-Za-z0-9_\-]{20,}(?:\.[A-Za-z0-9]{2,}){0,2}",
+        ),
+        ("gitlab-token", ("GR1348941",), r"GR1348941" + _after(9) + r"[A-Za-z0-9_\-]{20,}"),
         ("slack-token", ("xox",), r"xox[abeoprs]-" + _after(5) + r"[A-Za-z0-9\-]{10,}"),
         ("slack-token", ("xapp-",), r"xapp-" + _after(5) + r"[0-9]-[A-Za-z0-9\-]{10,}"),
         ("google-api-key", ("AIza",), r"AIza" + _after(4) + r"[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
@@ -86,6 +118,40 @@ _TOKEN_RULES = tuple(
         ("jwt", ("eyJ",), r"eyJ" + _after(3) + r"[A-Za-z0-9_\-]{7,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),
         ("huggingface-token", ("hf_",), r"hf_" + _after(3) + r"[A-Za-z0-9]{30,}"),
         ("npm-token", ("npm_",), r"npm_" + _after(4) + r"[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+        ("huggingface-token", ("api_org_",), r"api_org_" + _after(8) + r"[A-Za-z]{34}(?![A-Za-z0-9])"),
+        ("pypi-token", ("pypi-Ag",), r"pypi-Ag" + _after(7) + r"[A-Za-z0-9_\-]{50,}"),
+        ("sendgrid-key", ("SG.",), r"SG\." + _after(3) + r"[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"),
+        ("twilio-key", ("SK",), r"SK" + _after(2) + r"[0-9a-fA-F]{32}(?![0-9A-Za-z])"),
+        (
+            "doppler-token",
+            ("dp.",),
+            r"dp\." + _after(3) + r"(?:pt|st|ct|sa|scim|audit)\.(?:[A-Za-z0-9_\-]{1,64}\.)?[A-Za-z0-9]{20,}",
+        ),
+        ("vault-token", ("hvs.", "hvb.", "hvr."), r"hv" + _after(2) + r"[sbr]\.[A-Za-z0-9_\-]{24,}"),
+        ("digitalocean-token", ("_v1_",), r"do" + _after(2) + r"[por]_v1_[a-f0-9]{64}(?![A-Za-z0-9])"),
+        ("linear-key", ("lin_",), r"lin_" + _after(4) + r"(?:api|oauth)_[A-Za-z0-9]{32,}"),
+        ("databricks-token", ("dapi",), r"dapi" + _after(4) + r"[a-f0-9]{32}(?:-[0-9])?(?![A-Za-z0-9])"),
+        ("shopify-token", ("shpat_", "shpss_", "shpca_", "shppa_"), r"shp" + _after(3) + r"(?:at|ss|ca|pa)_[a-fA-F0-9]{32}"),
+        ("atlassian-token", ("ATATT",), r"ATATT" + _after(5) + r"[A-Za-z0-9_\-=]{60,}"),
+        ("postman-key", ("PMAK-",), r"PMAK-" + _after(5) + r"[A-Za-z0-9]{24}-[A-Za-z0-9]{34}"),
+        ("supabase-key", ("sbp_",), r"sbp_" + _after(4) + r"[a-f0-9]{40}(?![A-Za-z0-9])"),
+        ("supabase-key", ("sb_secret_",), r"sb_secret_" + _after(10) + r"[A-Za-z0-9_\-]{20,}"),
+        ("grafana-token", ("glsa_",), r"glsa_" + _after(5) + r"[A-Za-z0-9]{32}_[A-Fa-f0-9]{8}"),
+        ("grafana-token", ("glc_",), r"glc_" + _after(4) + r"[A-Za-z0-9+/]{32,}={0,2}"),
+        ("newrelic-key", ("NRAK-",), r"NRAK-" + _after(5) + r"[A-Z0-9]{27}(?![A-Za-z0-9])"),
+        ("sentry-token", ("sntrys_", "sntryu_"), r"sntry" + _after(5) + r"[su]_[A-Za-z0-9+/=_]{40,}"),
+        ("age-secret-key", ("AGE-SECRET-KEY-1",), r"AGE-SECRET-KEY-1" + _after(16) + r"[0-9A-Z]{58}"),
+        # Azure AD (Entra) client secrets: three characters, a digit, "Q~", 31-34 more.
+        (
+            "azure-client-secret",
+            ("Q~",),
+            r"(?<![A-Za-z0-9_~.\-])[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}(?![A-Za-z0-9_~.\-])",
+        ),
+        ("rubygems-key", ("rubygems_",), r"rubygems_" + _after(9) + r"[a-f0-9]{48}(?![A-Za-z0-9])"),
+        ("pulumi-token", ("pul-",), r"pul-" + _after(4) + r"[a-f0-9]{40}(?![A-Za-z0-9])"),
+        ("heroku-key", ("HRKU-",), r"HRKU-" + _after(5) + r"[A-Za-z0-9_\-]{40,}"),
+        ("notion-token", ("ntn_",), r"ntn_" + _after(4) + r"[A-Za-z0-9]{40,}"),
+        ("1password-token", ("ops_eyJ",), r"ops_eyJ" + _after(7) + r"[A-Za-z0-9+/]{100,}={0,3}"),
     )
 )
 
@@ -118,7 +184,7 @@ _CURL_USER_RE = _LazyRe(
     r"(?P<user>[^\s:'\"]{1,256}):(?P<pw>[^\s'\"]{1,1024})"
 )
 _ASSIGN_KEY_RE = _LazyRe(
-    r"(?:pass|secret|token|key|pwd|auth)[a-z0-9_.\-]{0,60}"
+    r"(?:pass|secret|token|key|pwd|auth|salt|pepper)[a-z0-9_.\-]{0,60}"
     r"(?P<q>\\?[\"']?)(?P<sep>[ \t]{0,8}(?:=>|:=|=(?!=)|:(?!:))[ \t]{0,8})"
 )
 _ASSIGN_VALUE_RE = _LazyRe(
@@ -130,6 +196,133 @@ _ASSIGN_VALUE_RE = _LazyRe(
     r")"
     r"|(?P<bare>[^\s'\"`,;\\]{1,8192})"
 )
+# Signed storage URLs (S3 presigned, GCS signed, Azure SAS, CloudFront, legacy S3/GCS query auth)
+# and the AWS SigV4 header: the signature, and S3's credential and session token. Both regexes
+# start with a literal; the lookbehinds then check what came before it. "\u0026" is "&" as Go
+# and JavaScript JSON encoders write it.
+_SIGNED_SIG_RE = _LazyRe(
+    r"sig(?:(?<=[?&;,\s]sig)|(?<=-amz-sig)|(?<=-goog-sig)|(?<=\\u0026sig))(?P<long>nature)?="
+    r"(?P<v>[^&\s'\"#<>\\]{1,8192})"
+)
+_SIGNED_AMZ_RE = _LazyRe(r"x-amz-(?:(?<=[?&;]x-amz-)|(?<=\\u0026x-amz-))(?:credential|security-token)=(?P<v>[^&\s'\"#<>\\]{1,8192})")
+_HEX64_RE = _LazyRe(r"[0-9a-f]{64}")
+# .netrc: machine <host> login <user> password <secret> (one line or several; JSON-escaped too).
+_NETRC_GAP = r"(?:[ \t\r\n]|\\[nrt]){1,16}"
+_NETRC_RE = _LazyRe(
+    r"(?<![a-z0-9_\-])(?:machine[ \t]+[^\s\\]{1,256}|default)"
+    + _NETRC_GAP
+    + r"login[ \t]+[^\s\\]{1,256}"
+    + _NETRC_GAP
+    + r"password[ \t]+(?P<pw>[^\s\\]{1,1024})"
+)
+# PHP define('AUTH_KEY', '...') (WordPress salts and keys, DB_PASSWORD).
+_DEFINE_RE = _LazyRe(
+    r"define\([ \t]{0,8}(?P<q1>\\?['\"])(?P<name>[a-z0-9_]{1,64})(?P=q1)[ \t]{0,8},[ \t]{0,8}"
+    r"(?P<q2>\\?['\"])(?P<v>[^'\"\\\n]{1,1024})(?P=q2)"
+)
+# A space-separated long option named like a credential: --token X, --client-secret X.
+_LONG_FLAG_RE = _LazyRe(r"--(?<![a-z0-9_\-][\s\S]{2})(?P<name>[a-z][a-z0-9\-]{1,40})[ \t]+")
+# A command-line value: quoted, JSON-escaped quoted, or bare up to a shell metacharacter.
+_CLI_VALUE_RE = _LazyRe(
+    r"'(?P<sqv>[^'\n]{1,1024})'|\"(?P<dqv>[^\"\\\n]{1,1024})\"|\\\"(?P<eqv>[^\"\\\n]{1,1024})\\\""
+    r"|(?P<bare>[^\s'\"`\\;|&<>()]{1,1024})"
+)
+# Clients that take a password as an argument, by family: (attached "-pSECRET" flags, flags
+# followed by the value, "--flag=value" flags, "-p" needs a "login" subcommand, value prefix).
+_CLI_FAMILIES = {
+    "mysql": (("-p",), (), ("--password",), False),
+    "mongo": (("-p",), ("-p", "--password"), ("--password",), False),
+    "redis": ((), ("-a", "--pass"), ("--pass",), False),
+    "sshpass": (("-p",), ("-p",), (), False),
+    "registry": ((), ("-p", "--password"), ("--password",), True),
+    "twine": ((), ("-p", "--password"), ("--password",), False),
+    "ldap": (("-w",), ("-w",), (), False),
+    "sqlcmd": (("-P",), ("-P",), (), False),
+    "openssl": ((), ("-pass", "-passin", "-passout", "-k"), (), False),
+    "keytool": ((), ("-storepass", "-keypass", "-srcstorepass", "-deststorepass", "-srckeypass", "-destkeypass"), (), False),
+}
+_CLI_COMMANDS = {
+    **dict.fromkeys(
+        (
+            "mysql",
+            "mysqldump",
+            "mysqladmin",
+            "mysqlimport",
+            "mysqlshow",
+            "mysqlcheck",
+            "mysqlpump",
+            "mysqlsh",
+            "mysqlbinlog",
+            "mariadb",
+            "mariadb-dump",
+            "mariadb-admin",
+            "mariadb-import",
+            "mariadb-check",
+            "mariadb-show",
+        ),
+        "mysql",
+    ),
+    **dict.fromkeys(
+        ("mongo", "mongosh", "mongodump", "mongorestore", "mongoimport", "mongoexport", "mongostat", "mongotop", "mongofiles"),
+        "mongo",
+    ),
+    **dict.fromkeys(("redis-cli", "valkey-cli", "keydb-cli"), "redis"),
+    "sshpass": "sshpass",
+    **dict.fromkeys(("docker", "podman", "nerdctl", "buildah", "skopeo", "helm", "oras", "crane", "regctl", "az"), "registry"),
+    "twine": "twine",
+    **dict.fromkeys(("ldapsearch", "ldapmodify", "ldapadd", "ldapdelete", "ldapwhoami", "ldappasswd", "ldapcompare", "ldapmodrdn"), "ldap"),
+    **dict.fromkeys(("sqlcmd", "bcp"), "sqlcmd"),
+    "openssl": "openssl",
+    **dict.fromkeys(("keytool", "jarsigner"), "keytool"),
+}
+# Literals of which one must occur before the command scan runs ("login", "helm" and "creds"
+# stand for the registry clients, whose password flags appear only there).
+_CLI_NEEDLES = (
+    "mysql",
+    "mariadb",
+    "mongo",
+    "redis-cli",
+    "valkey-cli",
+    "keydb-cli",
+    "sshpass",
+    "login",
+    "helm",
+    "creds",
+    "twine",
+    "ldap",
+    "sqlcmd",
+    "bcp",
+    "openssl",
+    "keytool",
+    "jarsigner",
+)
+_CLI_CMD_RE = _LazyRe(r"(?<![\w./-])(?:%s)(?![\w.-])" % "|".join(sorted(map(re.escape, _CLI_COMMANDS), key=len, reverse=True)))
+# Where a command ends: a newline (unless continued with a backslash), a JSON-escaped newline,
+# a pipe, ";" or "&".
+_CLI_END_RE = _LazyRe(r"(?<!\\)\n|(?<!\\)\\n|[|;&]")
+_CLI_FLAG_RE = _LazyRe(r"(?<![^\s'\"])-{1,2}[A-Za-z][A-Za-z0-9-]*")
+_CLI_CREDS_FLAGS = ("--creds", "--src-creds", "--dest-creds")
+_CLI_SEGMENT_MAX = 4096
+# Words after which a command name is in command position (rather than named in prose).
+_COMMAND_LEADERS = frozenset(("sudo", "exec", "env", "time", "nohup", "command", "then", "do", "else", "xargs", "--", "run", "-c"))
+_ENV_ASSIGNMENT_RE = _LazyRe(r"[A-Za-z_][A-Za-z0-9_]*=\S*")
+
+
+def _in_command_position(text, start):
+    """True when the word at ``start`` is where a shell runs a command (line start, after a
+    prompt, a pipe, sudo, an env assignment...), not a word inside a sentence."""
+    line_start = max(text.rfind("\n", max(0, start - 300), start) + 1, start - 300, 0)
+    before = text[line_start:start]
+    cut = before.rfind("\\n")
+    if cut != -1:
+        before = before[cut + 2 :]
+    before = before.rstrip()
+    if not before or before[-1] in "$#>|;&(`\"'{":
+        return True
+    last = before.rsplit(None, 1)[-1]
+    return last in _COMMAND_LEADERS or _ENV_ASSIGNMENT_RE.fullmatch(last) is not None
+
+
 _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _BRACKET_RE = _LazyRe(r"[()\[\]{}]")
 _DIGIT_RE = _LazyRe(r"[0-9]")
@@ -152,6 +345,14 @@ _SECRET_LAST = frozenset(
     )
 )
 _SECRET_SUFFIXES = ("password", "passwd", "secret", "token")
+# Well-known settings whose last word alone says nothing (Rails, WordPress), joined and lowercased.
+_SECRET_JOINED = frozenset(("secretkeybase", "authsalt", "secureauthsalt", "loggedinsalt", "noncesalt", "loggedinkey", "noncekey"))
+# Words that make a name *possibly* secret (SALT, private_key_id, client-key-data, AccountKey,
+# SECRET_NAME): its value is redacted only when it looks generated (_secretish_value), never
+# for a path, an ARN, a word or a number.
+_WEAK_SECRET_SEGMENTS = frozenset(("secret", "secrets", "salt", "pepper", "preshared", "passphrase", "password", "passwd"))
+# A UUID is a secret only under these words (Vault's secret_id), not under private_network_id.
+_UUID_SECRET_SEGMENTS = frozenset(("secret", "secrets", "passphrase", "password", "passwd"))
 _KEY_QUALIFIERS = frozenset(
     (
         "api",
@@ -262,8 +463,20 @@ _PLACEHOLDER_WORDS = frozenset(
         "token",
         "string",
         "str",
+        "dummy",
+        "fake",
+        "sample",
+        "notset",
+        "unset",
+        "put your unique phrase here",
+        "changeit",
     )
 )
+# Placeholders that stay as they are (documentation, fixtures, templates): the words above;
+# runs of x * . - _ # ?; "<password>", "[password]", "%PASSWORD%"; "${PASSWORD}", "$PASSWORD",
+# "$(cmd)", "{{ .Values.x }}", "{name}", "%(name)s", "%s"; "your_password", "api_key_here";
+# anything with "..." or "…"; values already "[REDACTED:...]". A real-looking word such as
+# "hunter2" or "correcthorse" is not a placeholder.
 _PLACEHOLDER_CHARS = frozenset("xX*.-_#?… ")
 _TEMPLATE_RE = _LazyRe(r"\$\(|\$\{?[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
 _IDENT_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*")
@@ -290,6 +503,8 @@ def is_secret_name(name):
         return False
     last = segs[-1]
     prev = segs[-2] if len(segs) > 1 else ""
+    if len(segs) > 1 and "".join(segs) in _SECRET_JOINED:
+        return True
     if last in ("token", "auth") or last.endswith("token"):
         return prev not in _NOT_SECRET_TOKEN_QUALIFIERS
     if last in _SECRET_LAST or last.endswith(_SECRET_SUFFIXES):
@@ -299,6 +514,46 @@ def is_secret_name(name):
     if last == "key" and prev in _KEY_QUALIFIERS:
         return True
     return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_weak_secret_name(name):
+    """0: not secret; 1: a generated-looking value under it is a secret (see
+    _WEAK_SECRET_SEGMENTS; private_key_id, client-key-data, AccountKey); 2: a UUID too."""
+    segs = _name_segments(name)
+    if not segs or "public" in segs:
+        return 0
+    if any(s in _UUID_SECRET_SEGMENTS for s in segs):
+        return 2
+    if any(s in _WEAK_SECRET_SEGMENTS for s in segs) or ("private" in segs and "key" in segs):
+        return 1
+    joined = "".join(segs)
+    # kubeconfig client-key-data (a base64 PEM private key), Azure AccountKey=.
+    return 1 if joined.endswith(("keydata", "accountkey")) else 0
+
+
+_SECRETISH_VALUE_RE = _LazyRe(
+    r"(?:base64:)?(?:(?P<hex>[0-9a-fA-F]{32,8192})"
+    r"|(?P<uuid>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+    r"|(?P<b64>[A-Za-z0-9+/_\-]{32,8192}={0,2}))"
+)
+
+
+def _secretish_value(value, weak=1):
+    """A generated secret: 32+ hex digits, a UUID (when ``weak`` is 2), or 32+ base64 characters
+    mixing upper case, lower case and digits (identifiers, paths, slugs, ARNs and words do not
+    qualify)."""
+    m = _SECRETISH_VALUE_RE.fullmatch(value)
+    if m is None:
+        return False
+    if m.group("uuid") is not None:
+        return weak == 2
+    if m.group("b64") is None:
+        return True
+    body = m.group("b64")
+    digits = sum(c.isdigit() for c in body)
+    upper = sum(c.isupper() for c in body)
+    return digits >= 2 and upper >= 3 and len(body) - digits - upper >= 3
 
 
 @functools.lru_cache(maxsize=1024)
@@ -313,7 +568,7 @@ def _is_placeholder(value):
         return True
     if "[REDACTED:" in s or "..." in s or "…" in s:
         return True
-    if s[0] == "<":
+    if s[0] == "<" or (s[0] == "[" and s[-1] == "]") or (len(s) > 2 and s[0] == "%" and s[-1] == "%"):
         return True
     if _TEMPLATE_RE.search(s):
         return True
@@ -416,12 +671,12 @@ class Redactor:
         for compiled in self._extra:
             text, n = self._apply_custom(compiled, text)
             total += n
-        for rule in (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user):
+        for rule in (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user, self._cli_password):
             text, n = rule(text)
             total += n
         # The case-insensitive rules share one lowercased copy, redone only after a change.
         low = None
-        for rule in (self._auth_header, self._bearer, self._assignments):
+        for rule in (self._auth_header, self._bearer, self._signed_url, self._netrc, self._define, self._long_flag, self._assignments):
             if low is None:
                 low = _ascii_lower(text)
             text, n = rule(text, low)
@@ -448,6 +703,13 @@ class Redactor:
             for key, value in obj.items():
                 if isinstance(key, str) and is_secret_name(key):
                     new, n = self._secret_field(key, value)
+                elif (
+                    isinstance(key, str)
+                    and isinstance(value, str)
+                    and _is_weak_secret_name(key)
+                    and _secretish_value(value.strip(), _is_weak_secret_name(key))
+                ):
+                    new, n = _marker("secret-field"), 1
                 else:
                     new, n = self._walk(value)
                 out[key] = new
@@ -647,6 +909,191 @@ class Redactor:
         return cls._spans(text, _CURL_USER_RE, decide)
 
     @classmethod
+    def _cli_password(cls, text):
+        """Passwords given to database, cache, registry and ssh clients on their command line
+        (mysql -pX, mongosh -p X, redis-cli -a X, docker login -p X, sshpass -p X, ...)."""
+        if not any(needle in text for needle in _CLI_NEEDLES):
+            return text, 0
+        commands = list(_CLI_CMD_RE.finditer(text))
+        if not commands:
+            return text, 0
+        spans = []
+        for i, cmd in enumerate(commands):
+            # A command's options end at the next command name or shell separator: every
+            # character is looked at for one command only.
+            limit = commands[i + 1].start() if i + 1 < len(commands) else len(text)
+            limit = min(limit, cmd.end() + _CLI_SEGMENT_MAX)
+            stop = _CLI_END_RE.search(text, cmd.end(), limit)
+            seg_end = stop.start() if stop else limit
+            spans.extend(cls._cli_segment(text, cmd, seg_end))
+        if not spans:
+            return text, 0
+        parts, pos = [], 0
+        for start, end in spans:
+            if start < pos:
+                continue
+            parts.append(text[pos:start])
+            parts.append(_marker("cli-password"))
+            pos = end
+        parts.append(text[pos:])
+        return "".join(parts), len(parts) // 2
+
+    @staticmethod
+    def _cli_segment(text, cmd, seg_end):
+        family = _CLI_COMMANDS[cmd.group(0)]
+        attached, spaced, equals, needs_login = _CLI_FAMILIES[family]
+        segment = text[cmd.end() : seg_end]
+        has_login = needs_login and " login" in segment
+        command_position = None
+        for flag_m in _CLI_FLAG_RE.finditer(text, cmd.end(), seg_end):
+            flag = flag_m.group(0)
+            after = flag_m.end()
+            mode = None
+            if flag in _CLI_CREDS_FLAGS and family == "registry":
+                mode = "creds"
+            elif any(flag.startswith(a) and len(flag) > len(a) for a in attached):
+                after = flag_m.start() + 2
+                mode = "attached"
+            elif flag in spaced or flag in equals or flag in attached:
+                if flag == "-p" and needs_login and not has_login:
+                    continue
+                nxt = text[after : after + 1]
+                if nxt == "=" and (flag in equals or family == "mongo"):
+                    after += 1
+                    mode = "equals"
+                elif nxt in (" ", "\t") and flag in spaced:
+                    while text[after : after + 1] in (" ", "\t"):
+                        after += 1
+                    mode = "spaced"
+                elif nxt and nxt in "'\"\\" and flag in attached:
+                    mode = "attached"
+            if mode is None:
+                continue
+            if mode == "creds":
+                nxt = text[after : after + 1]
+                if nxt not in (" ", "\t", "="):
+                    continue
+                after += 1
+                while text[after : after + 1] in (" ", "\t"):
+                    after += 1
+            v = _CLI_VALUE_RE.match(text, after)
+            if v is None:
+                continue
+            group = next(g for g in ("sqv", "dqv", "eqv", "bare") if v.group(g) is not None)
+            start, end = v.span(group)
+            value = text[start:end]
+            if mode == "creds":
+                colon = value.find(":")
+                if colon <= 0:
+                    continue
+                start += colon + 1
+                value = value[colon + 1 :]
+            if family == "openssl" and flag != "-k":
+                if not value.startswith("pass:"):
+                    continue  # env:VAR, file:path, fd:N, stdin name where the password is
+                start += 5
+                value = value[5:]
+            if not value or _is_placeholder(value):
+                continue
+            if group == "bare" and mode in ("spaced", "creds"):
+                if value[0] == "-":
+                    continue
+                # "sshpass -p flag" in prose is not a password; a generated-looking value, or a
+                # command a shell would run, is.
+                if not _credential_like(value):
+                    if command_position is None:
+                        command_position = _in_command_position(text, cmd.start())
+                    if not command_position:
+                        continue
+            yield start, end
+
+    @classmethod
+    def _signed_url(cls, text, low):
+        if "x-amz-" not in low and "sig" not in low:
+            return text, 0
+
+        def decide(original, m):
+            start, end = m.span("v")
+            value = original[start:end].rstrip(".,:)]}")
+            end = start + len(value)
+            before = low[m.start() - 1 : m.start()]
+            if m.re is _SIGNED_SIG_RE._rx and (before.isspace() or before == ","):
+                # "Signature=" outside a query string: the SigV4 header's 64 hex digits only.
+                if not _HEX64_RE.fullmatch(low, start, end):
+                    return None
+            elif len(value) < 16 or _is_placeholder(value):
+                return None
+            return start, end, _marker("signed-url")
+
+        total = 0
+        for regex, needle in ((_SIGNED_AMZ_RE, "x-amz-"), (_SIGNED_SIG_RE, "sig")):
+            if needle in low:
+                text, n = cls._spans(text, regex, decide, low)
+                if n:
+                    total += n
+                    low = _ascii_lower(text)
+        return text, total
+
+    @classmethod
+    def _netrc(cls, text, low):
+        if "password" not in low or "login" not in low:
+            return text, 0
+
+        def decide(original, m):
+            start, end = m.span("pw")
+            if _is_placeholder(original[start:end]):
+                return None
+            return start, end, _marker("netrc-password")
+
+        return cls._spans(text, _NETRC_RE, decide, low)
+
+    @classmethod
+    def _define(cls, text, low):
+        if "define(" not in low:
+            return text, 0
+
+        def decide(original, m):
+            name = original[m.start("name") : m.end("name")]
+            start, end = m.span("v")
+            value = original[start:end]
+            if _is_placeholder(value):
+                return None
+            if not is_secret_name(name) and not (_is_weak_secret_name(name) and _secretish_value(value, _is_weak_secret_name(name))):
+                return None
+            return start, end, _assignment_marker(name)
+
+        return cls._spans(text, _DEFINE_RE, decide, low)
+
+    @classmethod
+    def _long_flag(cls, text, low):
+        if "--" not in low:
+            return text, 0
+
+        def decide(original, m):
+            name = m.group("name")
+            if not is_secret_name(name) or _is_authorization_name(name):
+                return None
+            v = _CLI_VALUE_RE.match(original, m.end())
+            if v is None:
+                return None
+            group = next(g for g in ("sqv", "dqv", "eqv", "bare") if v.group(g) is not None)
+            start, end = v.span(group)
+            value = original[start:end]
+            if _is_placeholder(value):
+                return None
+            if group == "bare":
+                value = value.rstrip(".,:")
+                end = start + len(value)
+                # --secret id=x,src=path (docker build), --token ./file, --password flag (prose).
+                if not value or value[0] in "-/~." or "=" in value.rstrip("=") or not _credential_like(value):
+                    return None
+                if not _bare_value_is_secret(name, value):
+                    return None
+            return start, end, _marker("cli-password")
+
+        return cls._spans(text, _LONG_FLAG_RE, decide, low)
+
+    @classmethod
     def _assignments(cls, text, low):
         def decide(original, m):
             # The regex matched from the keyword on; walk back to the start of the name.
@@ -655,8 +1102,18 @@ class Redactor:
             name_end = m.start("q")
             name = original[name_start:name_end]
             # Authorization values ("Bearer <token>") belong to _auth_header.
-            if not is_secret_name(name) or _is_authorization_name(name):
+            if _is_authorization_name(name):
                 return None
+            # weak: only a generated-looking value counts (SALT=<hex>, "private_key_id": "<hex>").
+            weak = 0
+            if not is_secret_name(name):
+                # ODBC / ADO connection strings: ...;Uid=sa;Pwd=S3cret; (a bare PWD= is a directory).
+                if name.lower() == "pwd" and name_start and original[name_start - 1] == ";":
+                    pass
+                elif _is_weak_secret_name(name):
+                    weak = _is_weak_secret_name(name)
+                else:
+                    return None
             v = _ASSIGN_VALUE_RE.match(original, m.end())
             if v is None:
                 return None
@@ -685,6 +1142,8 @@ class Redactor:
                 value = original[start:end]
                 if _is_placeholder(value):
                     return None
+            if weak and not _secretish_value(value, weak):
+                return None
             return start, end, _assignment_marker(name)
 
         return cls._spans(text, _ASSIGN_KEY_RE, decide, low)
@@ -763,8 +1222,60 @@ def scrub_surrogates(obj):
     return obj
 
 
-def sanitize_record(record: dict, redactor: Redactor, max_chars: int) -> dict:
-    """Lone surrogates out, then redact secrets and cut oversized fields in every text a record carries."""
+# CC_LANGFUSE_CONTENT=off keeps these metadata strings (ids, names of things, settings; never text a
+# person or the model wrote); every other string value is left out, numbers and flags stay.
+CONTENT_OFF_KEEP = frozenset(
+    {
+        "project", "cwd", "git_branch", "claude_code_version", "permission_mode", "entrypoint", "prompt_id",
+        "turn_kind", "forked_from", "hook_version", "output_source", "host", "content",
+        "message_id", "request_id", "stop_reason", "service_tier", "speed", "effort",
+        "tool_use_id", "agent_id", "agentType", "command_mode", "origin", "at", "trigger",
+    }
+)  # fmt: skip
+CONTENT_OFF_STATUS = frozenset({"interrupted by the user", "no tool result in the transcript (interrupted or still running)"})
+
+
+def _structural(meta) -> dict:
+    out: dict = {}
+    for k, v in (meta or {}).items() if isinstance(meta, dict) else ():
+        if v is None or isinstance(v, (bool, int, float)):
+            out[k] = v
+        elif isinstance(v, str) and (k in CONTENT_OFF_KEEP or k.startswith("ci")):
+            out[k] = v
+        elif isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            out[k] = v
+    return out
+
+
+def strip_content(record: dict) -> dict:
+    """CC_LANGFUSE_CONTENT=off: the record keeps its structure, tool names, times, models, usage and
+    cost, and loses every prompt, answer, thinking and tool input/output text. The trace and the
+    turn's span are named after the turn's kind and number ("prompt 3")."""
+    trace = record["trace"]
+    trace_meta = trace.get("metadata") or {}
+    title = f"{trace_meta.get('turn_kind') or 'turn'} {trace_meta.get('turn_number') or ''}".strip()
+    trace["name"] = title
+    trace["metadata"] = _structural(trace_meta)
+    for ob in record["observations"]:
+        meta = ob.get("metadata") if isinstance(ob.get("metadata"), dict) else {}
+        if ob.get("type") == "span" and ob.get("parent_id") is None:
+            ob["name"] = title
+            meta = {**meta, "content": "off"}
+        elif ob.get("type") == "agent":
+            ob["name"] = "Subagent: " + str(meta.get("agentType") or "agent")
+        ob["input"] = ob["output"] = None
+        ob["metadata"] = _structural(meta)
+        status = ob.get("status_message")
+        if status is not None and status not in CONTENT_OFF_STATUS:
+            ob["status_message"] = "(text not sent: CC_LANGFUSE_CONTENT=off)"
+    return record
+
+
+def sanitize_record(record: dict, redactor: Redactor, max_chars: int, content: bool = True) -> dict:
+    """Lone surrogates out, then redact secrets and cut oversized fields in every text a record carries.
+    content=False (CC_LANGFUSE_CONTENT=off): no text at all, see strip_content."""
+    if not content:
+        strip_content(record)
     record.update(scrub_surrogates(record))  # names, inputs, outputs, metadata keys and values, trace fields
     total = 0
     for ob in record["observations"]:

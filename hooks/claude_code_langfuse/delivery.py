@@ -42,19 +42,138 @@ class DrainSummary:
         self.detail = ""
 
 
-def reachable(base_url: str, timeout: float = 1.5) -> tuple[bool, str]:
-    """A TCP connect to the server: cheap, and enough to skip a doomed SDK start."""
-    import socket
+# ============================================================================ the way to the server
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "socks5": 1080, "socks5h": 1080}
+
+
+def _split(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) as httpx normalises them: lowercase host without IPv6 brackets, the
+    scheme's default port as None. ValueError for what is not a URL."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(base_url)
+    parts = urlsplit(url)
+    port = parts.port  # ValueError on a bad port
+    scheme = parts.scheme.lower()
+    if port is not None and _DEFAULT_PORTS.get(scheme) == port and scheme not in ("socks5", "socks5h"):
+        port = None
+    return scheme, (parts.hostname or ""), port
+
+
+class _ProxyRule:
+    """One entry of httpx's proxy map (httpx._utils.URLPattern, re-stated with the standard library)."""
+
+    def __init__(self, pattern: str, proxy: str | None):
+        import re
+
+        self.proxy = proxy
+        scheme, host, port = _split(pattern)
+        self.scheme = "" if scheme == "all" else scheme
+        self.host = "" if host == "*" else host
+        self.port = port
+        if not host or host == "*":
+            self.regex = None
+        elif host.startswith("*."):
+            self.regex = re.compile(f"^.+\\.{re.escape(host[2:])}$")
+        elif host.startswith("*"):
+            self.regex = re.compile(f"^(.+\\.)?{re.escape(host[1:])}$")
+        else:
+            self.regex = re.compile(f"^{re.escape(host)}$")
+
+    def matches(self, scheme: str, host: str, port: int | None) -> bool:
+        if self.scheme and self.scheme != scheme:
+            return False
+        if self.host and self.regex is not None and not self.regex.match(host):
+            return False
+        return self.port is None or self.port == port
+
+    @property
+    def priority(self) -> tuple[int, int, int]:
+        return (0 if self.port is not None else 1, -len(self.host), -len(self.scheme))
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the sender's HTTP client (httpx, trust_env) goes through for `url`, or None for a
+    direct connection: the same environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY, upper or
+    lower case, read by urllib's getproxies as httpx reads them) and the same matching rules
+    (httpx._utils.get_environment_proxies and URLPattern; tests/test_proxy.py holds us to them)."""
+    from urllib.request import getproxies
+
+    found = getproxies()
+    rules: list[_ProxyRule] = []
+
+    def add(pattern: str, proxy: str | None) -> None:
+        try:
+            rules.append(_ProxyRule(pattern, proxy))
+        except ValueError:
+            pass  # an entry httpx cannot parse either (its client would refuse to start)
+
+    for scheme in ("http", "https", "all"):
+        if found.get(scheme):
+            value = found[scheme]
+            add(f"{scheme}://", value if "://" in value else f"http://{value}")
+    for entry in (h.strip() for h in found.get("no", "").split(",")):
+        if entry == "*":
+            return None
+        if not entry:
+            continue
+        if "://" in entry:
+            add(entry, None)
+        elif _is_ip(entry, 4):
+            add(f"all://{entry}", None)
+        elif _is_ip(entry, 6):
+            add(f"all://[{entry}]", None)
+        elif entry.lower() == "localhost":
+            add(f"all://{entry}", None)
+        else:
+            add(f"all://*{entry}", None)
+    try:
+        target = _split(url)
+    except ValueError:
+        return None
+    for rule in sorted(rules, key=lambda r: r.priority):  # stable: ties keep httpx's insertion order
+        if rule.matches(*target):
+            return rule.proxy
+    return None
+
+
+def _is_ip(text: str, version: int) -> bool:
+    import ipaddress
+
+    try:
+        (ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address)(text.split("/")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def server_address(base_url: str) -> tuple[str, int, str]:
+    """(host, port, what) of the first hop to the server: the proxy when one applies, else the server."""
+    from urllib.parse import urlsplit
+
+    proxy = proxy_for(base_url)
+    parts = urlsplit(proxy or base_url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    scheme = parts.scheme.lower()
+    port = port or _DEFAULT_PORTS.get(scheme) or 80
     host = parts.hostname or "localhost"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return host, port, (f"the proxy {display_url(proxy)} (from the *_PROXY environment) for {display_url(base_url)}" if proxy else "")
+
+
+def reachable(base_url: str, timeout: float = 1.5) -> tuple[bool, str]:
+    """A TCP connect to the first hop (the server, or the proxy the sender will go through): cheap,
+    and enough to skip a doomed SDK start."""
+    import socket
+
+    host, port, via = server_address(base_url)
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True, ""
     except OSError as e:
-        return False, f"cannot connect to {host}:{port}: {e.strerror or e}"
+        return False, f"cannot connect to {host}:{port}" + (f", {via}" if via else "") + f": {e.strerror or e}"
 
 
 _STATUS_NUMBERS = ("last_attempt_epoch", "next_attempt_epoch", "consecutive_failures", "sent_total")

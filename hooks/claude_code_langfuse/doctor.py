@@ -9,7 +9,7 @@ import sys
 
 from .commands import collect_status
 from .config import HOOK_VERSION, Settings, claude_dir, display_url
-from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE
+from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE, proxy_for, server_address
 from .files import read_json_file
 from .redaction import Redactor
 from .runtime import self_command
@@ -21,12 +21,28 @@ def _http_get(url: str, timeout: float, auth: tuple[str, str] | None = None) -> 
     import base64
     import urllib.error
     import urllib.request
+    from urllib.parse import unquote, urlsplit
 
     req = urllib.request.Request(url, headers={"User-Agent": f"claude-code-langfuse/{HOOK_VERSION}"})
     if auth:
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    # The sender's way to the server (httpx's proxy rules, see delivery.proxy_for), not urllib's
+    # own: they differ (ALL_PROXY, NO_PROXY patterns), and doctor must check what the sender does.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    proxy = proxy_for(url)
+    if proxy:
+        p = urlsplit(proxy)
+        if p.scheme not in ("http", "https"):
+            return (
+                None,
+                f"the {p.scheme} proxy {display_url(proxy)} applies (*_PROXY environment); doctor can only check through an http proxy",
+            )
+        req.set_proxy(p.netloc.rpartition("@")[2], p.scheme)
+        if p.username or p.password:
+            token = f"{unquote(p.username or '')}:{unquote(p.password or '')}".encode()
+            req.add_header("Proxy-Authorization", "Basic " + base64.b64encode(token).decode())
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with opener.open(req, timeout=timeout) as resp:
             return resp.status, resp.read(65536).decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read(65536).decode("utf-8", "replace") if e.fp else ""
@@ -147,6 +163,7 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     except Exception:
         checks.append(("langfuse SDK", False, NOSDK_ADVICE.format(python=sys.executable)))
     code, body = _http_get(settings.base_url + "/api/public/health", timeout=5)
+    via = server_address(settings.base_url)[2]  # the proxy the sender goes through, if one applies
     server_ok = code == 200
     version_text = ""
     if server_ok:
@@ -159,7 +176,12 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
             (
                 "server reachable",
                 False,
-                f"{display_url(settings.base_url)}: {body}. Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL",
+                f"{display_url(settings.base_url)}: {body}"
+                + (
+                    f" (through {via}: is the proxy up, and does it reach the server? or set NO_PROXY)"
+                    if via
+                    else ". Start it: `docker compose up -d` in the repository, or fix CC_LANGFUSE_BASE_URL"
+                ),
             )
         )
     elif not server_ok:
@@ -172,7 +194,13 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
         )
     else:
         new_enough = _version_tuple(version_text) >= MIN_SERVER_VERSION if version_text else False
-        checks.append(("server reachable", True, f"{display_url(settings.base_url)} (Langfuse {version_text or 'unknown version'})"))
+        checks.append(
+            (
+                "server reachable",
+                True,
+                f"{display_url(settings.base_url)} (Langfuse {version_text or 'unknown version'})" + (f", through {via}" if via else ""),
+            )
+        )
         checks.append(
             (
                 "server version >= 4.59",

@@ -51,6 +51,8 @@ except ImportError:  # run as a script from elsewhere
 TRACES_PATH = "/api/public/otel/v1/traces"
 HEALTH_PATH = "/api/public/health"
 PROJECTS_PATH = "/api/public/projects"
+OBSERVATIONS_V2_PATH = "/api/public/v2/observations"
+TRACES_API_PATH = "/api/public/traces"
 HANG = "hang"
 
 
@@ -243,6 +245,11 @@ class Observation:
         return self.attributes.get("langfuse.observation.model.name")
 
     @property
+    def model_parameters(self) -> Any:
+        """langfuse.observation.model.parameters (what Langfuse's price tiers match on), decoded."""
+        return _maybe_json(self.attributes.get("langfuse.observation.model.parameters"))
+
+    @property
     def level(self) -> str:
         level = self.attributes.get("langfuse.observation.level")
         if level:
@@ -292,6 +299,10 @@ class Observation:
     @property
     def environment(self) -> str:
         return self.attributes.get("langfuse.environment") or self.span["resource"].get("langfuse.environment") or "default"
+
+    @property
+    def release(self) -> str | None:
+        return self.attributes.get("langfuse.release") or self.span["resource"].get("langfuse.release")
 
     @property
     def is_root(self) -> bool:
@@ -383,9 +394,43 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._log(200)
             self._send_json(200, {"data": [self.standin.project]})
+        elif path == OBSERVATIONS_V2_PATH:
+            if not self._authorized():
+                self._log(401, error="unauthorized")
+                self._send_json(401, _UNAUTHORIZED)
+                return
+            self._log(200)
+            self._send_json(200, self.standin._observations_page(self.path))
         else:
             self._log(404)
             self._send_json(404, {"message": "Not found"})
+
+    def do_DELETE(self) -> None:  # noqa: N802 - stdlib naming
+        """DELETE /api/public/traces/{id} and the bulk DELETE /api/public/traces {"traceIds": [...]}."""
+        path = self.path.split("?", 1)[0]
+        body = self._read_body()
+        if not path.startswith(TRACES_API_PATH):
+            self._log(404)
+            self._send_json(404, {"message": "Not found"})
+            return
+        if not self._authorized():
+            self._log(401, error="unauthorized")
+            self._send_json(401, _UNAUTHORIZED)
+            return
+        if path == TRACES_API_PATH:
+            try:
+                ids = json.loads(body or b"{}").get("traceIds")
+            except (ValueError, AttributeError):
+                ids = None
+            if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+                self._log(400, error="bad traceIds")
+                self._send_json(400, {"message": "traceIds must be a non-empty list of strings"})
+                return
+        else:
+            ids = [path[len(TRACES_API_PATH) + 1 :]]
+        self.standin._delete_traces(ids)
+        self._log(200)
+        self._send_json(200, {"message": "Traces deleted"})
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
         path = self.path.split("?", 1)[0]
@@ -468,6 +513,8 @@ class LangfuseStandin:
         self.stopping = False
         self.delay = 0.0  # seconds before answering each trace POST (a slow server)
         self.models = ModelsAPI()  # GET/POST /api/public/models (tests/standin_models.py)
+        self.page_size = 50  # most observations per page of GET /api/public/v2/observations
+        self.deleted_traces: list[str] = []  # every trace id a DELETE named, in order
         self._script: list[Any] = []
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -588,6 +635,40 @@ class LangfuseStandin:
             if self.record_path:
                 self._append_record(spans, received_at)
         return 200, {}, spans, ""
+
+    def _observations_page(self, raw_path: str) -> dict[str, Any]:
+        """GET /api/public/v2/observations, the part the hook uses: sessionId/traceId filters, cursor paging."""
+        from urllib.parse import parse_qs, urlsplit
+
+        params = {k: v[-1] for k, v in parse_qs(urlsplit(raw_path).query).items()}
+        rows = []
+        for obs in sorted(self.observations(), key=lambda o: (o.start_ns, o.id)):
+            if params.get("sessionId") and obs.session_id != params["sessionId"]:
+                continue
+            if params.get("traceId") and obs.trace_id != params["traceId"]:
+                continue
+            rows.append(
+                {
+                    "id": obs.id,
+                    "traceId": obs.trace_id,
+                    "parentObservationId": obs.parent_id,
+                    "type": obs.type.upper(),
+                    "name": obs.name,
+                    "sessionId": obs.session_id,
+                    "environment": obs.environment,
+                }
+            )
+        offset = int(params.get("cursor") or 0)
+        limit = min(int(params.get("limit") or 50), 1000, self.page_size)
+        page = rows[offset : offset + limit]
+        more = offset + limit < len(rows)
+        return {"data": page, "meta": {"cursor": str(offset + limit) if more else None}}
+
+    def _delete_traces(self, trace_ids: list[str]) -> None:
+        gone = set(trace_ids)
+        with self._lock:
+            self.deleted_traces.extend(trace_ids)
+            self.spans[:] = [s for s in self.spans if s["trace_id"] not in gone]
 
     def _check_basic(self, header: str) -> bool:
         if not header.startswith("Basic "):

@@ -13,6 +13,7 @@ from .collect import collect_records
 from .config import FALSE_WORDS, LazyLog, Settings, _home, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, Paths, read_json_file
+from .mute import load_muted
 from .records import project_name
 from .redaction import Redactor
 from .runtime import self_command, wake_worker
@@ -136,7 +137,8 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
     except ValueError as e:
         print(f"backfill: {e}", file=sys.stderr)
         return 2
-    candidates, skipped_opt_out, skipped_project = [], 0, 0
+    candidates, skipped_opt_out, skipped_project, skipped_muted = [], 0, 0, 0
+    muted = load_muted(settings.state_dir) if settings.state_dir else {}
     for path in session_files(roots):
         try:
             st = os.stat(path)
@@ -150,6 +152,9 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
             continue
         if project_opted_out(cwd):
             skipped_opt_out += 1
+            continue
+        if os.path.basename(path)[: -len(".jsonl")] in muted:
+            skipped_muted += 1
             continue
         candidates.append((path, st.st_size, cwd))
     log = None if dry_run else LazyLog(settings)  # a dry run leaves no trace on disk, not even a log
@@ -224,6 +229,8 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
         print(f"backfill: {skipped_opt_out} session(s) skipped: their project sets TRACE_TO_LANGFUSE=false")
     if skipped_project:
         print(f"backfill: {skipped_project} session(s) of other projects skipped")
+    if skipped_muted:
+        print(f"backfill: {skipped_muted} muted session(s) skipped (`unmute ID` to trace them)")
     if unreadable_turns:
         print(
             f"backfill: {unreadable_turns} turn(s) could not be made into traces and were skipped"

@@ -24,7 +24,7 @@ def cli_main(argv: list[str]) -> int:
         description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
         "Without a command it runs as the Claude Code hook (event JSON on stdin).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill,models}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill,models,mute,unmute,purge}")
     p = sub.add_parser("status", help="queue, hook events waiting, dead letters, last success and error, worker")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("drain", help="send the queue now, in the foreground")
@@ -42,6 +42,18 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the definitions that would be created; send nothing")
     p.add_argument("--model", action="append", default=[], metavar="NAME", help="also this model name (repeatable)")
     p.add_argument("--since", default="30d", help="transcripts changed within this window: 30d, 12h, 2w or a date (default 30d)")
+    p = sub.add_parser("mute", help="stop tracing one session (its later turns are never sent); no setting changes")
+    p.add_argument("session_id", nargs="?", help="the session id (Claude Code's /status shows it)")
+    p.add_argument(
+        "--current",
+        action="store_true",
+        help="the session this command runs in (CLAUDE_CODE_SESSION_ID), else the newest one traced in this folder",
+    )
+    p = sub.add_parser("unmute", help="trace a muted session's later turns again")
+    p.add_argument("session_id", nargs="?")
+    p.add_argument("--current", action="store_true")
+    p = sub.add_parser("purge", help="delete one session's traces from Langfuse, drop its queued records and mute it")
+    p.add_argument("--session", required=True, metavar="ID", help="the session id")
     p = sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
     p.add_argument("--takeover", action="store_true")  # started by a hook whose keys differ from the running worker's
     sub.add_parser("send")  # internal: the name of the worker before 0.2 (a sender already running during an upgrade)
@@ -61,6 +73,14 @@ def cli_main(argv: list[str]) -> int:
         from .models import cmd_models_sync
 
         return cmd_models_sync(settings, args.dry_run, args.model, args.since)
+    if args.command in ("mute", "unmute"):
+        from .mute import cmd_mute
+
+        return cmd_mute(settings, args.session_id, args.current, mute=args.command == "mute")
+    if args.command == "purge":
+        from .mute import cmd_purge
+
+        return cmd_purge(settings, args.session)
     if args.command in ("worker", "send"):
         return worker_main(settings, takeover=getattr(args, "takeover", False))
     if args.command == "bootstrap":

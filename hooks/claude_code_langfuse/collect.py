@@ -12,7 +12,17 @@ from .config import HOOK_VERSION, LOCK_TIMEOUT_S, Settings, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
 from .forks import find_fork_prefix
-from .records import TASK_ID_RE, TASK_TOOL_USE_RE, TraceContext, project_name, trace_id_for, turn_record, turn_settles_later
+from .mute import is_muted
+from .records import (
+    TASK_ID_RE,
+    TASK_TOOL_USE_RE,
+    TraceContext,
+    apply_trace_settings,
+    project_name,
+    trace_id_for,
+    turn_record,
+    turn_settles_later,
+)
 from .redaction import Redactor, record_rev, sanitize_record
 from .store import MAX_EMITTED, UNREADABLE_TURN, dead_append, load_state, now_iso, queue_append, state_key, update_state_entry
 from .subagents import SubagentFinder
@@ -84,7 +94,8 @@ def collect_records(
                 tid,
                 entry.get("forked_from") or "",
             )
-            rec = sanitize_record(turn_record(turn, ctx, ev), redactor, settings.max_field_chars)
+            rec = apply_trace_settings(turn_record(turn, ctx, ev), settings)  # tags, environment, host, CI
+            rec = sanitize_record(rec, redactor, settings.max_field_chars, content=settings.content)
             rev = record_rev(rec)
         except Exception as e:  # one turn that cannot become a record never blocks the turns after it
             skip_unreadable_turn(turn, number, e)
@@ -259,8 +270,8 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
     """
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
-    if not settings.enabled:
-        skip_while_disabled(event, settings)
+    if not settings.enabled or is_muted(paths.dir, event.session_id):
+        skip_while_disabled(event, settings)  # muted (`mute`, `purge`): the same, for this session only
         return Outcome(True)
     if not os.path.isfile(event.transcript_path) and not final and not os.path.exists(event.transcript_path):
         return Outcome(False)

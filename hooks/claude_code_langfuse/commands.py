@@ -13,6 +13,7 @@ from .config import Settings, display_url, ensure_state_dir, get_logger
 from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue, load_delivered, read_sender_status, superseded_by_delivered
 from .files import FileLock, LockTimeout, Paths, access_advice, write_atomic
 from .inbox import list_news
+from .mute import load_muted
 from .runtime import self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
@@ -188,6 +189,7 @@ def collect_status(settings: Settings) -> dict:
         "sender_running": bool(running),
         "inbox_events": inbox,
         "sessions_tracked": len(sessions),
+        "muted_sessions": sorted(load_muted(settings.state_dir)) if settings.state_dir else [],
         "last_log_problem": _last_log_problem(paths.log),
         "log": paths.log,
         "warnings": warnings,
@@ -208,7 +210,10 @@ def format_status(st: dict) -> str:
         ("Last success", _age(st["last_success"])),
         ("Last error", "none" if not err else f"{_age(err.get('time'))}: {err.get('advice') or err.get('detail')}"),
         *([("Next try", st["next_try"]["text"])] if st.get("next_try") and err else []),
-        ("Sessions", f"{st['sessions_tracked']} tracked"),
+        (
+            "Sessions",
+            f"{st['sessions_tracked']} tracked" + (f", muted: {', '.join(st['muted_sessions'])}" if st.get("muted_sessions") else ""),
+        ),
         ("Worker", ("running" if st["worker_running"] else "idle") + f", {st['inbox_events']} hook event(s) not read yet"),
         ("Log", st["log"] + (f"\n{'':16}last problem: {st['last_log_problem']}" if st["last_log_problem"] else "")),
     ]

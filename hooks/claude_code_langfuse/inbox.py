@@ -23,6 +23,29 @@ from .files import write_all
 SETTINGS_PREFIXES = ("CC_LANGFUSE_", "LANGFUSE_", "CLAUDE_PLUGIN_OPTION_")
 SETTINGS_NAMES = ("TRACE_TO_LANGFUSE",)
 NEWS_VERSION = 1
+# CI facts the worker puts into trace metadata (records.ci_metadata). Only these names are read,
+# one lookup each (constant work); none of them is a secret (no token, no password variable).
+CI_NAMES = (
+    "CI",
+    "GITHUB_ACTIONS",
+    "GITHUB_REPOSITORY",
+    "GITHUB_WORKFLOW",
+    "GITHUB_RUN_ID",
+    "GITHUB_RUN_ATTEMPT",
+    "GITHUB_SERVER_URL",
+    "GITHUB_SHA",
+    "GITHUB_REF",
+    "GITHUB_EVENT_NAME",
+    "GITLAB_CI",
+    "CI_PROJECT_PATH",
+    "CI_PIPELINE_ID",
+    "CI_PIPELINE_URL",
+    "CI_JOB_ID",
+    "CI_JOB_URL",
+    "CI_COMMIT_SHA",
+    "CI_MERGE_REQUEST_IID",
+)
+MAX_CI_VALUE_CHARS = 500
 
 
 def is_secret_setting(name: str) -> bool:
@@ -35,6 +58,16 @@ def settings_env(environ) -> dict:
     return {k: v for k, v in environ.items() if (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES) and not is_secret_setting(k)}
 
 
+def ci_env(environ) -> dict:
+    """The CI variables of the event's process (CI_NAMES only), each cut to a sane length."""
+    out = {}
+    for name in CI_NAMES:
+        value = environ.get(name)
+        if value:
+            out[name] = value[:MAX_CI_VALUE_CHARS]
+    return out
+
+
 def write_news(inbox_dir: str, event: dict, environ) -> str:
     """Atomically add one news file (tmp + rename: the worker never sees half of one)."""
     try:
@@ -44,7 +77,7 @@ def write_news(inbox_dir: str, event: dict, environ) -> str:
     now = time.time_ns()
     name = f"{now:020d}-{os.getpid()}.json"
     data = json.dumps(
-        {"v": NEWS_VERSION, "received": now / 1e9, "event": event, "env": settings_env(environ)}
+        {"v": NEWS_VERSION, "received": now / 1e9, "event": event, "env": settings_env(environ), "ci": ci_env(environ)}
     )  # ASCII: a lone surrogate stays an escape
     tmp = os.path.join(inbox_dir, "." + name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -76,6 +109,8 @@ def read_news(path: str) -> dict | None:
         return None
     if not isinstance(news.get("env"), dict):
         news["env"] = {}
+    if not isinstance(news.get("ci"), dict):
+        news["ci"] = {}
     return news
 
 

@@ -259,6 +259,8 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
     for r in roots:
         if r.parent_observation_id or not r.trace_id:
             continue  # a subagent's top observation, not a turn
+        if PRODUCT_TAG not in (r.tags or []):
+            continue  # another application's trace in a shared project
         meta = r.metadata or {}
         project = _unwrap(meta.get("project"))
         if not project:
@@ -295,6 +297,24 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
                 GenerationFact(c.model or c.name or "", _iso(c.start_time), dict(c.usage_details or {}), generation_cost(c))
             )
     return list(facts.values())
+
+
+PRODUCT_TAG = "claude-code"  # every trace this hook sends carries it
+
+
+def product_filter(since: _dt.datetime | None, until: _dt.datetime | None, **column: Any) -> str:
+    """The v2 `filter` for this product's observations. Langfuse takes it over the plain query
+    parameters, so it repeats them (type / isRootObservation, the time window); the query parameters
+    stay for a server that ignores `filter`, and facts_from_observations checks the tag again."""
+    conditions: list[dict] = [{"type": "arrayOptions", "column": "traceTags", "operator": "any of", "value": [PRODUCT_TAG]}]
+    for name, value in column.items():
+        kind = "boolean" if isinstance(value, bool) else "string"
+        conditions.append({"type": kind, "column": name, "operator": "=", "value": value})
+    if since is not None:
+        conditions.append({"type": "datetime", "column": "startTime", "operator": ">=", "value": _iso(since)})
+    if until is not None:
+        conditions.append({"type": "datetime", "column": "startTime", "operator": "<", "value": _iso(until)})
+    return json.dumps(conditions)
 
 
 def _fetch_all(api: Any, **params: Any) -> list[Any]:
@@ -334,11 +354,25 @@ def langfuse_facts(window: Window, settings: Settings | None = None) -> list[Tur
     since = window.since
     until = window.until
     try:
-        roots = _fetch_all(lf.api, fields=ROOT_FIELDS, is_root_observation=True, from_start_time=since, to_start_time=until)
+        roots = _fetch_all(
+            lf.api,
+            fields=ROOT_FIELDS,
+            is_root_observation=True,
+            from_start_time=since,
+            to_start_time=until,
+            filter=product_filter(since, until, isRootObservation=True),
+        )
         child_until = until + CHILD_SLACK if until else None
         children: list[Any] = []
         for kind in ("TOOL", "GENERATION"):
-            children += _fetch_all(lf.api, fields=CHILD_FIELDS, type=kind, from_start_time=since, to_start_time=child_until)
+            children += _fetch_all(
+                lf.api,
+                fields=CHILD_FIELDS,
+                type=kind,
+                from_start_time=since,
+                to_start_time=child_until,
+                filter=product_filter(since, child_until, type=kind),
+            )
     except ApiError as e:
         status = e.status_code
         if status in (401, 403):

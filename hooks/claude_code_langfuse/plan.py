@@ -21,6 +21,7 @@ IS_APP_ROOT = "langfuse.internal.is_app_root"
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
+_ENVIRONMENT = re.compile(r"^[a-z0-9_-]{1,40}$")  # and not starting with "langfuse" (Langfuse's rule)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -45,6 +46,8 @@ class Plan(NamedTuple):
     trace_id: str
     order: list[PlannedObservation]  # parents before children
     trace_attributes: dict[str, Any]
+    environment: str = ""  # langfuse.environment of every span ("" = Langfuse's "default")
+    release: str = ""  # langfuse.release of every span (the Claude Code version of the turn)
 
     @property
     def times(self) -> dict[str, tuple[int, int, bool]]:
@@ -200,4 +203,11 @@ def build_plan(record: Any) -> Plan:
         stack.extend(reversed(children.get(obs.id, [])))
     if len(order) != len(observations):
         raise BadRecord("observations form a cycle through their parent_id links")
-    return Plan(trace_id=trace_id, order=order, trace_attributes=trace_attrs)
+    environment = trace.get("environment") or ""
+    if not isinstance(environment, str) or not _ENVIRONMENT.match(environment) or environment.startswith("langfuse"):
+        if environment:
+            send_log.warning("trace %s: environment %r is not a Langfuse environment name; sent to 'default'", trace_id, environment)
+        environment = ""
+    release = trace.get("release") or ""
+    release = _clip(release) if isinstance(release, str) else ""
+    return Plan(trace_id=trace_id, order=order, trace_attributes=trace_attrs, environment=environment, release=release)

@@ -352,6 +352,7 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
             "session_id": ctx.session_id,
             "user_id": ctx.user_id,
             "tags": tags,
+            "release": row.get("version") or "",  # the Claude Code version of the turn
             "metadata": {k: v for k, v in trace_meta.items() if v not in ("", None)},
         },
         "observations": observations,
@@ -380,3 +381,86 @@ def project_name(cwd: str) -> str:
         probe = parent
     _PROJECT_CACHE[cwd] = name
     return name
+
+
+# ============================================================================ per-event trace settings
+
+
+_PR_REF_RE = re.compile(r"^refs/pull/(\d+)/")
+
+
+def _url_without_credentials(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/")
+    return scheme + sep + host.rpartition("@")[2] + slash + path if sep else url
+
+
+def ci_metadata(ci: dict | None) -> dict:
+    """The CI facts the hook captured (inbox.CI_NAMES) -> flat trace metadata: provider, repository,
+    workflow, run id and URL, commit sha, PR/MR number. Empty outside CI."""
+    if not ci:
+        return {}
+    out: dict = {}
+    if (ci.get("GITHUB_ACTIONS") or "").lower() == "true":
+        server = _url_without_credentials((ci.get("GITHUB_SERVER_URL") or "https://github.com").rstrip("/"))
+        repo, run = ci.get("GITHUB_REPOSITORY") or "", ci.get("GITHUB_RUN_ID") or ""
+        pr = _PR_REF_RE.match(ci.get("GITHUB_REF") or "")
+        out = {
+            "ci": "github-actions",
+            "ci_repository": repo,
+            "ci_workflow": ci.get("GITHUB_WORKFLOW"),
+            "ci_run_id": run,
+            "ci_run_attempt": ci.get("GITHUB_RUN_ATTEMPT"),
+            "ci_run_url": f"{server}/{repo}/actions/runs/{run}" if repo and run else "",
+            "ci_commit": ci.get("GITHUB_SHA"),
+            "ci_event": ci.get("GITHUB_EVENT_NAME"),
+            "ci_pr": pr.group(1) if pr else "",
+        }
+    elif (ci.get("GITLAB_CI") or "").lower() == "true":
+        out = {
+            "ci": "gitlab-ci",
+            "ci_repository": ci.get("CI_PROJECT_PATH"),
+            "ci_run_id": ci.get("CI_PIPELINE_ID"),
+            "ci_run_url": _url_without_credentials(ci.get("CI_PIPELINE_URL") or ""),
+            "ci_job_id": ci.get("CI_JOB_ID"),
+            "ci_job_url": _url_without_credentials(ci.get("CI_JOB_URL") or ""),
+            "ci_commit": ci.get("CI_COMMIT_SHA"),
+            "ci_pr": ci.get("CI_MERGE_REQUEST_IID"),
+        }
+    elif (ci.get("CI") or "").strip().lower() in ("true", "1", "yes"):
+        out = {"ci": "ci"}
+    return {k: v[:200] for k, v in out.items() if isinstance(v, str) and v}
+
+
+_HOSTNAME: list = []
+
+
+def host_name() -> str:
+    if not _HOSTNAME:
+        import socket
+
+        try:
+            _HOSTNAME.append(socket.gethostname())
+        except OSError:
+            _HOSTNAME.append("")
+    return _HOSTNAME[0]
+
+
+def apply_trace_settings(record: dict, settings) -> dict:
+    """The settings of the event that queues the record (per project: `.claude/settings.local.json`
+    env reaches the hook, which hands it over in the news file): extra tags, the Langfuse
+    environment, host name (unless CC_LANGFUSE_HOSTNAME=false) and CI facts in trace metadata."""
+    trace = record["trace"]
+    extra = [t for t in (getattr(settings, "tags", None) or ()) if t not in trace["tags"]]
+    if extra:
+        trace["tags"] = list(trace["tags"]) + extra
+    if getattr(settings, "environment", ""):
+        trace["environment"] = settings.environment
+    meta = dict(trace.get("metadata") or {})
+    if getattr(settings, "hostname", True):
+        host = host_name()
+        if host:
+            meta["host"] = host
+    meta.update(ci_metadata(getattr(settings, "ci", None)))
+    trace["metadata"] = meta
+    return record

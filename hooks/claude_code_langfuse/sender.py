@@ -41,6 +41,8 @@ from .plan import IS_APP_ROOT, BadRecord, Plan, PlannedObservation, build_plan
 send_log = logging.getLogger("claude_code_langfuse.send")
 
 TRACES_PATH = "/api/public/otel/v1/traces"
+ENVIRONMENT_ATTR = "langfuse.environment"
+RELEASE_ATTR = "langfuse.release"
 
 # Spans per flush of the SDK batch processor, and so at most per POST. The processor
 # silently drops spans beyond its queue (2048 by default); flushing every 256 ended
@@ -196,6 +198,7 @@ class _RecordExporter(SpanExporter):
         self._lock = threading.Lock()
         self._target: _Target | None = None
         self._times: dict[str, tuple[int, int, bool]] | None = None
+        self._trace_fields: dict[str, str] = {}  # langfuse.environment / langfuse.release of the record
         self._accepted: dict[str, int] = {}
         self._failure: Delivery | None = None
 
@@ -204,6 +207,7 @@ class _RecordExporter(SpanExporter):
         with self._lock:
             self._target = target
             self._times = plan.times
+            self._trace_fields = {ENVIRONMENT_ATTR: plan.environment, RELEASE_ATTR: plan.release}
             self._accepted = {}
             self._failure = None
 
@@ -221,7 +225,7 @@ class _RecordExporter(SpanExporter):
     # -- SpanExporter
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         with self._lock:
-            times, failure, target = self._times, self._failure, self._target
+            times, failure, target, fields = self._times, self._failure, self._target, self._trace_fields
         if times is None or target is None:
             send_log.error("dropped %d span(s) finished outside a send", len(spans))
             return SpanExportResult.FAILURE
@@ -229,7 +233,7 @@ class _RecordExporter(SpanExporter):
             # The record is already lost for this round; don't spend more requests on it.
             return SpanExportResult.FAILURE
         try:
-            rebuilt = [self._rebuild(span, times) for span in spans]
+            rebuilt = [self._rebuild(span, times, fields) for span in spans]
             ok = True
             for group in self._groups(rebuilt):
                 if not self._post(target, group):
@@ -249,7 +253,7 @@ class _RecordExporter(SpanExporter):
 
     # -- internals
     @staticmethod
-    def _rebuild(span: ReadableSpan, times: dict[str, tuple[int, int, bool]]) -> ReadableSpan:
+    def _rebuild(span: ReadableSpan, times: dict[str, tuple[int, int, bool]], trace_fields: dict[str, str] | None = None) -> ReadableSpan:
         span_id = otel_trace.format_span_id(span.context.span_id)
         planned = times.get(span_id)
         if planned is None:
@@ -261,6 +265,13 @@ class _RecordExporter(SpanExporter):
             # The processor marks spans whose parent it never saw as application roots;
             # a subagent's top span has its parent in another record, not a new root.
             attributes.pop(IS_APP_ROOT, None)
+        for name, value in (trace_fields or {}).items():
+            # the record's, never what the SDK took from the worker's environment
+            # (LANGFUSE_TRACING_ENVIRONMENT, LANGFUSE_RELEASE, GITHUB_SHA, ...)
+            if value:
+                attributes[name] = value
+            else:
+                attributes.pop(name, None)
         return ReadableSpan(
             name=span.name,
             context=span.context,

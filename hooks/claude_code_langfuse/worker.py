@@ -40,7 +40,8 @@ def settings_for_news(news: dict, base_env, state_dir: str) -> Settings:
     # the worker's own secret stays (news files never hold one); a hook whose keys differ took over
     env = {k: v for k, v in base_env.items() if is_secret_setting(k) or not (k.startswith(SETTINGS_PREFIXES) or k in SETTINGS_NAMES)}
     env.update({k: v for k, v in news["env"].items() if isinstance(k, str) and isinstance(v, str)})
-    return load_settings(env)._replace(state_dir=state_dir)
+    ci = {k: v for k, v in (news.get("ci") or {}).items() if isinstance(k, str) and isinstance(v, str)}
+    return load_settings(env)._replace(state_dir=state_dir, ci=ci)
 
 
 class InboxRound(NamedTuple):

@@ -11,7 +11,7 @@ usage() {
 Usage: scripts/install-hook.sh [--env-file PATH] [--python PATH]
 
 Installs the Langfuse hook for Claude Code (Stop, SubagentStop, SessionEnd):
-  ~/.claude/langfuse/venv/                   private virtualenv with the pinned langfuse SDK
+  ~/.claude/langfuse/venv/                   private virtualenv with the pinned langfuse SDK and genai-prices
   ~/.claude/langfuse/langfuse_hook.py        the hook's entry (what Claude Code runs)
   ~/.claude/langfuse/claude_code_langfuse/   the package it imports, byte-compiled
   ~/.claude/langfuse/insights.py             the insights report (+ a skill in ~/.claude/skills/)
@@ -31,7 +31,7 @@ Options:
   -h, --help        this text
 
 Running it again changes only what differs. pip is skipped when the virtualenv already
-has a langfuse that satisfies the pin (fast, works offline). Undo: scripts/uninstall-hook.sh
+has langfuse and genai-prices satisfying the pins (fast, works offline). Undo: scripts/uninstall-hook.sh
 EOF
 }
 
@@ -75,7 +75,11 @@ fi
 "$PYTHON" "$HELPER" preflight --home "$HOME" --repo "$REPO_DIR" --env-file "$ENV_FILE" ${ENV_FILE_GIVEN:+"$ENV_FILE_GIVEN"} </dev/null ||
   exit 1
 
-PIN=$("$PYTHON" "$HELPER" pin --pyproject "$REPO_DIR/pyproject.toml" </dev/null) || exit 1
+# every runtime requirement (langfuse; genai-prices for `models sync` and insights' local cost), one per line
+PIN_LINES=$("$PYTHON" "$HELPER" pin --pyproject "$REPO_DIR/pyproject.toml" </dev/null) || exit 1
+PINS=()
+while IFS= read -r line; do [[ -n "$line" ]] && PINS+=("$line"); done <<<"$PIN_LINES" # bash 3.2 (macOS) has no mapfile
+PIN="${PINS[*]}"
 
 LF_DIR="$HOME/.claude/langfuse"
 VENV="$LF_DIR/venv"
@@ -100,15 +104,15 @@ else
   fi
 fi
 
-if LF_VERSION=$("$VENV_PY" "$HELPER" satisfies "$PIN" </dev/null 2>/dev/null); then
-  echo "langfuse $LF_VERSION already satisfies $PIN; pip not needed"
+if LF_VERSION=$("$VENV_PY" "$HELPER" satisfies "${PINS[@]}" </dev/null 2>/dev/null); then
+  echo "$LF_VERSION already satisfy $PIN; pip not needed"
 else
   echo "Installing $PIN into the virtualenv (takes a few seconds)"
-  "$VENV_PY" -m pip install --disable-pip-version-check --no-input --quiet "$PIN" </dev/null ||
+  "$VENV_PY" -m pip install --disable-pip-version-check --no-input --quiet "${PINS[@]}" </dev/null ||
     die "pip could not install $PIN into $VENV (see pip's message above). Check the network or proxy (pip honours PIP_INDEX_URL, PIP_FIND_LINKS) and run this again. ~/.claude/settings.json was not changed."
-  LF_VERSION=$("$VENV_PY" "$HELPER" satisfies "$PIN" </dev/null) ||
-    die "after pip, langfuse in $VENV still does not satisfy $PIN or does not import: $LF_VERSION"
-  echo "Installed langfuse $LF_VERSION"
+  LF_VERSION=$("$VENV_PY" "$HELPER" satisfies "${PINS[@]}" </dev/null) ||
+    die "after pip, $VENV still does not satisfy $PIN or does not import: $LF_VERSION"
+  echo "Installed $LF_VERSION"
 fi
 
 # Registered last: the hook only goes live once its interpreter and SDK work.

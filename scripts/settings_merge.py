@@ -7,8 +7,8 @@ visible to every user via ps). Keys reach this program only through its environm
 or the .env file it parses itself.
 
 Subcommands:
-  pin --pyproject FILE            print the langfuse requirement from pyproject.toml
-  satisfies REQUIREMENT           (run with the venv's python) exit 0 if installed langfuse fits
+  pin --pyproject FILE            print the runtime requirements from pyproject.toml, one per line
+  satisfies REQUIREMENT...        (run with the venv's python) exit 0 if every one is installed, fits and imports
   preflight  --home H --repo R --env-file F [--env-file-given]
   apply      --home H --repo R --env-file F [--env-file-given]
   check      --home H             run the installed hook's status/doctor; never fails
@@ -443,11 +443,12 @@ def cmd_pin(args) -> int:
         data = tomllib.loads(Path(args.pyproject).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"cannot read the langfuse pin from {args.pyproject}: {e}") from e
-    for dep in data.get("project", {}).get("dependencies", []):
-        if re.match(r"langfuse\s*(\[|[<>=!~;]|$)", dep):
-            print(dep)
-            return 0
-    raise UserError(f"{args.pyproject} lists no langfuse dependency")
+    deps = [d for d in data.get("project", {}).get("dependencies", []) if isinstance(d, str) and d.strip()]
+    if not any(re.match(r"langfuse\s*(\[|[<>=!~;]|$)", dep) for dep in deps):
+        raise UserError(f"{args.pyproject} lists no langfuse dependency")
+    # every runtime dependency (langfuse, and genai-prices for `models sync` and insights' local cost)
+    print("\n".join(deps))
+    return 0
 
 
 def cmd_satisfies(args) -> int:
@@ -458,20 +459,24 @@ def cmd_satisfies(args) -> int:
         from packaging.requirements import Requirement  # a dependency of langfuse itself
     except ImportError:
         return 1
-    req = Requirement(args.requirement)
-    try:
-        version = metadata.version(req.name)
-    except metadata.PackageNotFoundError:
-        return 1
-    if not req.specifier.contains(version, prereleases=True):
-        print(f"installed {req.name} {version} does not satisfy {req}")
-        return 1
-    try:
-        __import__(req.name.replace("-", "_"))
-    except Exception as e:  # a half-installed dependency set: let pip repair it
-        print(f"{req.name} {version} is installed but does not import ({type(e).__name__}: {e})")
-        return 1
-    print(version)
+    found = []
+    for text in args.requirement:
+        req = Requirement(text)
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            print(f"{req.name} is not installed")
+            return 1
+        if not req.specifier.contains(version, prereleases=True):
+            print(f"installed {req.name} {version} does not satisfy {req}")
+            return 1
+        try:
+            __import__(req.name.replace("-", "_"))
+        except Exception as e:  # a half-installed dependency set: let pip repair it
+            print(f"{req.name} {version} is installed but does not import ({type(e).__name__}: {e})")
+            return 1
+        found.append(f"{req.name} {version}")
+    print(", ".join(found))
     return 0
 
 
@@ -822,7 +827,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pin")
     p.add_argument("--pyproject", required=True)
     p = sub.add_parser("satisfies")
-    p.add_argument("requirement")
+    p.add_argument("requirement", nargs="+")
     for name in ("preflight", "apply"):
         p = sub.add_parser(name)
         p.add_argument("--home", required=True)

@@ -758,3 +758,13 @@ def test_scripts_pass_shellcheck():
     scripts = sorted(str(p) for p in (repo / "scripts").glob("*.sh")) + [str(repo / ".ci" / "run")]
     r = subprocess.run([sc, *scripts], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
+
+
+def test_fresh_install_brings_the_price_source(pip_installed_home):
+    """`models sync` and insights' local cost read prices from genai-prices in the hook's venv."""
+    home, r = pip_installed_home
+    ok(r)
+    vpy = home / ".claude" / "langfuse" / "venv" / "bin" / "python"
+    code = "from genai_prices import data_snapshot as d; print(d.get_snapshot().find_provider_model('claude-opus-5-5', None, None, None)[1].id)"
+    v = subprocess.run([str(vpy), "-I", "-c", code], capture_output=True, text=True)
+    assert v.returncode == 0 and v.stdout.strip() == "claude-opus-5-5", v.stderr

@@ -24,7 +24,7 @@ from .delivery import drain_queue, key_fingerprint, update_sender_status
 from .event import BadEvent, event_from_dict
 from .files import FileLock, Paths, access_advice, read_json_file, write_atomic
 from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, is_secret_setting, list_news, read_news, remove_news
-from .runtime import LANGFUSE_REQUIREMENT, entry_argv, plugin_venv, sender_python, spawn_detached
+from .runtime import RUNTIME_REQUIREMENTS, entry_argv, plugin_venv, sender_python, spawn_detached
 from .store import now_iso, queue_read
 
 LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
@@ -310,7 +310,7 @@ def bootstrap_main(settings: Settings) -> int:
         return 0  # another bootstrap is installing
     try:
         if not sender_python():
-            log.info("creating the plugin venv %s with %s (first use)", venv, LANGFUSE_REQUIREMENT)
+            log.info("creating the plugin venv %s with %s (first use)", venv, " ".join(RUNTIME_REQUIREMENTS))
             try:
                 subprocess.run([sys.executable, "-I", "-m", "venv", venv], check=True, capture_output=True, timeout=300, cwd=paths.dir)
                 subprocess.run(
@@ -322,7 +322,7 @@ def bootstrap_main(settings: Settings) -> int:
                         "install",
                         "--quiet",
                         "--disable-pip-version-check",
-                        LANGFUSE_REQUIREMENT,
+                        *RUNTIME_REQUIREMENTS,  # the SDK, and genai-prices for `models sync` / insights' local cost
                     ],
                     check=True,
                     capture_output=True,
@@ -339,7 +339,7 @@ def bootstrap_main(settings: Settings) -> int:
                 )
                 return 1
             with open(os.path.join(venv, ".langfuse-ready"), "w") as f:
-                f.write(LANGFUSE_REQUIREMENT + "\n")
+                f.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
     finally:
         lock.release()
     spawn_detached(entry_argv(os.path.join(venv, "bin", "python"), "worker"), log)

@@ -44,6 +44,8 @@ from bench_hook import (  # noqa: E402
     RESULTS,
     StandinProcess,
     clone_block,
+    export_source,
+    git_rev,
     loadavg,
     machine_info,
     split_runs,
@@ -157,6 +159,7 @@ def main(argv=None) -> int:
         default=str(REPO / ".venv" / "bin" / "python"),
         help="interpreter that runs the hook file (default: the repo's .venv, which has the SDK)",
     )
+    parser.add_argument("--source", default="HEAD", help="commit whose hook is measured (default HEAD); worktree: the files as they are")
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOMEs, queue and span record")
     args = parser.parse_args(argv)
     if args.quick:
@@ -164,9 +167,12 @@ def main(argv=None) -> int:
     started = time.time()
     claude = install_claude_cli()
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-backfill-"))
+    # the committed hook (git archive), never a working tree someone is editing
+    hook = export_source(args.source, work / "src") / "hooks" / HOOK.name
     results: dict = {
         "targets": TARGETS,
-        "machine": machine_info(args.python, claude),
+        "machine": machine_info(args.python, claude, hook.parent.parent),
+        "source": {"rev": args.source, "commit": git_rev(args.source)},
         "load_start": loadavg(),
         "command": " ".join([sys.executable] + sys.argv),
     }
@@ -192,7 +198,7 @@ def main(argv=None) -> int:
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": os.environ.get("LANG", "C.UTF-8")}
         print(f"(a) backfill of {sum(per)} turns in {args.sessions} sessions ({total_bytes / MB:.1f} MB) ...", flush=True)
         load_a = loadavg()
-        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "backfill", "--since", "30d"], env)
+        out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], env)
         counts = backfill_counts(out["stdout"])
         results["backfill"] = dict(
             counts,
@@ -214,7 +220,7 @@ def main(argv=None) -> int:
         config_home(home, standin.public_key, standin.secret_key, standin.base_url)
         print(f"(b) drain of {counts['records']} records to the stand-in {standin.base_url} ...", flush=True)
         load_b = loadavg()
-        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "drain"], env)
+        out = run_wrapped(args.python, [args.python, "-I", str(hook), "drain"], env)
         m = re.search(r"drain: (\d+) sent, (\d+) moved to dead letters, (\d+) corrupt line\(s\) set aside, (\d+) left", out["stdout"])
         if not m:
             raise RuntimeError("unexpected drain output: %r" % out["stdout"])
@@ -243,7 +249,7 @@ def main(argv=None) -> int:
         big_env = dict(env, HOME=str(big_home))
         print(f"(c) backfill of one {big_path.stat().st_size / MB:.0f} MB transcript ({big_turns} turns) ...", flush=True)
         load_c = loadavg()
-        out = run_wrapped(args.python, [args.python, "-I", str(HOOK), "backfill", "--since", "30d"], big_env)
+        out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], big_env)
         counts = backfill_counts(out["stdout"])
         results["backfill_big"] = dict(
             counts,

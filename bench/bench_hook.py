@@ -124,7 +124,28 @@ def trace_id_for(session_id: str, turn_key: str) -> str:
     return hashlib.sha256(f"{session_id}:{turn_key}".encode()).hexdigest()[:32]
 
 
-def machine_info(python: str, claude: str | None) -> dict:
+def export_source(rev: str, dest: pathlib.Path) -> pathlib.Path:
+    """The tree of commit `rev` (`git archive`), so that a run measures committed code, never a
+    working tree that someone is editing; "worktree" uses the working tree as it is."""
+    if rev == "worktree":
+        return REPO
+    import io
+    import tarfile
+
+    data = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True, capture_output=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+    return dest
+
+
+def git_rev(rev: str) -> str:
+    if rev == "worktree":
+        return "worktree"
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", rev], capture_output=True, text=True).stdout.strip()
+
+
+def machine_info(python: str, claude: str | None, src: pathlib.Path = REPO) -> dict:
     def out(argv):
         try:
             return subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
@@ -138,7 +159,7 @@ def machine_info(python: str, claude: str | None) -> dict:
     except OSError:
         pass
     digest = hashlib.sha256()
-    for path in sorted([HOOK, *PACKAGE.glob("*.py")]):
+    for path in sorted([src / "hooks" / HOOK.name, *(src / "hooks" / PACKAGE.name).glob("*.py")]):
         digest.update(path.read_bytes())
     return {
         "nproc": os.cpu_count(),
@@ -588,9 +609,9 @@ class Variant:
                 prefix = [f"PYTHONPATH={hook_dir}"]
                 argv = [bench.python, "-m", "langfuse_hook"]
             else:
-                # the repo's hook, copied so that this run owns its bytecode cache
-                shutil.copy2(HOOK, hook_dir / HOOK.name)
-                shutil.copytree(PACKAGE, hook_dir / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
+                # the hook of the measured source, copied so that this run owns its bytecode cache
+                shutil.copy2(bench.src / "hooks" / HOOK.name, hook_dir / HOOK.name)
+                shutil.copytree(bench.src / "hooks" / PACKAGE.name, hook_dir / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
                 argv = [bench.python, "-I", str(hook_dir / HOOK.name)]
         self.python = argv[0]
         self.entry = self.work / "hook" / HOOK.name if self.old else pathlib.Path(argv[-1])
@@ -653,12 +674,12 @@ class Variant:
         proc = subprocess.run(
             [
                 self.bench.python,
-                str(REPO / "scripts" / "settings_merge.py"),
+                str(self.bench.src / "scripts" / "settings_merge.py"),
                 "apply",
                 "--home",
                 str(self.home),
                 "--repo",
-                str(REPO),
+                str(self.bench.src),
                 "--env-file",
                 str(self.work / "no.env"),
             ],
@@ -846,6 +867,7 @@ class Bench:
         self.python = args.python
         self.claude = install_claude_cli()
         self.work = pathlib.Path(tempfile.mkdtemp(prefix="bench-hook-"))
+        self.src = export_source(args.source, self.work / "src")
         self.standin = StandinProcess(self.python, self.work)
         self.variants: list[Variant] = []
         self.commands: dict[str, str] = {}  # shell command -> label, for ProcWatch
@@ -1188,6 +1210,11 @@ def main(argv=None) -> int:
         default=",".join(VARIANTS),
         help="cached,no-bytecode (default both); old-cached,old-no-bytecode add the single-file hook of --old-rev in the same run",
     )
+    parser.add_argument(
+        "--source",
+        default="HEAD",
+        help="commit whose hooks/ and installer are measured (default HEAD, exported with git archive); worktree: the files as they are",
+    )
     parser.add_argument("--old-rev", default=OLD_REV, help=f"commit of the single-file hook for the old-* variants (default {OLD_REV})")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="fresh,grown,open,subagents (default all; grown needs fresh)")
     parser.add_argument("--turns", type=int, default=30, help="turns of the fresh scenario (default 30)")
@@ -1237,7 +1264,8 @@ def main(argv=None) -> int:
     print(f"work dir {bench.work}; stand-in {bench.standin.base_url}; claude {bench.claude}", flush=True)
     out = None
     try:
-        bench.results["machine"] = machine_info(args.python, bench.claude)
+        bench.results["machine"] = machine_info(args.python, bench.claude, bench.src)
+        bench.results["source"] = {"rev": args.source, "commit": git_rev(args.source)}
         bench.results["command"] = " ".join([sys.executable] + sys.argv)
         bench.results["load_start"] = loadavg()
         bench.results["started_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

@@ -39,10 +39,16 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "hooks"))
 
-from claude_code_langfuse import collect, config, hook, runtime, store  # noqa: E402
-from claude_code_langfuse.event import event_from_dict  # noqa: E402
+
+def use_source(work_dir: pathlib.Path) -> None:
+    """Import the package the benchmark measured (its git archive export in the work folder), not
+    a working tree someone may be editing."""
+    src = work_dir / "src" / "hooks"
+    sys.path.insert(0, str(src if src.is_dir() else REPO / "hooks"))
+    global collect, config, hook, runtime, store, event_from_dict
+    from claude_code_langfuse import collect, config, hook, runtime, store
+    from claude_code_langfuse.event import event_from_dict
 
 
 def installed_entry(variant_dir: pathlib.Path) -> pathlib.Path:
@@ -190,6 +196,7 @@ def main() -> int:
     ap.add_argument("--scenario", default="fresh", help="whose snapshot: fresh, grown or open (default fresh)")
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
+    use_source(pathlib.Path(args.work_dir))
     variant_dir = pathlib.Path(args.work_dir) / args.variant
     snap_dir = variant_dir / f"snap-{args.scenario}"
     if not (snap_dir / "snapshot.json").exists():

@@ -59,6 +59,7 @@ def cli_main(argv: list[str]) -> int:
     sub.add_parser("send")  # internal: the name of the worker before 0.2 (a sender already running during an upgrade)
     p = sub.add_parser("bootstrap")  # internal: builds the plugin's venv, then runs the worker
     p.add_argument("--takeover", action="store_true")  # accepted, as for worker: the venv's worker starts fresh anyway
+    p.add_argument("--now", action="store_true")  # by hand, after fixing what `status` reported: ignore the back-off
     args = parser.parse_args(argv)
     settings = load_settings()
     if args.command == "status":
@@ -84,5 +85,5 @@ def cli_main(argv: list[str]) -> int:
     if args.command in ("worker", "send"):
         return worker_main(settings, takeover=getattr(args, "takeover", False))
     if args.command == "bootstrap":
-        return bootstrap_main(settings)
+        return bootstrap_main(settings, now=getattr(args, "now", False))
     return 2

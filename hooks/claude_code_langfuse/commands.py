@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue, load_delivered, 
 from .files import FileLock, LockTimeout, Paths, access_advice, write_atomic
 from .inbox import list_news
 from .mute import load_muted
-from .runtime import self_command
+from .runtime import ENTRY, self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
 from .worker import RETRY_ON_NEWS_S, process_inbox
@@ -104,6 +105,26 @@ def next_try(sender: dict, queue_turns: int, running: bool | None) -> dict | Non
     return {"epoch": due, "text": f"{when}, or now: `{self_command()} drain`"}
 
 
+def bootstrap_warning(err: dict) -> str:
+    """The plugin's failed first-use setup: what, why, how to fix it, when it is tried again."""
+    python = str(err.get("python") or "python3").split(" ")[0]
+    due = err.get("next_attempt_epoch")
+    when = f"from {_age(due).split(' (')[0]} on" if isinstance(due, (int, float)) and due > time.time() else "now"
+    data = str(err.get("plugin_data") or "")
+    by_hand = (
+        f"`{'CLAUDE_PLUGIN_DATA=' + shlex.quote(data) + ' ' if data else ''}{shlex.quote(python)} -I {shlex.quote(ENTRY)} bootstrap --now`"
+    )
+    retry = (
+        f"it is tried again at the next Claude Code event {when}, or now: {by_hand}"
+        if err.get("kind") != "python"
+        else "it is tried again with the next Claude Code event once `python3` is new enough"
+    )
+    return (
+        f"the plugin's first-use setup failed ({err.get('kind')}, {err.get('failures') or 1} time(s), last {_age(err.get('time'))}): "
+        f"{err.get('detail')}. Fix: {err.get('advice')}. Then {retry}"
+    )
+
+
 def collect_status(settings: Settings) -> dict:
     paths = Paths(settings.state_dir)
     warnings = []
@@ -159,6 +180,9 @@ def collect_status(settings: Settings) -> dict:
     except OSError as e:
         inbox = 0
         warnings.append(access_advice(paths.inbox, e))
+    setup = sender.get("bootstrap_error")
+    if setup:
+        warnings.append(bootstrap_warning(setup))
     if inbox and not running:
         warnings.append(f"{inbox} hook event(s) wait in {paths.inbox} with no worker running: `drain` reads them now")
     if settings.config_error:
@@ -182,6 +206,7 @@ def collect_status(settings: Settings) -> dict:
         "last_success": sender.get("last_success"),
         "last_error": sender.get("last_error"),
         "last_attempt_epoch": sender.get("last_attempt_epoch") or 0,
+        "bootstrap_error": sender.get("bootstrap_error"),
         "next_attempt_epoch": sender.get("next_attempt_epoch") or 0,
         "next_try": next_try(sender, len(keys), running),
         "sent_total": sender.get("sent_total") or 0,

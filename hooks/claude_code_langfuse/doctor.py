@@ -7,7 +7,7 @@ import os
 import re
 import sys
 
-from .commands import collect_status
+from .commands import bootstrap_warning, collect_status
 from .config import HOOK_VERSION, Settings, claude_dir, display_url
 from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE, proxy_for, server_address
 from .files import read_json_file
@@ -232,6 +232,8 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
             if priced is not None:
                 checks.append(priced)
     st = collect_status(settings)
+    if st.get("bootstrap_error"):
+        checks.append(("plugin setup (first use)", False, bootstrap_warning(st["bootstrap_error"])))
     queue_ok = (
         not st["queue_corrupt_lines"] and st["queue_bytes"] <= settings.queue_warn_bytes and not (st["last_error"] and st["queue_turns"])
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .files import FileLock, Paths
+from .files import FileLock, Paths, write_atomic
 
 LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
 # the price source of `models sync` and `insights --source local` (kept equal to pyproject.toml's dependencies)
@@ -78,6 +78,91 @@ def key_fingerprint(public_key: str, secret_key: str, base_url: str) -> str:
     return sha256(f"{public_key}:{secret_key}:{base_url}".encode()).hexdigest()[:16]
 
 
+# ============================================================================ the plugin's first-use setup
+
+MIN_PYTHON = (3, 11)
+BOOTSTRAP_FIRST_BACKOFF_S = 30.0  # a failed setup (venv, pip) is tried again after this, doubling
+BOOTSTRAP_MAX_BACKOFF_S = 3600.0
+OLD_PYTHON_ADVICE = (
+    "the plugin needs Python {need} or newer as `python3` on Claude Code's PATH: install one (e.g. `sudo apt-get install "
+    "python3.11`, `brew install python@3.12`) and make it `python3`, or install with scripts/install-hook.sh instead (it "
+    "brings its own venv); the hook events wait in {inbox}, nothing is lost"
+)
+VENV_ADVICE = (
+    "`{python} -m venv` does not work here: on Debian/Ubuntu install the venv module (`sudo apt-get install python3-venv`, or "
+    "python3.X-venv for your version); the queue is kept"
+)
+PIP_ADVICE = (
+    "pip could not install {requirement} into {venv} (see the detail): check the network, a proxy (HTTPS_PROXY) or the "
+    "package index (PIP_INDEX_URL); the queue is kept"
+)
+
+
+def python_id() -> str:
+    """Which interpreter ran the setup: a failure is retried at once when this changes."""
+    return f"{sys.executable} {'.'.join(str(x) for x in sys.version_info[:3])}"
+
+
+def _read_status(paths: Paths) -> dict:
+    import json
+
+    try:
+        with open(paths.sender_status, "rb") as f:
+            status = json.loads(f.read().decode("utf-8", "replace"))
+    except (OSError, ValueError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def bootstrap_waits(paths: Paths) -> dict | None:
+    """The recorded setup failure while its back-off runs (for this same interpreter), else None."""
+    import time
+
+    err = _read_status(paths).get("bootstrap_error")
+    if not isinstance(err, dict) or err.get("python") != python_id():
+        return None
+    try:
+        return err if time.time() < float(err.get("next_attempt_epoch") or 0) else None
+    except (TypeError, ValueError):
+        return None
+
+
+def note_bootstrap(paths: Paths, log, kind: str = "", detail: str = "", advice: str = "") -> None:
+    """Record a failed setup in the sender status file (kind "" = it worked: clear it), with a
+    doubling back-off, and log it: `status` and `doctor` show it with how to fix it."""
+    import json
+    import time
+
+    status = _read_status(paths)
+    before = status.get("bootstrap_error") if isinstance(status.get("bootstrap_error"), dict) else {}
+    if not kind:
+        if not before:
+            return
+        status["bootstrap_error"] = None
+    else:
+        same = before.get("python") == python_id()
+        try:
+            failures = (int(before.get("failures") or 0) if same else 0) + 1
+        except (TypeError, ValueError):
+            failures = 1
+        wait = min(BOOTSTRAP_MAX_BACKOFF_S, BOOTSTRAP_FIRST_BACKOFF_S * 2 ** min(failures - 1, 20))
+        status["bootstrap_error"] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "kind": kind,
+            "detail": " ".join(detail.split())[-800:],  # pip's output is many lines: status shows one
+            "advice": advice,
+            "python": python_id(),
+            "plugin_data": os.environ.get("CLAUDE_PLUGIN_DATA") or "",
+            "failures": failures,
+            "next_attempt_epoch": time.time() + wait,
+        }
+        log.error("plugin setup failed (%s, %d time(s)): %s; %s; tried again in %d s", kind, failures, detail[-300:], advice, wait)
+    try:
+        write_atomic(paths.sender_status, json.dumps(status, ensure_ascii=False, indent=1).encode())
+    except OSError:
+        pass
+
+
 def wake_worker(paths: Paths, log, keys: str = "") -> None:
     """Start the detached worker unless one runs (it polls the inbox until it has been idle a while).
 
@@ -101,5 +186,16 @@ def wake_worker(paths: Paths, log, keys: str = "") -> None:
     python, command = sender_python(), "worker"
     if not python:
         # plugin install without its venv yet: the bootstrap builds it, then runs the worker
+        if sys.version_info < MIN_PYTHON:  # it could not even import the worker: say why, once per back-off
+            if not bootstrap_waits(paths):
+                version = ".".join(str(x) for x in sys.version_info[:3])
+                note_bootstrap(
+                    paths,
+                    log,
+                    "python",
+                    f"python3 is Python {version} ({sys.executable})",
+                    OLD_PYTHON_ADVICE.format(need=".".join(map(str, MIN_PYTHON)), inbox=paths.inbox),
+                )
+            return
         python, command = sys.executable, "bootstrap"
     spawn_detached(entry_argv(python, command, *args), log)

@@ -24,7 +24,17 @@ from .delivery import drain_queue, key_fingerprint, update_sender_status
 from .event import BadEvent, event_from_dict
 from .files import FileLock, Paths, access_advice, read_json_file, write_atomic
 from .inbox import SETTINGS_NAMES, SETTINGS_PREFIXES, is_secret_setting, list_news, read_news, remove_news
-from .runtime import RUNTIME_REQUIREMENTS, entry_argv, plugin_venv, sender_python, spawn_detached
+from .runtime import (
+    PIP_ADVICE,
+    RUNTIME_REQUIREMENTS,
+    VENV_ADVICE,
+    bootstrap_waits,
+    entry_argv,
+    note_bootstrap,
+    plugin_venv,
+    sender_python,
+    spawn_detached,
+)
 from .store import now_iso, queue_read
 
 LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
@@ -285,9 +295,13 @@ def worker_main(settings: Settings, linger: float = LINGER_S, takeover: bool = F
     return 0
 
 
-def bootstrap_main(settings: Settings) -> int:
+def bootstrap_main(settings: Settings, now: bool = False) -> int:
     """Plugin first use: queue the news, create the plugin's venv with the pinned SDK (once,
-    lock-guarded), then hand over to a worker in that venv."""
+    lock-guarded), then hand over to a worker in that venv.
+
+    A failed setup is recorded in the sender status file (status and doctor say why and how to
+    fix it) and not tried again before its back-off is over (30 s, doubling, at most an hour;
+    at once with another interpreter, or `bootstrap --now` run by hand)."""
     import subprocess
 
     os.umask(0o077)
@@ -310,9 +324,13 @@ def bootstrap_main(settings: Settings) -> int:
         return 0  # another bootstrap is installing
     try:
         if not sender_python():
+            if not now and bootstrap_waits(paths):
+                return 0  # failed a moment ago: the events are queued meanwhile; status says when it tries again
             log.info("creating the plugin venv %s with %s (first use)", venv, " ".join(RUNTIME_REQUIREMENTS))
+            stage = "venv"
             try:
                 subprocess.run([sys.executable, "-I", "-m", "venv", venv], check=True, capture_output=True, timeout=300, cwd=paths.dir)
+                stage = "pip"
                 subprocess.run(
                     [
                         os.path.join(venv, "bin", "python"),
@@ -330,16 +348,18 @@ def bootstrap_main(settings: Settings) -> int:
                     cwd=paths.dir,
                 )
             except (OSError, subprocess.SubprocessError) as e:
-                detail = getattr(e, "stderr", b"") or b""
-                log.error(
-                    "could not create the plugin venv %s: %s %s; the queue is kept; the next hook run tries again",
-                    venv,
-                    e,
-                    detail.decode("utf-8", "replace")[-500:] if isinstance(detail, bytes) else detail,
-                )
+                output = getattr(e, "stderr", b"") or getattr(e, "stdout", b"") or b""
+                output = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
+                detail = f"{e} {output.strip()[-500:]}".strip()
+                if stage == "venv":
+                    advice = VENV_ADVICE.format(python=sys.executable)
+                else:
+                    advice = PIP_ADVICE.format(requirement=" ".join(RUNTIME_REQUIREMENTS), venv=venv)
+                note_bootstrap(paths, log, stage, f"could not create the plugin venv {venv}: {detail}", advice)
                 return 1
             with open(os.path.join(venv, ".langfuse-ready"), "w") as f:
                 f.write("\n".join(RUNTIME_REQUIREMENTS) + "\n")
+            note_bootstrap(paths, log)  # a failure recorded before is over
     finally:
         lock.release()
     spawn_detached(entry_argv(os.path.join(venv, "bin", "python"), "worker"), log)

@@ -273,7 +273,10 @@ def test_without_genai_prices_the_command_says_how_to_install_it(langfuse_standi
     rc, out = run_sync(settings_for(langfuse_standin, tmp_path / "state"), [projects(tmp_path, OPUS55)], capsys=capsys)
     assert rc == 1 and langfuse_standin.models.posted == []
     assert "genai-prices is not installed" in out.err and "pip install 'genai-prices" in out.err
-    assert models.local_cost(OPUS55, SAMPLE_USAGE) is None or OPUS55 in models._PRICE_CACHE  # insights: no cost, no crash
+    monkeypatch.setattr(models, "_PRICE_CACHE", {})
+    assert models.local_cost(OPUS55, SAMPLE_USAGE) is None  # insights: no cost, no crash
+    name, ok, detail = models.doctor_check(settings_for(langfuse_standin, tmp_path / "state"), roots=[str(tmp_path / "projects")])
+    assert not ok and "genai-prices is not installed" in detail
 
 
 # ---------------------------------------------------------------------------- doctor

@@ -745,7 +745,7 @@ def render_json(report: Report, meta: dict) -> str:
 
 
 COST_BASIS = {
-    "local": "estimate from the built-in list-price table (unknown models unpriced)",
+    "local": "estimate from genai-prices' list prices under Langfuse's pricing rules (unknown models unpriced)",
     "langfuse": "computed by Langfuse from its model prices",
 }
 

@@ -19,6 +19,7 @@ from .records import (
     TraceContext,
     apply_trace_settings,
     project_name,
+    thinking_counts,
     trace_id_for,
     turn_record,
     turn_settles_later,
@@ -100,6 +101,7 @@ def collect_records(
         except Exception as e:  # one turn that cannot become a record never blocks the turns after it
             skip_unreadable_turn(turn, number, e)
             return
+        note_thinking(turn)
         for call in turn.tools.values():
             if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
                 link = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
@@ -129,6 +131,16 @@ def collect_records(
                 if link and link["start"] < turn.start_offset:
                     reemit(link)
                     break
+
+    def note_thinking(turn: Turn) -> None:
+        # did Claude Code record thinking text in this session? (`status`/`doctor` say when it never does)
+        omitted, shown = thinking_counts(turn)
+        if omitted or shown:
+            seen = dict(entry.get("thinking") or {})
+            seen["omitted"] = bool(seen.get("omitted")) or omitted > 0
+            seen["shown"] = bool(seen.get("shown")) or shown > 0
+            seen["at"] = time.time()
+            entry["thinking"] = seen
 
     def skip_unreadable_turn(turn: Turn, number: int, error: Exception) -> None:
         mark = f"dead:{turn.end_offset}"  # the same unchanged turn is dead-lettered once, not on every run

@@ -15,6 +15,7 @@ from .delivery import NOKEYS_ADVICE, DrainSummary, drain_queue, load_delivered, 
 from .files import FileLock, LockTimeout, Paths, access_advice, write_atomic
 from .inbox import list_news
 from .mute import load_muted
+from .records import THINKING_SUMMARIES_ADVICE
 from .runtime import ENTRY, self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
@@ -125,6 +126,31 @@ def bootstrap_warning(err: dict) -> str:
     )
 
 
+THINKING_RECENT_S = 7 * 86400
+
+
+def thinking_omitted_sessions(state: dict, now: float | None = None) -> list[str]:
+    """Sessions of the last 7 days whose thinking blocks all came without text (newest first):
+    the worker notes per transcript whether it saw thinking with and without text."""
+    now = time.time() if now is None else now
+    seen: dict[str, list] = {}
+    for entry in state["transcripts"].values():
+        thinking = entry.get("thinking")
+        sid = entry.get("session_id")
+        if not isinstance(thinking, dict) or not isinstance(sid, str):
+            continue
+        try:
+            at = float(thinking.get("at") or 0)
+        except (TypeError, ValueError):
+            continue
+        s = seen.setdefault(sid, [False, False, 0.0])
+        s[0] |= bool(thinking.get("omitted"))
+        s[1] |= bool(thinking.get("shown"))
+        s[2] = max(s[2], at)
+    found = [(at, sid) for sid, (omitted, shown, at) in seen.items() if omitted and not shown and now - at <= THINKING_RECENT_S]
+    return [sid for _, sid in sorted(found, reverse=True)]
+
+
 def collect_status(settings: Settings) -> dict:
     paths = Paths(settings.state_dir)
     warnings = []
@@ -163,6 +189,12 @@ def collect_status(settings: Settings) -> dict:
         warnings.append(problem)
     state = load_state(paths)
     sessions = {v.get("session_id") for v in state["transcripts"].values() if isinstance(v, dict) and isinstance(v.get("session_id"), str)}
+    no_thinking = thinking_omitted_sessions(state)
+    if no_thinking:
+        warnings.append(
+            f"thinking text is empty in {len(no_thinking)} recent session(s) (latest {no_thinking[0]}): Claude Code records "
+            f"thinking only when thinking summaries are on; to trace them, {THINKING_SUMMARIES_ADVICE}"
+        )
     if queue_bytes > settings.queue_warn_bytes:
         warnings.append(
             f"the queue is {queue_bytes / 1048576:.2f} MB (over {settings.queue_warn_bytes / 1048576:g} MB): "
@@ -214,6 +246,7 @@ def collect_status(settings: Settings) -> dict:
         "sender_running": bool(running),
         "inbox_events": inbox,
         "sessions_tracked": len(sessions),
+        "thinking_omitted_sessions": no_thinking,
         "muted_sessions": sorted(load_muted(settings.state_dir)) if settings.state_dir else [],
         "last_log_problem": _last_log_problem(paths.log),
         "log": paths.log,

@@ -11,6 +11,7 @@ from .commands import bootstrap_warning, collect_status
 from .config import HOOK_VERSION, Settings, claude_dir, display_url
 from .delivery import AUTH_ADVICE, NOKEYS_ADVICE, NOSDK_ADVICE, proxy_for, server_address
 from .files import read_json_file
+from .records import THINKING_SUMMARIES_ADVICE
 from .redaction import Redactor
 from .runtime import self_command
 
@@ -80,9 +81,9 @@ def shadowable(command: str) -> bool:
     return " -m langfuse_hook" in command
 
 
-def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
+def run_doctor(settings: Settings) -> list[tuple[str, bool | None, str]]:
     """(check, ok, detail or how to fix) for every part a trace passes through."""
-    checks: list[tuple[str, bool, str]] = []
+    checks: list[tuple[str, bool | None, str]] = []
     settings_path = os.path.join(claude_dir(), "settings.json")
     regs = hook_registrations(settings_path)
     missing = [k for k, v in regs.items() if not v]
@@ -243,6 +244,17 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
     if st["queue_turns"] and not st["sender_running"]:
         detail += f"; send now with `{self_command()} drain`"
     checks.append(("queue healthy", queue_ok, detail))
+    if st.get("thinking_omitted_sessions"):
+        # not a fault of the tracer (ok None: a note, not a FAIL): Claude Code did not record the text
+        sessions = st["thinking_omitted_sessions"]
+        checks.append(
+            (
+                "thinking text in traces",
+                None,
+                f"empty in {len(sessions)} recent session(s) (latest {sessions[0]}): Claude Code records thinking only "
+                f"with thinking summaries on; {THINKING_SUMMARIES_ADVICE}",
+            )
+        )
     try:
         mode = os.stat(settings.state_dir).st_mode & 0o777
         checks.append(
@@ -262,7 +274,7 @@ def run_doctor(settings: Settings) -> list[tuple[str, bool, str]]:
 def cmd_doctor(settings: Settings) -> int:
     checks = run_doctor(settings)
     for name, ok, detail in checks:
-        print(f"  {'ok  ' if ok else 'FAIL'}  {name:<32} {detail}")
-    failed = [c for c in checks if not c[1]]
+        print(f"  {'ok  ' if ok else 'note' if ok is None else 'FAIL'}  {name:<32} {detail}")
+    failed = [c for c in checks if c[1] is False]
     print(f"{len(checks) - len(failed)} of {len(checks)} checks passed" + ("" if not failed else "; fix the FAIL lines above"))
     return 1 if failed else 0

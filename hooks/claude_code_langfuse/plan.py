@@ -166,6 +166,9 @@ def build_plan(record: Any) -> Plan:
                 kwargs["model"] = str(raw["model"])
             if isinstance(raw.get("usage_details"), dict):
                 kwargs["usage_details"] = raw["usage_details"]
+            if isinstance(raw.get("model_parameters"), dict) and raw["model_parameters"]:
+                # langfuse.observation.model.parameters: Langfuse's price tiers select on them (speed == "fast")
+                kwargs["model_parameters"] = raw["model_parameters"]
             if raw.get("completion_start_time"):
                 kwargs["completion_start_time"] = _iso_to_datetime(raw["completion_start_time"], f"{where}.completion_start_time")
         observations[obs_id] = PlannedObservation(

@@ -42,10 +42,27 @@ def usage_details(usage: dict) -> dict | None:
     return out or None
 
 
+THINKING_SUMMARIES_ADVICE = (
+    'set "showThinkingSummaries": true in ~/.claude/settings.json (or a project\'s .claude/settings.json), '
+    "or pass --thinking-display summarized to claude -p"
+)
+THINKING_OMITTED_NOTE = (
+    'Claude Code recorded no thinking text: it asks the API for thinking with display "omitted" '
+    "unless thinking summaries are on. To trace them, " + THINKING_SUMMARIES_ADVICE + "."
+)
+
+
+def thinking_omitted(b: dict) -> bool:
+    """A thinking block whose text Claude Code did not record (a signature and an empty string)."""
+    return b.get("type") == "thinking" and not (isinstance(b.get("thinking"), str) and b["thinking"].strip())
+
+
 def block_for_output(b: dict) -> dict:
     t = b.get("type")
     if t == "text":
         return {"type": "text", "text": b.get("text", "")}
+    if thinking_omitted(b):
+        return {"type": "thinking", "omitted": True, "note": THINKING_OMITTED_NOTE}
     if t == "thinking":
         return {"type": "thinking", "thinking": b.get("thinking", "")}
     if t == "redacted_thinking":
@@ -80,6 +97,58 @@ def turn_title(turn: Turn) -> str:
     return first if len(first) <= 120 else first[:117] + "..."
 
 
+def model_parameters(gen: Generation) -> dict | None:
+    """How one API call was made, as Langfuse's `model_parameters` (its price tiers select on them,
+    e.g. Claude's fast mode on speed == "fast"): the billed speed and service tier of the response's
+    usage, and the request's effort, max_tokens and thinking settings from its `api-request` line."""
+    usage, req, line = gen.usage or {}, gen.request or {}, gen.line_meta or {}
+    out: dict = {}
+    speed = usage.get("speed") or req.get("speed")  # the response says what was billed (a fast request can fall back)
+    if isinstance(speed, str) and speed:
+        out["speed"] = speed
+    tier = usage.get("service_tier") or req.get("service_tier")
+    if isinstance(tier, str) and tier:
+        out["service_tier"] = tier
+    config = req.get("output_config") if isinstance(req.get("output_config"), dict) else {}
+    effort = config.get("effort") or line.get("effort")
+    if isinstance(effort, str) and effort:
+        out["effort"] = effort
+    if isinstance(req.get("max_tokens"), int) and not isinstance(req.get("max_tokens"), bool):
+        out["max_tokens"] = req["max_tokens"]
+    thinking = req.get("thinking") if isinstance(req.get("thinking"), dict) else {}
+    if isinstance(thinking.get("type"), str):
+        out["thinking"] = thinking["type"]  # adaptive, enabled, disabled
+    if isinstance(thinking.get("budget_tokens"), int) and not isinstance(thinking.get("budget_tokens"), bool):
+        out["thinking_budget_tokens"] = thinking["budget_tokens"]
+    display = thinking.get("display") or line.get("thinkingDisplay")
+    if isinstance(display, str) and display:
+        out["thinking_display"] = display
+    for key in ("temperature", "top_p", "top_k"):
+        if isinstance(req.get(key), (int, float)) and not isinstance(req.get(key), bool):
+            out[key] = req[key]
+    geo = usage.get("inference_geo")
+    if isinstance(geo, str) and geo:
+        out["inference_geo"] = geo
+    return out or None
+
+
+def thinking_counts(turn: Turn) -> tuple[int, int]:
+    """(thinking blocks without text, thinking blocks with text) of a turn and its subagent runs."""
+    omitted = shown = 0
+    for item in turn.items:
+        if isinstance(item, Generation) and not item.synthetic:
+            for b in item.blocks:
+                if b.get("type") == "thinking":
+                    if thinking_omitted(b):
+                        omitted += 1
+                    else:
+                        shown += 1
+        elif isinstance(item, ToolCall) and item.agent is not None:
+            o, s = thinking_counts(item.agent)
+            omitted, shown = omitted + o, shown + s
+    return omitted, shown
+
+
 class TraceContext(NamedTuple):
     session_id: str
     user_id: str
@@ -110,9 +179,10 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
                 )
                 continue
             meta = {"message_id": item.message_id, "request_id": item.request_id, "stop_reason": item.stop_reason}
-            for k in ("service_tier", "speed"):
-                if item.usage.get(k):
-                    meta[k] = item.usage[k]
+            params = model_parameters(item)
+            for k in ("service_tier", "speed", "effort"):  # also in metadata, for filtering
+                if params and params.get(k):
+                    meta[k] = params[k]
             thinking = (
                 (item.usage.get("output_tokens_details") or {}).get("thinking_tokens")
                 if isinstance(item.usage.get("output_tokens_details"), dict)
@@ -128,11 +198,14 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
                     item.model or "claude",
                     item.start or item.first_ts,
                     item.end,
+                    # what was added to the conversation since the previous call: prompt, tool results, feedback
+                    input=item.input or None,
                     output={"role": "assistant", "content": [block_for_output(b) for b in item.blocks]},
                     metadata=meta,
                     model=item.model,
                     usage=usage_details(item.usage),
                     completion_start=item.first_ts,
+                    model_parameters=params,
                 )
             )
         elif isinstance(item, ToolCall):
@@ -234,6 +307,7 @@ def _obs(
     model=None,
     usage=None,
     completion_start=None,
+    model_parameters=None,
 ) -> dict:
     start = start or end
     end = end or start
@@ -254,6 +328,7 @@ def _obs(
         "model": model,
         "usage_details": usage,
         "completion_start_time": completion_start if typ == "generation" else None,
+        "model_parameters": model_parameters if typ == "generation" else None,
     }
 
 

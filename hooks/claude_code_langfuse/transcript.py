@@ -46,6 +46,21 @@ _ATTACHMENT_HEAD_RE = re.compile(
 
 
 _NOT_NEEDED = object()  # a blank line, or a big line of a kind the hook never reads
+_PARAMS_KEY = b'"params":'
+_PARAMS_WINDOW = 16384  # `params` (model, max_tokens, thinking, effort, speed) comes early; the list of message hashes after it grows
+
+
+def _head_params(buf: bytes, begin: int, end: int) -> dict:
+    """{"params": {...}} of a big api-request line, decoded from its first bytes only; {} if not there."""
+    at = buf.find(_PARAMS_KEY, begin, min(end, begin + _PARAMS_WINDOW))
+    if at < 0:
+        return {}
+    window = buf[at + len(_PARAMS_KEY) : min(end, at + _PARAMS_WINDOW)].decode("utf-8", "replace").lstrip()
+    try:
+        params, _ = json.JSONDecoder().raw_decode(window)
+    except (ValueError, RecursionError):
+        return {}
+    return {"params": params} if isinstance(params, dict) else {}
 
 
 def _decode_line(buf: bytes, begin: int, end: int) -> Any:
@@ -57,7 +72,12 @@ def _decode_line(buf: bytes, begin: int, end: int) -> Any:
             head = buf[begin : begin + 512]
             rid, ts = _HEAD_ID_RE.search(head), _HEAD_TS_RE.search(head)
             if rid and ts:
-                return {"type": "api-request", "id": rid.group(1).decode(), "timestamp": ts.group(1).decode()}
+                return {
+                    "type": "api-request",
+                    "id": rid.group(1).decode(),
+                    "timestamp": ts.group(1).decode(),
+                    **_head_params(buf, begin, end),
+                }
     line = buf[begin:end]
     if not line or line.isspace():
         return _NOT_NEEDED

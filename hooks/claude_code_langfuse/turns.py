@@ -108,6 +108,9 @@ class Generation:
         "end",
         "synthetic",
         "api_error",
+        "request",
+        "line_meta",
+        "input",
     )
 
     def __init__(self, message_id: str, model: str, request_id: str = "", start: str = "", first_ts: str = ""):
@@ -118,6 +121,9 @@ class Generation:
         self.usage_output_tokens = -1
         self.stop_reason: str | None = None
         self.synthetic = self.api_error = False
+        self.request: dict = {}  # the request parameters of its api-request line (request_params)
+        self.line_meta: dict = {}  # per-call fields of its first line: effort, thinkingDisplay, ...
+        self.input: list = []  # what was added to the conversation since the previous API call
 
     @property
     def text(self) -> str:
@@ -197,6 +203,8 @@ class Turn:
         self.duration_ts = ""  # the turn_duration line Claude Code writes when the turn is over
         self.duration_ms: int | float | None = None  # its durationMs
         self.queued_prompts: list[tuple[str, str]] = []  # (row uid, text) typed while Claude was working
+        # what was added to the conversation since the last API response (the next generation's input)
+        self.pending_input: list[dict] = []
         self.items: list = []  # Generation | ToolCall | Event, in file order
         self.generations: dict = {}
         self.tools: dict = {}
@@ -253,13 +261,14 @@ class TurnBuilder:
         self.last_ts = ""
         self.held: list = []
         self.request_ts: dict[str, str] = {}
+        self.request_params: dict[str, dict] = {}  # api-request id -> its model parameters (request_params)
 
     # -- helpers
     def _new_turn(self, row: Row, kind: str) -> Turn:
         d = row.data
         key = d.get("promptId") or d.get("uuid") or f"offset-{row.start}"
         msg = d.get("message") or {}
-        return Turn(
+        turn = Turn(
             key=str(key),
             kind=kind,
             start_offset=row.start,
@@ -269,6 +278,8 @@ class TurnBuilder:
             end_offset=row.end,
             meta_row=d,
         )
+        _add_input(turn, "user", prompt_text(turn.prompt))
+        return turn
 
     def feed(self, row: Row) -> Turn | None:
         d = row.data
@@ -277,6 +288,8 @@ class TurnBuilder:
             # 2.1.x: written when the request goes out; its id is the assistant lines' requestRef
             if self.current is not None and d.get("id") and d.get("timestamp"):
                 self.request_ts[str(d["id"])] = norm_ts(d.get("timestamp"))
+            if self.current is not None and d.get("id") and isinstance(d.get("params"), dict):
+                self.request_params[str(d["id"])] = request_params(d["params"])
             return None
         if kind_of_row == "attachment":
             # text the user typed while Claude was working joins the running turn as an attachment
@@ -373,6 +386,7 @@ class TurnBuilder:
         turn.items.append(Event("queued-prompt" if human else "queued-command", ts, uid, "DEFAULT", text, meta))
         if human and text and all(uid != u for u, _ in turn.queued_prompts):
             turn.queued_prompts.append((uid, text))
+        _add_input(turn, "user", text)
         turn.end_offset = row.end
 
     def _user_row(self, row: Row, ukind: str, ts: str) -> None:
@@ -387,6 +401,11 @@ class TurnBuilder:
             for b in blocks:
                 call = turn.tools.get(b.get("tool_use_id"))
                 result_meta = d.get("toolUseResult") if len(blocks) == 1 else None
+                result = {"role": "tool", "tool_use_id": b.get("tool_use_id"), "name": call.name if call else None}
+                result["content"] = tool_result_output(b.get("content"))
+                if b.get("is_error"):
+                    result["is_error"] = True
+                turn.pending_input.append({k: v for k, v in result.items() if v is not None})
                 if call is None:
                     turn.items.append(
                         Event(
@@ -408,6 +427,7 @@ class TurnBuilder:
                     call.agent_id = agent_id_from_result(result_meta, call.output)
         elif ukind == "meta":
             text = content_text(content)
+            _add_input(turn, "user", text)
             if turn.kind == "slash-command" and not turn.command_expansion and not turn.generations:
                 turn.command_expansion = text
             elif d.get("sourceToolUseID"):
@@ -415,13 +435,17 @@ class TurnBuilder:
             else:
                 turn.items.append(Event("context", ts, uid, "DEBUG", text))
         elif ukind == "stop-hook-feedback":
+            _add_input(turn, "user", content_text(content))
             turn.items.append(Event("stop-hook-feedback", ts, uid, "DEFAULT", content_text(content)))
         elif ukind == "interrupt":
             turn.interrupted = True
+            _add_input(turn, "user", content_text(content))
             turn.items.append(Event("interrupted", ts, uid, "WARNING", content_text(content)))
         elif ukind == "compact-summary":
+            _add_input(turn, "user", content_text(content))
             turn.items.append(Event("compaction-summary", ts, uid, "DEFAULT", content_text(content)))
         elif ukind in ("local-command", "local-command-output", "bash-mode"):
+            _add_input(turn, "user", content_text(content))
             turn.items.append(Event(ukind, ts, uid, "DEBUG", content_text(content)))
         # local-caveat and empty rows carry nothing worth keeping
 
@@ -440,6 +464,10 @@ class TurnBuilder:
             gen = Generation(message_id=mid, model=model, request_id=str(d.get("requestId") or ""), start=start, first_ts=ts)
             gen.synthetic = model == "<synthetic>" or bool(d.get("isApiErrorMessage"))
             gen.api_error = bool(d.get("isApiErrorMessage"))
+            if not gen.synthetic:  # a failed call's input is sent again with the retry that answers it
+                gen.request = self.request_params.get(str(d.get("requestRef") or ""), {})
+                gen.line_meta = {k: d[k] for k in CALL_FIELDS if _scalar(d.get(k))}
+                gen.input, turn.pending_input = turn.pending_input, []
             turn.generations[mid] = gen
             turn.items.append(gen)
         gen.end = max(gen.end, ts) if gen.end else ts
@@ -501,6 +529,35 @@ class TurnBuilder:
             turn.items.append(Event("api-error", ts, uid, "WARNING", d.get("error") or d.get("content"), meta))
         elif sub == "local_command":
             turn.items.append(Event("local-command", ts, uid, "DEBUG", d.get("content")))
+
+
+# per-call fields Claude Code 2.1.x writes on assistant lines (observed with 2.1.328)
+CALL_FIELDS = ("effort", "perTurnEffort", "thinkingDisplay", "requestedModel", "promptCacheRequested")
+# request parameters of an `api-request` line's `params` that say how the call was made (not what it carried)
+REQUEST_PARAM_KEYS = ("model", "max_tokens", "thinking", "output_config", "speed", "temperature", "top_p", "top_k", "service_tier")
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, bool)) or (isinstance(value, float) and math.isfinite(value))
+
+
+def request_params(params: dict) -> dict:
+    """The parameters of one API call, small values only (no betas, tools, messages)."""
+    out: dict = {}
+    for key in REQUEST_PARAM_KEYS:
+        value = params.get(key)
+        if _scalar(value):
+            out[key] = value
+        elif isinstance(value, dict):
+            small = {k: v for k, v in value.items() if isinstance(k, str) and _scalar(v)}
+            if small:
+                out[key] = small
+    return out
+
+
+def _add_input(turn: Turn, role: str, text: str) -> None:
+    if text:
+        turn.pending_input.append({"role": role, "content": text})
 
 
 def blocks_text(content: Any, other_blocks: bool = False) -> str:

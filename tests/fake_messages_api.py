@@ -337,8 +337,17 @@ class _Handler(BaseHTTPRequestHandler):
             "content": copy.deepcopy(scripted["content"]),
             "stop_reason": scripted["stop_reason"],
             "stop_sequence": None,
-            "usage": copy.deepcopy(scripted["usage"]),
+            "usage": self._usage(body, scripted),
         }
+
+    @staticmethod
+    def _usage(body: dict, scripted: dict) -> dict:
+        """The scripted usage; like the real API, it says the speed a fast-mode request (`speed` in
+        the body) was served at, unless the script says otherwise (e.g. a fall back to standard)."""
+        out = copy.deepcopy(scripted["usage"])
+        if isinstance(body.get("speed"), str) and "speed" not in out:
+            out["speed"] = body["speed"]
+        return out
 
     def _json(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

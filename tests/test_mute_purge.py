@@ -204,6 +204,10 @@ def test_purge_from_the_command_line(tmp_path, langfuse_standin):  # noqa: F811
     assert "to delete 4 trace(s) of session" in proc.stdout and "(2 found on the server)" in proc.stdout
     assert {o.session_id for o in langfuse_standin.observations()} == {A}
     assert json.loads(run_cli(env, "status", "--json").stdout)["muted_sessions"] == [B]
+    # A's hook event came while purge held the worker lock: purge started a worker for it
+    wait_for_worker(paths.dir)
+    assert list_news(paths.inbox) == []
+    assert {o.session_id for o in langfuse_standin.observations()} == {A}
 
 
 def test_purge_with_the_server_down_does_the_local_part_and_says_to_run_it_again(tmp_path, langfuse_standin, capsys):  # noqa: F811

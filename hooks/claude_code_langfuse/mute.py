@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from .config import LOCK_TIMEOUT_S, Settings, display_url, ensure_state_dir
+from .config import LOCK_TIMEOUT_S, Settings, display_url, ensure_state_dir, load_settings
 from .files import FileLock, LockTimeout, Paths, read_json_file, write_atomic
 from .inbox import list_news, read_news, remove_news
 from .store import load_state, now_iso, queue_read
@@ -214,6 +214,19 @@ def _check(response, base_url: str, what: str) -> None:
     raise PurgeError(f"Langfuse at {base_url} could not {what} (HTTP {status}: {said})")
 
 
+def _wake_for_waiting_events(paths: Paths, settings: Settings) -> None:
+    """Hook events of other sessions that came while purge held the worker lock found no worker to
+    start (it looked busy): start one now, so they do not wait for the next event."""
+    try:
+        if list_news(paths.inbox) and load_settings().state_dir == paths.dir:  # the worker reads our environment
+            from .config import LazyLog
+            from .runtime import wake_worker
+
+            wake_worker(paths, LazyLog(settings))
+    except Exception:  # never fail the purge over it: the next hook event starts the worker anyway
+        pass
+
+
 def cmd_purge(settings: Settings, session_id: str) -> int:
     """Mute the session, drop what waits locally, delete its traces in Langfuse."""
     session_id = (session_id or "").strip()
@@ -259,6 +272,7 @@ def cmd_purge(settings: Settings, session_id: str) -> int:
             return 1
     finally:
         lock.release()
+        _wake_for_waiting_events(paths, settings)
     print(
         f"asked Langfuse at {display_url(base)} to delete {len(targets)} trace(s) of session {session_id} "
         f"({len(found)} found on the server); Langfuse deletes in the background, so they may show for a few minutes"

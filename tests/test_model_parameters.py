@@ -42,7 +42,7 @@ FAST_PARAMS = {
 }
 
 
-def api_call(t, *blocks, params=None, u=None, tail=0, msg_id=None, line_fields=None):
+def api_call(t, *blocks, params=None, u=None, tail=0, msg_id=None, line_fields=None, model=MODEL):
     """One API call as 2.1.328 writes it: an `api-request` line (params; `tail` message hashes make
     it a big line), then one assistant line per block carrying requestRef and the per-call fields."""
     ref = f"req-{len(t.rows)}-{t.session_id[:8]}"
@@ -64,7 +64,7 @@ def api_call(t, *blocks, params=None, u=None, tail=0, msg_id=None, line_fields=N
     stop = "tool_use" if any(b.get("type") == "tool_use" for b in blocks) else "end_turn"
     rows = []
     for i, b in enumerate(blocks):
-        message = {"model": MODEL, "id": mid, "type": "message", "role": "assistant", "content": [b], "stop_reason": stop, "usage": final}
+        message = {"model": model, "id": mid, "type": "message", "role": "assistant", "content": [b], "stop_reason": stop, "usage": final}
         fields = {"message": message, "requestId": f"r{mid}", "apiBlockIndex": i, "requestRef": ref, "requestedModel": MODEL}
         fields.update(line_fields if line_fields is not None else {"effort": "medium", "thinkingDisplay": "omitted"})
         rows.append(t.write(t.envelope("assistant", **fields)))
@@ -171,6 +171,29 @@ def test_model_parameters_reach_langfuse_as_the_sdk_sends_them(session, runner, 
     assert all(
         "langfuse.observation.model.parameters" not in o.attributes for o in langfuse_standin.observations() if o.type != "generation"
     )
+
+
+@pytest.mark.parametrize("speed", ["fast", "standard"])
+def test_langfuse_prices_what_we_send_at_the_fast_tier(session, runner, langfuse_standin, speed):
+    """Langfuse's pricing rule (stand-in: tests/standin_models.py, its 4.16 claude-opus-5 definition
+    with a "Fast mode" tier on model_parameters.speed) applied to the spans as received."""
+    session.prompt("say hi")
+    api_call(session, text("Hi!"), u=fast_usage(speed=speed), model="claude-opus-5")
+    session.stop_hook_summary()
+    session.turn_duration()
+    (rec,) = runner.run(stop_event(session, "Hi!"))
+    sender = Sender(SendSettings(langfuse_standin.public_key, langfuse_standin.secret_key, langfuse_standin.base_url, 5.0))
+    try:
+        assert sender.send(rec).outcome == "accepted"
+    finally:
+        sender.close()
+    (gen,) = [o for o in langfuse_standin.observations() if o.type == "generation"]
+    cost, tier = langfuse_standin.models.cost(gen.model, gen.usage_details, gen.model_parameters)
+    print(f"{speed}: model parameters {gen.model_parameters}, usage {gen.usage_details} -> {tier} ${cost:.6f}")
+    # 100 input, 20 output, 300 5m cache writes at $5/$25/$6.25 per Mtok (fast: double)
+    standard = (100 * 5 + 20 * 25 + 300 * 6.25) / 1e6
+    assert tier == ("Fast mode" if speed == "fast" else "Standard")
+    assert cost == pytest.approx(standard * (2 if speed == "fast" else 1))
 
 
 # ---------------------------------------------------------------------------- 3. cache writes: total or split, never both

@@ -84,13 +84,11 @@ def test_401_then_down_then_hanging_then_healthy_the_next_stop_delivers_the_whol
         rig.hook(stop_event(t))
     wait_for(lambda: holds.count, "a request to reach the hanging server")
     wait_for(lambda: "no answer" in ((rig.last_error() or {}).get("detail") or ""), "the timeout")
-    rig.wait_sender_idle()
     langfuse_standin.release()
     langfuse_standin.hanging = False
-    expected = expected_turns(t)
-    assert rig.status()["queue_turns"] == len(expected) == 7
+    assert len(rig.queued_keys()) == len(expected_turns(t)) == 7
 
-    # healthy again: the very next Stop (right after the last failure) delivers everything
+    # healthy again: the next Stop delivers everything
     t.simple_turn("healthy", "answer healthy")
     expected = expected_turns(t)
     started = time.monotonic()
@@ -101,6 +99,33 @@ def test_401_then_down_then_hanging_then_healthy_the_next_stop_delivers_the_whol
     assert took < 12, f"the queue waited {took:.1f} s after the Stop"
     st = rig.status()
     assert st["last_error"] is None and st["queue_turns"] == 0 and st["sent_total"] == 8
+
+
+def test_a_stop_right_after_a_failure_delivers_once_the_retry_gap_is_over(rig, langfuse_standin):
+    """The last attempt failed a moment ago (here: 0.5 s) and its back-off runs for minutes; the
+    server is fine again. The Stop that comes now is a reason to retry as soon as the last try
+    is RETRY_ON_NEWS_S old: the worker waits for that moment instead of exiting (the next hook
+    event may be hours away)."""
+    from claude_code_langfuse.worker import RETRY_ON_NEWS_S
+
+    t = rig.transcript()
+    t.simple_turn("queued during the outage", "kept")
+    langfuse_standin.stop()
+    rig.hook(stop_event(t))
+    rig.wait_failure("retry")
+    langfuse_standin.start()
+    status = rig.state / "langfuse_sender.json"
+    data = json.loads(status.read_text())
+    data.update(last_attempt_epoch=time.time() - 0.5, next_attempt_epoch=time.time() + 300, consecutive_failures=7)
+    status.write_text(json.dumps(data))
+    t.simple_turn("right after the failure", "delivered")
+    expected = expected_turns(t)
+    started = time.monotonic()
+    rig.hook(stop_event(t))
+    rig.wait_delivered(expected)
+    took = time.monotonic() - started
+    assert_delivered_exactly_once(langfuse_standin, expected)
+    assert RETRY_ON_NEWS_S - 1 <= took < RETRY_ON_NEWS_S + 6, f"delivered after {took:.1f} s"
 
 
 def test_status_says_when_the_next_try_is(rig, langfuse_standin):

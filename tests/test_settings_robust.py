@@ -347,6 +347,12 @@ def test_the_hook_never_writes_into_its_working_directory(open_tmp, case):
         import time
 
         time.sleep(1.0)  # a worker, had one been started, would have written by now
+        for args in (["status"], ["drain"]):
+            proc = subprocess.run(
+                [python, "-I", HOOK, *args], env=env, cwd=str(project), capture_output=True, text=True, timeout=60, **run_as
+            )
+            assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+            assert "not an absolute path" in proc.stdout + proc.stderr or "no state folder" in proc.stdout + proc.stderr
     assert _files_under(project) == before, "the hook wrote into the project"
 
 

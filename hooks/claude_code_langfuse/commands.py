@@ -281,6 +281,11 @@ def format_status(st: dict) -> str:
 
 
 def cmd_status(settings: Settings, as_json: bool) -> int:
+    if not settings.state_dir:  # nothing to look at, and never the working directory
+        print(
+            json.dumps({"state_dir": "", "warnings": [settings.config_error]}, indent=1) if as_json else f"status: {settings.config_error}"
+        )
+        return 1
     st = collect_status(settings)
     print(json.dumps(st, indent=1) if as_json else format_status(st))
     return 0
@@ -323,6 +328,9 @@ def retry_dead_letters(paths: Paths) -> int:
 
 
 def cmd_drain(settings: Settings, retry_dead: bool) -> int:
+    if not settings.state_dir:
+        print(f"drain: {settings.config_error}", file=sys.stderr)
+        return 1
     try:
         return _drain(settings, retry_dead)
     except OSError as e:  # a file of the state folder we may not read or write (left by a sudo run?)

@@ -304,3 +304,31 @@ def test_imports_run_one_way_down_the_module_map():
                 if target in ("hook", "cli") or MODULE_ORDER.index(target) >= MODULE_ORDER.index(name):
                     wrong.append(f"{name} imports {target}")
     assert wrong == []
+
+
+def test_a_worker_that_fails_unexpectedly_says_so_and_releases_its_lock(tmp_path, monkeypatch):
+    from claude_code_langfuse import config, worker
+    from claude_code_langfuse.files import FileLock
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(record.getMessage())
+
+    log = logging.getLogger("cc-langfuse-test-worker-crash")
+    log.propagate = False
+    log.addHandler(Capture())
+    monkeypatch.setattr(config, "_LOGGER", log)
+    monkeypatch.chdir(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(worker, "run_worker", broken)
+    settings = config.Settings(state_dir=str(tmp_path / "state"))
+    assert worker.worker_main(settings) == 1
+    assert any("the worker stopped on an unexpected error" in line and "the next hook event starts a new worker" in line for line in lines)
+    lock = FileLock(Paths(settings.state_dir).worker_lock, timeout=0)
+    assert lock.acquire(blocking=False), "the lock must be free for the next worker"
+    lock.release()

@@ -284,6 +284,13 @@ def worker_main(settings: Settings, linger: float = LINGER_S, takeover: bool = F
             write_atomic(paths.worker_keys, key_fingerprint(settings).encode())
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
             run_worker(settings, paths, log, linger)
+        except Exception as e:  # a bug of ours: say so where `status` looks; nothing is lost
+            log.exception(
+                "the worker stopped on an unexpected error: %s; the events stay in the inbox and the queue is kept; "
+                "the next hook event starts a new worker (or run `drain`)",
+                e,
+            )
+            return 1
         finally:
             update_sender_status(paths, pid=None)
             lock.release()

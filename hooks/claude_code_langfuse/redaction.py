@@ -87,8 +87,9 @@ def _marker(kind):
 
 def _after(prefix_len):
     # Left word boundary checked after a literal prefix of this length, so the engine can
-    # still jump straight to the literal.
-    return r"(?<![A-Za-z0-9_\-][\s\S]{%d})" % prefix_len
+    # still jump straight to the literal. A letter after a backslash is an escape ("\n" in a
+    # JSON-encoded line), not part of a word.
+    return r"(?<!(?<!\\)[A-Za-z0-9_\-][\s\S]{%d})" % prefix_len
 
 
 # (kind, literals of which one must occur, regex). One scan per rule: each regex starts with a
@@ -145,7 +146,7 @@ _TOKEN_RULES = tuple(
         (
             "azure-client-secret",
             ("Q~",),
-            r"(?<![A-Za-z0-9_~.\-])[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}(?![A-Za-z0-9_~.\-])",
+            r"(?<!(?<!\\)[A-Za-z0-9_~.\-])[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.\-]{31,34}(?![A-Za-z0-9_~.\-])",
         ),
         ("rubygems-key", ("rubygems_",), r"rubygems_" + _after(9) + r"[a-f0-9]{48}(?![A-Za-z0-9])"),
         ("pulumi-token", ("pul-",), r"pul-" + _after(4) + r"[a-f0-9]{40}(?![A-Za-z0-9])"),
@@ -209,11 +210,11 @@ _HEX64_RE = _LazyRe(r"[0-9a-f]{64}")
 # .netrc: machine <host> login <user> password <secret> (one line or several; JSON-escaped too).
 _NETRC_GAP = r"(?:[ \t\r\n]|\\[nrt]){1,16}"
 _NETRC_RE = _LazyRe(
-    r"(?<![a-z0-9_\-])(?:machine[ \t]+[^\s\\]{1,256}|default)"
+    r"(?<![a-z0-9_\-])(?:machine[ \t]+[^\s\\'\"]{1,256}|default)"
     + _NETRC_GAP
-    + r"login[ \t]+[^\s\\]{1,256}"
+    + r"login[ \t]+[^\s\\'\"]{1,256}"
     + _NETRC_GAP
-    + r"password[ \t]+(?P<pw>[^\s\\]{1,1024})"
+    + r"password[ \t]+(?P<pw>[^\s\\'\"]{1,1024})"
 )
 # PHP define('AUTH_KEY', '...') (WordPress salts and keys, DB_PASSWORD).
 _DEFINE_RE = _LazyRe(
@@ -326,6 +327,7 @@ def _in_command_position(text, start):
 _NAME_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _BRACKET_RE = _LazyRe(r"[()\[\]{}]")
 _DIGIT_RE = _LazyRe(r"[0-9]")
+_PROSE_AFTER_RE = _LazyRe(r"[ \t]+[A-Za-z]")
 
 _SECRET_LAST = frozenset(
     (
@@ -478,7 +480,11 @@ _PLACEHOLDER_WORDS = frozenset(
 # anything with "..." or "…"; values already "[REDACTED:...]". A real-looking word such as
 # "hunter2" or "correcthorse" is not a placeholder.
 _PLACEHOLDER_CHARS = frozenset("xX*.-_#?… ")
-_TEMPLATE_RE = _LazyRe(r"\$\(|\$\{?[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
+_TEMPLATE_RE = _LazyRe(r"\$\(|\$\{[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\)s|%s")
+# "$PASSWORD", "u:$PW@host", "Bearer $TOKEN" are templates; "T9$kq#2Lm!x" (a generated salt
+# with a "$" in it) is not: what is left around the $VARs must be plain.
+_SHELL_VAR_RE = _LazyRe(r"\$[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_AROUND_VARS_RE = _LazyRe(r"[A-Za-z0-9_\-./:@ =,+\"']*")
 _IDENT_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _DOTTED_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
 _CAMEL_RE = _LazyRe(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -571,6 +577,8 @@ def _is_placeholder(value):
     if s[0] == "<" or (s[0] == "[" and s[-1] == "]") or (len(s) > 2 and s[0] == "%" and s[-1] == "%"):
         return True
     if _TEMPLATE_RE.search(s):
+        return True
+    if "$" in s and _SHELL_VAR_RE.search(s) and _PLAIN_AROUND_VARS_RE.fullmatch(_SHELL_VAR_RE.sub("", s)):
         return True
     low = s.lower()
     if low in _PLACEHOLDER_WORDS:
@@ -858,6 +866,8 @@ class Redactor:
             scheme = m.group("scheme")
             if not _credential_like(cred):
                 return None
+            if cred[:5].lower() in ("aws4-", "goog4"):
+                return None  # SigV4 names its algorithm here; the Signature= rule takes the secret
             kind = "bearer-token" if scheme == "bearer" else "authorization"
             return start, end, _marker(kind)
 
@@ -952,8 +962,10 @@ class Redactor:
             if flag in _CLI_CREDS_FLAGS and family == "registry":
                 mode = "creds"
             elif any(flag.startswith(a) and len(flag) > len(a) for a in attached):
-                after = flag_m.start() + 2
+                after = flag_m.start() + len(next(a for a in attached if flag.startswith(a)))
                 mode = "attached"
+            elif flag in attached and text[after : after + 1] not in ("", " ", "\t", "="):
+                mode = "attached"  # -p'secret', -p!Secret9, -p$VAR (a template, kept below)
             elif flag in spaced or flag in equals or flag in attached:
                 if flag == "-p" and needs_login and not has_login:
                     continue
@@ -965,8 +977,6 @@ class Redactor:
                     while text[after : after + 1] in (" ", "\t"):
                         after += 1
                     mode = "spaced"
-                elif nxt and nxt in "'\"\\" and flag in attached:
-                    mode = "attached"
             if mode is None:
                 continue
             if mode == "creds":
@@ -1104,6 +1114,9 @@ class Redactor:
             # Authorization values ("Bearer <token>") belong to _auth_header.
             if _is_authorization_name(name):
                 return None
+            # arn:aws:secretsmanager:...:secret:prod/db is a resource name, not "secret: <value>".
+            if name_start and original[name_start - 1] == ":" and m.group("sep") == ":":
+                return None
             # weak: only a generated-looking value counts (SALT=<hex>, "private_key_id": "<hex>").
             weak = 0
             if not is_secret_name(name):
@@ -1135,6 +1148,15 @@ class Redactor:
                     if not value or _is_placeholder(value):
                         return None
                 if not _bare_value_is_secret(name, value):
+                    return None
+                # "Set a password: at least 12 characters" is a sentence, not a YAML value: a
+                # plain word after a colon with more words behind it on the line.
+                if (
+                    ":" in m.group("sep")
+                    and not _env_style(name)
+                    and _DIGIT_RE.search(value) is None
+                    and _PROSE_AFTER_RE.match(original, end) is not None
+                ):
                     return None
             else:
                 group = next(g for g in ("dqv", "eqv", "sqv") if v.group(g) is not None)

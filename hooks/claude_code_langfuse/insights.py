@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import signals
 from .backfill import parse_since, project_opted_out, projects_roots, session_files, transcript_cwd
 from .config import Settings, load_settings
 from .models import local_cost
@@ -45,6 +46,14 @@ from .turns import group_turns, iso_ms, parse_ts
 class ToolFact:
     name: str
     is_error: bool = False
+    id: str = ""  # tool_use_id
+    input: Any = None
+    start: str = ""
+    end: str = ""
+    error: str = ""  # the error text (status message), cut
+    permission: dict = field(default_factory=dict)  # decision, source, grant_scope, reason_type, denial_kind
+    duration_ms: float | None = None  # the tool's own run time, where known
+    wait_ms: float | None = None  # how long Claude waited for the user's answer, where the hook measured it
 
 
 @dataclass
@@ -69,6 +78,8 @@ class TurnFact:
     title: str = ""  # the trace name: first prompt line, `/command args` for slash commands
     tools: list = field(default_factory=list)  # ToolFact
     generations: list = field(default_factory=list)  # GenerationFact
+    interrupted: bool = False
+    cwd: str = ""
 
     @property
     def duration_s(self) -> float:
@@ -144,14 +155,96 @@ def parse_window(since: str | None, until: str | None, project: str | None) -> W
 # ============================================================================ source: local transcripts
 
 
-def fact_from_record(record: dict) -> TurnFact:
-    """A hook queue record (what would be sent) -> the plain row the reports use."""
+PERMISSION_KEYS = ("decision", "source", "grant_scope", "reason_type", "denial_kind")
+
+
+def permission_from_meta(meta: dict) -> dict:
+    """The permission facts a tool observation's metadata carries (hook versions that record them:
+    `permission` {decision, source, grant_scope, ...} or flat `permission.*` / `permission_*` keys)."""
+    out: dict = {}
+    nested = _unwrap(meta.get("permission")) if isinstance(meta, dict) else None
+    if isinstance(nested, dict):
+        out.update({k: nested[k] for k in PERMISSION_KEYS if nested.get(k)})
+        for theirs, ours in (("grantScope", "grant_scope"), ("reasonType", "reason_type"), ("denialKind", "denial_kind")):
+            if nested.get(theirs) and ours not in out:
+                out[ours] = nested[theirs]
+    for k in PERMISSION_KEYS:
+        for name in (f"permission.{k}", f"permission_{k}"):
+            v = _unwrap(meta.get(name)) if isinstance(meta, dict) else None
+            if v and k not in out:
+                out[k] = v
+    label = _unwrap(meta.get("permission")) if isinstance(meta, dict) else None
+    if isinstance(label, str) and label and "decision" not in out:  # the hook's label: approved-once, rejected-by-user, ...
+        if label.startswith("approved"):
+            out.update(decision="accept", source="user")
+        elif label.startswith("allowed"):
+            out.update(decision="accept", source="config")
+        elif label == "rejected-by-user":
+            out.update(decision="reject", source="user")
+        elif label.startswith("rejected"):
+            out.update(decision="reject", source="config")
+    for name in ("tool_denial_kind", "denial_kind"):
+        v = _unwrap(meta.get(name)) if isinstance(meta, dict) else None
+        if v and "denial_kind" not in out:
+            out["denial_kind"] = v
+    return {k: v for k, v in out.items() if isinstance(v, (str, bool))}
+
+
+def _duration_ms(meta: dict) -> float | None:
+    for name in ("duration_ms", "tool_duration_ms"):
+        v = _unwrap(meta.get(name)) if isinstance(meta, dict) else None
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def permission_from_row(d: dict) -> dict:
+    """The permission facts Claude Code wrote on a tool_result line."""
+    out: dict = {}
+    pd = d.get("permissionDecision")
+    if isinstance(pd, dict):
+        for theirs, ours in (("decision", "decision"), ("source", "source"), ("grantScope", "grant_scope"), ("reasonType", "reason_type")):
+            if isinstance(pd.get(theirs), str) and pd[theirs]:
+                out[ours] = pd[theirs]
+    if isinstance(d.get("toolDenialKind"), str) and d["toolDenialKind"]:
+        out["denial_kind"] = d["toolDenialKind"]
+    return out
+
+
+def _tool_fact(o: dict, permissions: dict | None = None) -> ToolFact:
+    meta = o.get("metadata") if isinstance(o.get("metadata"), dict) else {}
+    tool_use_id = str(_unwrap(meta.get("tool_use_id")) or "")
+    permission = permission_from_meta(meta) or dict((permissions or {}).get(tool_use_id) or {})
+    status = o.get("status_message") or ""
+    return ToolFact(
+        o["name"],
+        o.get("level") == "ERROR",
+        id=tool_use_id,
+        input=o.get("input"),
+        start=o.get("start") or "",
+        end=o.get("end") or o.get("start") or "",
+        error=status[:300] if isinstance(status, str) else "",
+        permission=permission,
+        duration_ms=_duration_ms(meta),
+        wait_ms=_number(meta.get("permission_wait_ms")),
+    )
+
+
+def _number(value: Any) -> float | None:
+    value = _unwrap(value)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def fact_from_record(record: dict, permissions: dict | None = None) -> TurnFact:
+    """A hook queue record (what would be sent) -> the plain row the reports use.
+    `permissions`: tool_use_id -> permission facts read from the transcript (records of hook
+    versions that do not carry them in the tool's metadata)."""
     obs = record["observations"]
     root = obs[0]
     trace = record["trace"]
     meta = trace.get("metadata") or {}
     prompt = root.get("input")
-    tools = [ToolFact(o["name"], o.get("level") == "ERROR") for o in obs if o["type"] == "tool"]
+    tools = [_tool_fact(o, permissions) for o in obs if o["type"] == "tool"]
     gens = []
     for o in obs:
         if o["type"] == "generation":
@@ -172,6 +265,8 @@ def fact_from_record(record: dict) -> TurnFact:
         title=trace.get("name") or "",
         tools=tools,
         generations=gens,
+        interrupted=bool((root.get("metadata") or {}).get("interrupted")),
+        cwd=str(meta.get("cwd") or ""),
     )
 
 
@@ -200,8 +295,9 @@ def local_facts(window: Window, roots: list[str] | None = None, settings: Settin
         except OSError:
             continue
         with f:
+            permissions: dict = {}  # tool_use_id -> what Claude Code recorded about the permission
             # numbered like the hook numbers them when it reads a transcript from its start
-            for number, turn in enumerate(group_turns(iter_rows(f, 0)), 1):
+            for number, turn in enumerate(group_turns(_tap_permissions(iter_rows(f, 0), permissions)), 1):
                 if not window.contains(turn.start):
                     continue
                 project = project_name(turn.meta_row.get("cwd") or fallback_cwd)
@@ -210,8 +306,22 @@ def local_facts(window: Window, roots: list[str] | None = None, settings: Settin
                 finder.attach(turn)
                 ctx = TraceContext(session_id, settings.user_id, project, number, trace_id_for(session_id, turn.key))
                 record = sanitize_record(turn_record(turn, ctx), redactor, settings.max_field_chars)
-                facts.append(fact_from_record(record))
+                facts.append(fact_from_record(record, permissions))
     return facts
+
+
+def _tap_permissions(rows: Iterable[Any], into: dict) -> Iterable[Any]:
+    """Pass the rows on; note the permission facts of each tool_result line on the way."""
+    for row in rows:
+        d = row.data
+        if d.get("type") == "user" and ("permissionDecision" in d or "toolDenialKind" in d):
+            content = (d.get("message") or {}).get("content")
+            facts = permission_from_row(d)
+            if facts and isinstance(content, list):
+                for b in content:
+                    if isinstance(b, dict) and b.get("type") == "tool_result" and isinstance(b.get("tool_use_id"), str):
+                        into[b["tool_use_id"]] = facts
+        yield row
 
 
 # ============================================================================ source: Langfuse v4
@@ -224,6 +334,7 @@ class SourceError(RuntimeError):
 PAGE_LIMIT = 1000
 ROOT_FIELDS = "core,basic,io,metadata,trace_context"
 CHILD_FIELDS = "core,basic,model,usage"
+TOOL_FIELDS = "core,basic,io,metadata"  # tool inputs and permission facts: retry loops, re-reads, friction
 # children start after their root; a turn that started in the window may run past its end
 CHILD_SLACK = _dt.timedelta(days=1)
 
@@ -284,6 +395,8 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
             start=start,
             end=_iso(r.end_time) or start,
             title=r.trace_name or r.name or "",
+            interrupted=_unwrap(meta.get("interrupted")) is True,
+            cwd=str(_unwrap(meta.get("cwd")) or ""),
         )
     for c in sorted(children, key=lambda o: (o.start_time, o.id)):
         fact = facts.get(c.trace_id or "")
@@ -291,7 +404,20 @@ def facts_from_observations(roots: Iterable[Any], children: Iterable[Any], windo
             continue
         kind = (c.type or "").upper()
         if kind == "TOOL":
-            fact.tools.append(ToolFact(c.name or "tool", c.level == "ERROR"))
+            meta = c.metadata if isinstance(getattr(c, "metadata", None), dict) else {}
+            fact.tools.append(
+                _tool_fact(
+                    {
+                        "name": c.name or "tool",
+                        "level": c.level,
+                        "metadata": meta,
+                        "input": _unwrap(getattr(c, "input", None)),
+                        "start": _iso(c.start_time),
+                        "end": _iso(getattr(c, "end_time", None)) or _iso(c.start_time),
+                        "status_message": getattr(c, "status_message", None) or "",
+                    }
+                )
+            )
         elif kind == "GENERATION":
             fact.generations.append(
                 GenerationFact(c.model or c.name or "", _iso(c.start_time), dict(c.usage_details or {}), generation_cost(c))
@@ -367,7 +493,7 @@ def langfuse_facts(window: Window, settings: Settings | None = None) -> list[Tur
         for kind in ("TOOL", "GENERATION"):
             children += _fetch_all(
                 lf.api,
-                fields=CHILD_FIELDS,
+                fields=TOOL_FIELDS if kind == "TOOL" else CHILD_FIELDS,
                 type=kind,
                 from_start_time=since,
                 to_start_time=child_until,
@@ -658,6 +784,366 @@ def report_usage(facts: list[TurnFact], by: tuple = USAGE_DIMS) -> Report:
     return Report("usage", tables, notes)
 
 
+# ============================================================================ friction, problems, scores
+
+
+def _outcome_counts(rows: dict, key: Any, tool: ToolFact, base: dict) -> None:
+    outcome = signals.permission_outcome(tool)
+    if outcome not in signals.PROMPT_OUTCOMES and outcome != "denied":
+        return
+    row = rows.setdefault(key, dict(base, prompts=0, approved=0, rejected=0, unasked=0, denied=0, wait_s=0.0))
+    row[outcome] += 1
+    row["prompts"] += outcome in signals.PROMPT_OUTCOMES
+    row["wait_s"] = round(row["wait_s"] + signals.wait_seconds(tool), 3)
+
+
+FRICTION_COLS = [
+    ("prompts", "prompts", "int"),
+    ("approved", "approved", "int"),
+    ("rejected", "rejected", "int"),
+    ("unasked", "denied unasked", "int"),
+    ("denied", "deny rule", "int"),
+    ("wait_s", "waited", "dur"),
+]
+
+
+def report_friction(facts: list[TurnFact], limit: int = 20) -> Report:
+    by_tool: dict = {}
+    by_project: dict = {}
+    rules: dict = {}
+    refused_rules: set = set()
+    calls = allowed = 0
+    for f in facts:
+        for t in f.tools:
+            calls += 1
+            outcome = signals.permission_outcome(t)
+            allowed += outcome == "allowed"
+            _outcome_counts(by_tool, t.name, t, {"tool": t.name})
+            _outcome_counts(by_project, f.project or "(none)", t, {"project": f.project or "(none)"})
+            if outcome in ("approved", "unasked"):
+                for rule in signals.suggest_rules(t, f.cwd):
+                    r = rules.setdefault(rule, {"rule": rule, "prompts": 0, "approved": 0, "wait_s": 0.0, "projects": set(), "example": ""})
+                    r["prompts"] += 1
+                    r["approved"] += outcome == "approved"
+                    r["wait_s"] = round(r["wait_s"] + signals.wait_seconds(t), 3)
+                    r["projects"].add(f.project or "(none)")
+                    if not r["example"]:
+                        r["example"] = _first_line(
+                            t.input.get("command")
+                            if isinstance(t.input, dict) and "command" in t.input
+                            else json.dumps(t.input, ensure_ascii=False, default=str),
+                            60,
+                        )
+            elif outcome == "rejected":
+                refused_rules.update(signals.suggest_rules(t, f.cwd))
+    tool_rows = sorted(by_tool.values(), key=lambda r: (-r["prompts"], -r["wait_s"], r["tool"]))
+    project_rows = sorted(by_project.values(), key=lambda r: (-r["prompts"], -r["wait_s"], r["project"]))
+    rule_rows = []
+    for r in sorted(rules.values(), key=lambda r: (-r["prompts"], -r["wait_s"], r["rule"])):
+        if r["rule"] in refused_rules:
+            continue  # the user said no to a call this rule would allow: never suggest it
+        rule_rows.append({**r, "projects": ", ".join(sorted(r["projects"]))})
+    prompts = sum(r["prompts"] for r in tool_rows)
+    waited = sum(r["wait_s"] for r in tool_rows)
+    notes = [
+        f"{prompts} permission prompt(s) in {calls} tool call(s) ({allowed} let through by a rule or the mode); "
+        f"{sum(r['approved'] for r in tool_rows)} approved, {sum(r['rejected'] for r in tool_rows)} rejected by the user, "
+        f"{sum(r['unasked'] for r in tool_rows)} denied with nobody to ask (-p / no dialog); "
+        f"Claude waited {fmt_value(waited, 'dur')} for answers",
+        "rules: add to permissions.allow in .claude/settings.json (project) or ~/.claude/settings.json; "
+        "a rule that covers a call the user rejected is not suggested",
+    ]
+    tables = [
+        Table("Permission prompts by tool", [("tool", "tool", "text")] + FRICTION_COLS, tool_rows[:limit]),
+        Table("Permission prompts by project", [("project", "project", "text")] + FRICTION_COLS, project_rows[:limit]),
+        Table(
+            "Allow rules that would have saved the most prompts",
+            [
+                ("rule", "rule", "text"),
+                ("prompts", "prompts saved", "int"),
+                ("approved", "approved", "int"),
+                ("wait_s", "wait saved", "dur"),
+                ("projects", "projects", "text"),
+                ("example", "example", "text"),
+            ],
+            rule_rows[:limit],
+        ),
+    ]
+    return Report("friction", tables, notes)
+
+
+def _spent_row(pairs: list, tokens_from: str = "calls") -> dict:
+    tokens, cost, gens = signals.spent(pairs, total_tokens)
+    return {"tokens": tokens, "cost": cost, "model_calls": gens}
+
+
+SPENT_COLS = [("model_calls", "model calls", "int"), ("tokens", "tokens", "int"), ("cost", "cost", "cost")]
+
+
+def report_problems(facts: list[TurnFact], minimum: int = 3, limit: int = 20) -> Report:
+    loops, reads, streaks, interrupts = [], [], [], []
+    for sid, turns in _by_session(facts).items():
+        pairs = signals.ordered_tools(turns)
+        for group in signals.retry_loops(pairs, minimum):
+            first = group[0][1]
+            text = json.dumps(first.input, ensure_ascii=False, default=str) if not isinstance(first.input, str) else first.input
+            loops.append(
+                {
+                    "session_id": sid,
+                    "project": turns[0].project,
+                    "first": first.start,
+                    "tool": first.name,
+                    "calls": len(group),
+                    "errors": sum(t.is_error for _, t in group),
+                    "turns": len({id(tn) for tn, _ in group}),
+                    "input": _first_line(text, 60),
+                }
+                | _spent_row(group[1:])  # what the repeats cost
+            )
+        for path, calls, edits in signals.repeated_reads(pairs, minimum):
+            reads.append(
+                {
+                    "session_id": sid,
+                    "project": turns[0].project,
+                    "file": path,
+                    "reads": len(calls),
+                    "edits_between": edits,
+                    "first": calls[0][1].start,
+                }
+                | _spent_row(calls[1:])
+            )
+        for run in signals.error_streaks(pairs, minimum):
+            tools = list(dict.fromkeys(t.name for _, t in run))
+            streaks.append(
+                {
+                    "session_id": sid,
+                    "project": turns[0].project,
+                    "first": run[0][1].start,
+                    "length": len(run),
+                    "tools": ", ".join(tools),
+                    "first_error": _first_line(run[0][1].error, 60),
+                }
+                | _spent_row(run)
+            )
+        for f in turns:
+            if not f.interrupted:
+                continue
+            cause = "permission rejected" if any(signals.permission_outcome(t) == "rejected" for t in f.tools) else "Esc"
+            last_tool = f.tools[-1].name if f.tools else ""
+            interrupts.append(
+                {
+                    "session_id": sid,
+                    "project": f.project,
+                    "start": f.start,
+                    "turn": f.turn_number,
+                    "cause": cause,
+                    "last_tool": last_tool,
+                    "duration_s": f.duration_s,
+                    "prompt": _first_line(f.title or f.prompt, 50),
+                    "model_calls": len(f.generations),
+                    "tokens": _fact_tokens(f),
+                    "cost": _fact_cost(f),
+                }
+            )
+    where = [("session_id", "session", "text"), ("project", "project", "text")]
+    loops.sort(key=lambda r: (-r["calls"], -(r["tokens"] or 0)))
+    reads.sort(key=lambda r: (-r["reads"], -(r["tokens"] or 0)))
+    streaks.sort(key=lambda r: (-r["length"], -(r["tokens"] or 0)))
+    interrupts.sort(key=lambda r: r["start"])
+    tables = [
+        Table(
+            f"Retry loops: the same tool with the same input {minimum}+ times in a session",
+            where
+            + [
+                ("first", "first", "time"),
+                ("tool", "tool", "text"),
+                ("calls", "calls", "int"),
+                ("errors", "errors", "int"),
+                ("turns", "turns", "int"),
+                ("input", "input", "text"),
+            ]
+            + SPENT_COLS,
+            loops[:limit],
+        ),
+        Table(
+            f"Files read {minimum}+ times in a session",
+            where + [("file", "file", "text"), ("reads", "reads", "int"), ("edits_between", "edits between", "int")] + SPENT_COLS,
+            reads[:limit],
+        ),
+        Table(
+            f"Error streaks: {minimum}+ failing tool calls in a row",
+            where
+            + [("first", "first", "time"), ("length", "errors", "int"), ("tools", "tools", "text"), ("first_error", "first error", "text")]
+            + SPENT_COLS,
+            streaks[:limit],
+        ),
+        Table(
+            "Turns interrupted by the user",
+            where
+            + [
+                ("start", "time", "time"),
+                ("turn", "turn", "int"),
+                ("cause", "cause", "text"),
+                ("last_tool", "last tool", "text"),
+                ("duration_s", "active", "dur"),
+                ("prompt", "prompt", "text"),
+            ]
+            + SPENT_COLS,
+            interrupts[-limit:],
+        ),
+    ]
+    notes = [
+        f"{len(loops)} retry loop(s), {len(reads)} file(s) read repeatedly, {len(streaks)} error streak(s), "
+        f"{len(interrupts)} interrupted turn(s) in {len(facts)} turn(s)",
+        "tokens and cost: of the model calls that issued the repeated calls (after the first), the failing calls, "
+        "or the whole interrupted turn; permission refusals are friction, not errors (`insights friction`)",
+    ]
+    return Report("problems", tables, notes)
+
+
+SCORE_COLS = [
+    ("name", "score", "text"),
+    ("traces", "traces", "int"),
+    ("nonzero", "non-zero", "int"),
+    ("total", "total", "num"),
+]
+
+
+def report_scores(rows: list[dict], pushed: str = "") -> Report:
+    by_name: dict = {}
+    per_trace: dict = {}
+    for r in rows:
+        s = by_name.setdefault(r["name"], {"name": r["name"], "traces": 0, "nonzero": 0, "total": 0.0})
+        value = float(r["value"] or 0)
+        s["traces"] += 1
+        s["nonzero"] += value != 0
+        s["total"] = round(s["total"] + value, 3)
+        if value:
+            t = per_trace.setdefault(
+                r["trace_id"],
+                {"trace_id": r["trace_id"], "session_id": r.get("session_id") or "", "start": r.get("start") or "", "scores": []},
+            )
+            t["scores"].append(f"{r['name']}={value:g}")
+    summary = [by_name[n] for n in signals.SCORE_NAMES if n in by_name] + [
+        v for k, v in sorted(by_name.items()) if k not in signals.SCORE_NAMES
+    ]
+    traces = sorted(per_trace.values(), key=lambda t: (t["start"], t["trace_id"]))
+    for t in traces:
+        t["scores"] = ", ".join(t["scores"])
+    tables = [
+        Table("Scores per name", SCORE_COLS, summary),
+        Table(
+            "Traces with a non-zero score",
+            [("start", "time", "time"), ("session_id", "session", "text"), ("trace_id", "trace", "text"), ("scores", "scores", "text")],
+            traces,
+        ),
+    ]
+    notes = [pushed] if pushed else []
+    return Report("scores", tables, notes)
+
+
+class PushError(RuntimeError):
+    pass
+
+
+def push_scores(rows: list[dict], settings: Settings) -> int:
+    """POST every score (deterministic ids: Langfuse updates a score it has). Returns how many were sent."""
+    if not settings.has_keys:
+        raise InputError("--push needs Langfuse keys: set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY")
+    try:
+        import httpx
+    except ImportError as e:
+        raise SourceError(f"httpx is not importable by {sys.executable} ({e}); run this with the hook's venv python") from None
+    base = settings.base_url.rstrip("/")
+    sent = 0
+    try:
+        with httpx.Client(auth=(settings.public_key, settings.secret_key), timeout=settings.timeout) as http:
+            for r in rows:
+                body = {
+                    "id": r["id"],
+                    "traceId": r["trace_id"],
+                    "name": r["name"],
+                    "value": r["value"],
+                    "dataType": r["data_type"],
+                    "comment": "claude-code-langfuse insights",
+                }
+                if r.get("session_id"):
+                    body["metadata"] = {"session_id": r["session_id"], "project": r.get("project") or ""}
+                response = http.post(base + "/api/public/scores", json=body)
+                if response.status_code in (401, 403):
+                    raise PushError(
+                        f"Langfuse at {base} rejected the keys (HTTP {response.status_code}); {sent} score(s) sent before; "
+                        "check CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY"
+                    )
+                if not 200 <= response.status_code < 300:
+                    raise PushError(
+                        f"Langfuse at {base} answered HTTP {response.status_code} for score {r['name']} of trace {r['trace_id']}: "
+                        f"{' '.join(response.text.split())[:200]}; {sent} score(s) sent before; run again (ids are fixed, nothing doubles)"
+                    )
+                sent += 1
+    except httpx.HTTPError as e:
+        raise PushError(f"cannot reach Langfuse at {base} ({type(e).__name__}: {e}); {sent} score(s) sent before; run again") from None
+    return sent
+
+
+def langfuse_scores(window: Window, settings: Settings | None = None) -> list[dict]:
+    """The scores this tool pushed, read back from Langfuse (GET /api/public/v3/scores, by name, from the window start)."""
+    settings = settings or load_settings()
+    if not settings.has_keys:
+        raise InputError("--source langfuse needs Langfuse keys: set CC_LANGFUSE_PUBLIC_KEY / CC_LANGFUSE_SECRET_KEY")
+    import httpx
+
+    base = settings.base_url.rstrip("/")
+    rows: list[dict] = []
+    cursor = None
+    try:
+        with httpx.Client(auth=(settings.public_key, settings.secret_key), timeout=settings.timeout) as http:
+            for _ in range(10000):
+                params = {"name": ",".join(signals.SCORE_NAMES), "fields": "subject", "limit": 100}
+                if window.since:
+                    params["fromTimestamp"] = _iso(window.since)
+                if window.until:
+                    params["toTimestamp"] = _iso(window.until + CHILD_SLACK)
+                if cursor:
+                    params["cursor"] = cursor
+                response = http.get(base + "/api/public/v3/scores", params=params)
+                if response.status_code in (401, 403):
+                    raise SourceError(f"Langfuse at {base} rejected the keys (HTTP {response.status_code})")
+                if response.status_code == 404:
+                    raise SourceError(
+                        f"Langfuse at {base} has no /api/public/v3/scores (HTTP 404): reading scores needs a Langfuse v4 server"
+                    )
+                if response.status_code != 200:
+                    raise SourceError(f"Langfuse at {base} answered HTTP {response.status_code}: {response.text[:300]}")
+                body = response.json()
+                for s in body.get("data") or []:
+                    subject = s.get("subject") or {}
+                    trace_id = (
+                        subject.get("traceId") or (subject.get("id") if subject.get("kind") == "trace" else "") or s.get("traceId") or ""
+                    )
+                    value = s.get("value")
+                    value = (1 if value else 0) if isinstance(value, bool) else value
+                    if window.project and (s.get("metadata") or {}).get("project") not in (None, window.project):
+                        continue
+                    rows.append(
+                        {
+                            "id": s.get("id"),
+                            "trace_id": trace_id,
+                            "name": s.get("name"),
+                            "value": value,
+                            "data_type": s.get("dataType"),
+                            "session_id": (s.get("metadata") or {}).get("session_id") or "",
+                            "start": s.get("timestamp") or "",
+                        }
+                    )
+                cursor = (body.get("meta") or {}).get("cursor")
+                if not cursor or not body.get("data"):
+                    break
+    except httpx.HTTPError as e:
+        raise SourceError(f"cannot reach Langfuse at {base} ({type(e).__name__}: {e}); is the server up?") from None
+    return rows
+
+
 # ============================================================================ output
 
 
@@ -670,6 +1156,8 @@ def fmt_value(value: Any, kind: str) -> str:
         return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
     if kind == "pct":
         return f"{value:.1%}"
+    if kind == "num":
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
     if kind == "dur":
         s = int(round(value))
         h, rem = divmod(s, 3600)
@@ -698,7 +1186,7 @@ def render_text(report: Report, meta: dict) -> str:
             out.append("  (nothing in this window)")
             continue
         widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
-        right = [c[2] in ("int", "cost", "pct", "dur") for c in table.columns]
+        right = [c[2] in ("int", "cost", "pct", "dur", "num") for c in table.columns]
 
         def line(cells: list[str], widths=widths, right=right) -> str:
             return "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)).rstrip()
@@ -728,7 +1216,7 @@ def render_markdown(report: Report, meta: dict) -> str:
             out.append("_nothing in this window_")
             continue
         out.append("| " + " | ".join(_md_escape(h) for h in headers) + " |")
-        out.append("|" + "|".join("---:" if c[2] in ("int", "cost", "pct", "dur") else "---" for c in table.columns) + "|")
+        out.append("|" + "|".join("---:" if c[2] in ("int", "cost", "pct", "dur", "num") else "---" for c in table.columns) + "|")
         out.extend("| " + " | ".join(_md_escape(c) for c in r) + " |" for r in body)
     if report.notes:
         out.append("")
@@ -761,6 +1249,10 @@ def build_report(args: argparse.Namespace, facts: list[TurnFact]) -> Report:
         return report_prompts(facts, args.terms, args.limit)
     if args.report == "usage":
         return report_usage(facts, args.by)
+    if args.report == "friction":
+        return report_friction(facts, args.limit)
+    if args.report == "problems":
+        return report_problems(facts, args.min, args.limit)
     raise InputError(f"unknown report {args.report!r}")
 
 
@@ -815,6 +1307,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive, default=50, help="rows to show, newest last (default 50)")
     p = sub.add_parser("usage", parents=[common], help="tokens and cost by day, model and project")
     p.add_argument("--by", type=_dims, default=USAGE_DIMS, help="grouping, e.g. day or model,project (default day,model,project)")
+    p = sub.add_parser("friction", parents=[common], help="permission prompts per tool and project, waiting time, allow rules to add")
+    p.add_argument("--limit", type=_positive, default=20, help="rows per table (default 20)")
+    p = sub.add_parser("problems", parents=[common], help="retry loops, files read again and again, error streaks, interrupted turns")
+    p.add_argument("--min", type=_positive, default=3, help="repeats / errors in a row that count (default 3)")
+    p.add_argument("--limit", type=_positive, default=20, help="rows per table (default 20)")
+    p = sub.add_parser(
+        "scores",
+        parents=[common],
+        help="per-trace scores (tool_errors, permission_*, interrupted, retry_loop); --push writes them to Langfuse",
+    )
+    p.add_argument("--push", action="store_true", help="write the scores to Langfuse (fixed ids: pushing again updates them)")
+    p.add_argument("--min", type=_positive, default=3, help="same calls in a session that make a retry loop (default 3)")
     return parser
 
 
@@ -824,18 +1328,36 @@ def load_facts(source: str, window: Window, roots: list[str] | None = None) -> l
     return local_facts(window, roots)
 
 
+def scores_report(args: argparse.Namespace, window: Window, roots: list[str] | None) -> Report:
+    """Local source: computed from the transcripts (and pushed with --push). Langfuse source: the scores
+    Langfuse holds (with --push: computed from Langfuse's observations, then pushed)."""
+    if args.source == "langfuse" and not args.push:
+        return report_scores(langfuse_scores(window), "read back from Langfuse (scores this tool pushed)")
+    facts = load_facts(args.source, window, roots)
+    rows = signals.trace_scores(facts, args.min)
+    if not args.push:
+        return report_scores(rows, "computed, not sent: add --push to write them to Langfuse")
+    sent = push_scores(rows, load_settings())
+    return report_scores(
+        rows, f"pushed {sent} score(s) for {len({r['trace_id'] for r in rows})} trace(s) to Langfuse (fixed ids: a rerun updates them)"
+    )
+
+
 def main(argv: list[str] | None = None, roots: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         if any(not t.strip() for t in getattr(args, "terms", None) or []):
             raise InputError("search terms must not be empty")
         window = parse_window(args.since, args.until, args.project)
-        facts = load_facts(args.source, window, roots)
-        report = build_report(args, facts)
+        if args.report == "scores":
+            report = scores_report(args, window, roots)
+        else:
+            facts = load_facts(args.source, window, roots)
+            report = build_report(args, facts)
     except InputError as e:
         print(f"insights: {e}", file=sys.stderr)
         return 2
-    except SourceError as e:
+    except (SourceError, PushError) as e:
         print(f"insights: {e}", file=sys.stderr)
         return 1
     span = (

@@ -44,9 +44,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 try:  # the models API (GET/POST /api/public/models) lives beside this file
     from standin_models import MODELS_PATH, ModelsAPI
+    from standin_scores import SCORES_PATH, SCORES_V3_PATH, ScoresAPI
 except ImportError:  # run as a script from elsewhere
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from standin_models import MODELS_PATH, ModelsAPI
+    from standin_scores import SCORES_PATH, SCORES_V3_PATH, ScoresAPI
 
 TRACES_PATH = "/api/public/otel/v1/traces"
 HEALTH_PATH = "/api/public/health"
@@ -380,10 +382,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._log(status, error="" if status == 200 else str(payload.get("message", ""))[:200])
         self._send_json(status, payload)
 
+    def _serve_scores(self, body: bytes | None) -> None:
+        if not self._authorized():
+            self._log(401, error="unauthorized")
+            self._send_json(401, _UNAUTHORIZED)
+            return
+        api = self.standin.scores
+        status, payload = api.get(self.path.partition("?")[2]) if body is None else api.post(body)
+        self._log(status, error="" if status == 200 else str(payload.get("message", ""))[:200])
+        self._send_json(status, payload)
+
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         path = self.path.split("?", 1)[0]
         if path == MODELS_PATH:
             self._serve_models(None)
+        elif path == SCORES_V3_PATH:
+            self._serve_scores(None)
         elif path == HEALTH_PATH:
             self._log(200)
             self._send_json(200, {"status": "OK", "version": self.standin.version})
@@ -437,6 +451,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if path == MODELS_PATH:
             self._serve_models(body)
+            return
+        if path == SCORES_PATH:
+            self._serve_scores(body)
             return
         if path != TRACES_PATH:
             self._log(404)
@@ -513,6 +530,7 @@ class LangfuseStandin:
         self.stopping = False
         self.delay = 0.0  # seconds before answering each trace POST (a slow server)
         self.models = ModelsAPI()  # GET/POST /api/public/models (tests/standin_models.py)
+        self.scores = ScoresAPI()  # POST /api/public/scores, GET /api/public/v3/scores (tests/standin_scores.py)
         self.page_size = 50  # most observations per page of GET /api/public/v2/observations
         self.deleted_traces: list[str] = []  # every trace id a DELETE named, in order
         self._script: list[Any] = []

@@ -24,7 +24,7 @@ def cli_main(argv: list[str]) -> int:
         description="claude-code-langfuse: Claude Code turns as Langfuse traces. "
         "Without a command it runs as the Claude Code hook (event JSON on stdin).",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill,models,mute,unmute,purge}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{status,drain,doctor,backfill,models,mute,unmute,slash,purge}")
     p = sub.add_parser("status", help="queue, hook events waiting, dead letters, last success and error, worker")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = sub.add_parser("drain", help="send the queue now, in the foreground")
@@ -52,6 +52,8 @@ def cli_main(argv: list[str]) -> int:
     p = sub.add_parser("unmute", help="trace a muted session's later turns again")
     p.add_argument("session_id", nargs="?")
     p.add_argument("--current", action="store_true")
+    p = sub.add_parser("slash", help="what the /langfuse command shows in Claude Code: status of this session, or mute/unmute it")
+    p.add_argument("action", nargs="?", default="status", help="status (default), mute or unmute")
     p = sub.add_parser("purge", help="delete one session's traces from Langfuse, drop its queued records and mute it")
     p.add_argument("--session", required=True, metavar="ID", help="the session id")
     p = sub.add_parser("worker")  # internal: the detached worker (not listed in --help)
@@ -78,6 +80,10 @@ def cli_main(argv: list[str]) -> int:
         from .mute import cmd_mute
 
         return cmd_mute(settings, args.session_id, args.current, mute=args.command == "mute")
+    if args.command == "slash":
+        from .commands import cmd_slash
+
+        return cmd_slash(settings, args.action)
     if args.command == "purge":
         from .mute import cmd_purge
 

@@ -375,3 +375,96 @@ def _drain(settings: Settings, retry_dead: bool) -> int:
         print(f"stopped: {err.get('advice') or summary.detail}")
         return 1
     return 0
+
+
+# ============================================================================ the /langfuse slash command
+
+PROJECT_CACHE = "langfuse_project.json"
+
+
+def project_id(settings: Settings, timeout: float = 3.0) -> tuple[str, str]:
+    """(Langfuse project id of the keys, "") or ("", why not). Asked once (GET /api/public/projects),
+    then kept in <state>/langfuse_project.json per server and public key."""
+    if not settings.has_keys:
+        return "", "no Langfuse keys"
+    cache_path = os.path.join(settings.state_dir, PROJECT_CACHE)
+    key = f"{settings.base_url.rstrip('/')}|{settings.public_key}"
+    try:
+        with open(cache_path, encoding="utf-8") as f:
+            cached = json.load(f)
+        if isinstance(cached, dict) and isinstance(cached.get(key), str) and cached[key]:
+            return cached[key], ""
+    except (OSError, ValueError):
+        cached = {}
+    import base64
+    import urllib.error
+    import urllib.request
+
+    auth = base64.b64encode(f"{settings.public_key}:{settings.secret_key}".encode()).decode()
+    request = urllib.request.Request(settings.base_url.rstrip("/") + "/api/public/projects", headers={"Authorization": f"Basic {auth}"})
+    try:
+        with urllib.request.urlopen(request, timeout=min(timeout, settings.timeout)) as response:
+            data = json.loads(response.read(1 << 20) or b"{}").get("data") or []
+    except urllib.error.HTTPError as e:
+        return "", f"Langfuse answered HTTP {e.code} to GET /api/public/projects" + (" (check the keys)" if e.code in (401, 403) else "")
+    except (OSError, ValueError) as e:
+        return "", f"cannot ask Langfuse for the project ({type(e).__name__}: {e})"
+    pid = data[0].get("id") if data and isinstance(data[0], dict) else None
+    if not isinstance(pid, str) or not pid:
+        return "", "Langfuse listed no project for these keys"
+    try:
+        ensure_state_dir(settings.state_dir)
+        cached = cached if isinstance(cached, dict) else {}
+        cached[key] = pid
+        write_atomic(cache_path, json.dumps(cached, indent=1).encode())
+    except OSError:
+        pass  # asked again next time
+    return pid, ""
+
+
+def session_url(settings: Settings, session_id: str) -> str:
+    pid, why = project_id(settings)
+    if not pid:
+        return f"unknown: {why}"
+    from urllib.parse import quote
+
+    return f"{display_url(settings.base_url).rstrip('/')}/project/{pid}/sessions/{quote(session_id, safe='')}"
+
+
+def format_slash(settings: Settings, st: dict, session_id: str, how: str) -> str:
+    err = st["last_error"]
+    muted = session_id in (st.get("muted_sessions") or [])
+    lines = [
+        "Langfuse tracing" + ("" if st["enabled"] else " is OFF (TRACE_TO_LANGFUSE=false)") + f" -> {st['base_url']}",
+        f"  queue         {st['queue_turns']} trace(s) waiting"
+        + (f", oldest {_age(st['queue_oldest'])}" if st["queue_oldest"] else "")
+        + (f"; {st['dead_letters']} dead letter(s)" if st["dead_letters"] else ""),
+        f"  last delivery {_age(st['last_success'])}",
+        f"  last error    {'none' if not err else _age(err.get('time')) + ': ' + str(err.get('advice') or err.get('detail'))}",
+    ]
+    if session_id:
+        lines.append(f"  this session  {session_id}" + (" (MUTED: `/langfuse unmute` traces it again)" if muted else ""))
+        lines.append(f"  in Langfuse   {session_url(settings, session_id)}")
+    else:
+        lines.append(f"  this session  unknown ({how})")
+    lines += [f"  WARNING: {w}" for w in st["warnings"]]
+    return "\n".join(lines)
+
+
+def cmd_slash(settings: Settings, action: str) -> int:
+    """What `/langfuse [status|mute|unmute]` prints inside Claude Code: one screen, on stdout."""
+    from .mute import cmd_mute, current_session
+
+    action = (action or "status").strip().lower()
+    if action not in ("status", "mute", "unmute"):
+        print(f"/langfuse {action}: unknown; use /langfuse, /langfuse mute or /langfuse unmute")
+        return 2
+    if not settings.state_dir:
+        print(f"Langfuse tracing: {settings.config_error}")
+        return 1
+    if action in ("mute", "unmute"):
+        sys.stderr = sys.stdout  # one screen: say which session it took
+        return cmd_mute(settings, None, True, mute=action == "mute")
+    session_id, how = current_session(settings)
+    print(format_slash(settings, collect_status(settings), session_id, how))
+    return 0

@@ -288,15 +288,17 @@ class ProcWatch:
             if pid == tgid and proc is not None and proc["exit_ns"] is None:
                 proc["exit_ns"] = ts
 
-    def lives(self, label: str, start_ns: int, end_ns: int) -> list[dict]:
-        """Processes of `label` forked in [start_ns, end_ns], oldest first, with their life in ms."""
+    def lives(self, label: str, start_ns: int, end_ns: int, running: bool = False) -> list[dict]:
+        """Processes of `label` forked in [start_ns, end_ns], oldest first, with their life in ms
+        (running: also those that have not exited, with ms None)."""
         with self.lock:
             procs = [dict(p) for p in self.procs.values() if p["label"] == label]
         out = []
         for p in procs:
             begin = p["fork_ns"] or p["exec_ns"]
-            if start_ns <= begin <= end_ns and p["exit_ns"]:
-                out.append({"start_ns": begin, "end_ns": p["exit_ns"], "ms": round((p["exit_ns"] - begin) / 1e6, 1)})
+            if start_ns <= begin <= end_ns and (p["exit_ns"] or running):
+                life = round((p["exit_ns"] - begin) / 1e6, 1) if p["exit_ns"] else None
+                out.append({"start_ns": begin, "end_ns": p["exit_ns"], "ms": life})
         return sorted(out, key=lambda p: p["start_ns"])
 
     def close(self) -> None:
@@ -871,6 +873,7 @@ class Bench:
         self.standin = StandinProcess(self.python, self.work)
         self.variants: list[Variant] = []
         self.commands: dict[str, str] = {}  # shell command -> label, for ProcWatch
+        self.entries: dict[str, str] = {}  # hook file -> variant name: its background worker (old: sender)
         self.watch: ProcWatch | None = None
         try:
             self.watch = ProcWatch(self._label)
@@ -882,6 +885,8 @@ class Bench:
         # Claude Code runs each hook as `/bin/sh -c <command>`
         if len(argv) == 3 and argv[1] == "-c":
             return self.commands.get(argv[2])
+        if len(argv) >= 3 and argv[-1] in ("worker", "send") and argv[-2] in self.entries:
+            return self.entries[argv[-2]] + ":worker"
         return None
 
     def run_variant(self, name: str) -> None:
@@ -889,6 +894,7 @@ class Bench:
         self.variants.append(v)
         self.commands[v.command] = f"{name}:ours"
         self.commands[v.floor_command] = f"{name}:floor"
+        self.entries[str(v.entry)] = name
         info = {"hook_command": v.command, "floor_command": v.floor_command, "load_before": loadavg()}
         t0 = time.monotonic()
         v.run_all()
@@ -937,6 +943,8 @@ class Bench:
             if self.watch:
                 ours = self.watch.lives(f"{v.name}:ours", rec["t0_ns"], rec["t1_ns"])
                 floor = self.watch.lives(f"{v.name}:floor", rec["t0_ns"], rec["t1_ns"])
+                # background processes our hook started during the run (the old hook: senders)
+                rec["workers_started"] = len(self.watch.lives(f"{v.name}:worker", rec["t0_ns"], rec["t1_ns"], running=True))
                 if ours and floor:
                     # SessionEnd is the last hook event of a `-p` run
                     ends.append(
@@ -1003,6 +1011,11 @@ class Bench:
                 m_ends = [s for s in info["session_ends"] if s["scenario"] == scenario and s["measured"]]
                 if m_ends:
                     sc["SessionEnd"] = pair_stats([s["ours_ms"] for s in m_ends], [s["floor_ms"] for s in m_ends])
+                started = [
+                    r["workers_started"] for r in info["runs"] if r["scenario"] == scenario and r["measured"] and "workers_started" in r
+                ]
+                if started:
+                    sc["workers_started_per_run"] = {"median": median(started), "max": max(started), "runs": len(started)}
                 lat = [s["stop_to_standin_s"] for s in m_stops if s["stop_to_standin_s"] is not None]
                 sc["stop_to_standin_s"] = {
                     "n": len(lat),
@@ -1189,6 +1202,12 @@ def print_table(results: dict) -> None:
             print(
                 f"    Claude Code's durationMs minus the kernel's process life, same Stop calls: median {check['median']} ms"
                 f" (min {check['min']}, max {check['max']}, n={check['n']})"
+            )
+        workers = {sc: v["workers_started_per_run"] for sc, v in info.get("summary", {}).items() if "workers_started_per_run" in v}
+        if workers:
+            print(
+                "    background processes the hook started per run (median/max): "
+                + ", ".join(f"{sc} {w['median']}/{w['max']}" for sc, w in workers.items())
             )
     diag = results.get("diagnosis")
     if diag:

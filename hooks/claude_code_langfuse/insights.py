@@ -29,12 +29,24 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import signals
 from .backfill import parse_since, project_opted_out, projects_roots, session_files, transcript_cwd
 from .config import Settings, load_settings
 from .models import local_cost
 from .records import TraceContext, project_name, trace_id_for, turn_record
 from .redaction import Redactor, sanitize_record
+from .signals import (
+    PROMPT_OUTCOMES,
+    SCORE_NAMES,
+    error_streaks,
+    ordered_tools,
+    permission_outcome,
+    repeated_reads,
+    retry_loops,
+    spent,
+    suggest_rules,
+    trace_scores,
+    wait_seconds,
+)
 from .subagents import SubagentFinder
 from .transcript import iter_rows
 from .turns import group_turns, iso_ms, parse_ts
@@ -788,13 +800,13 @@ def report_usage(facts: list[TurnFact], by: tuple = USAGE_DIMS) -> Report:
 
 
 def _outcome_counts(rows: dict, key: Any, tool: ToolFact, base: dict) -> None:
-    outcome = signals.permission_outcome(tool)
-    if outcome not in signals.PROMPT_OUTCOMES and outcome != "denied":
+    outcome = permission_outcome(tool)
+    if outcome not in PROMPT_OUTCOMES and outcome != "denied":
         return
     row = rows.setdefault(key, dict(base, prompts=0, approved=0, rejected=0, unasked=0, denied=0, wait_s=0.0))
     row[outcome] += 1
-    row["prompts"] += outcome in signals.PROMPT_OUTCOMES
-    row["wait_s"] = round(row["wait_s"] + signals.wait_seconds(tool), 3)
+    row["prompts"] += outcome in PROMPT_OUTCOMES
+    row["wait_s"] = round(row["wait_s"] + wait_seconds(tool), 3)
 
 
 FRICTION_COLS = [
@@ -816,16 +828,16 @@ def report_friction(facts: list[TurnFact], limit: int = 20) -> Report:
     for f in facts:
         for t in f.tools:
             calls += 1
-            outcome = signals.permission_outcome(t)
+            outcome = permission_outcome(t)
             allowed += outcome == "allowed"
             _outcome_counts(by_tool, t.name, t, {"tool": t.name})
             _outcome_counts(by_project, f.project or "(none)", t, {"project": f.project or "(none)"})
             if outcome in ("approved", "unasked"):
-                for rule in signals.suggest_rules(t, f.cwd):
+                for rule in suggest_rules(t, f.cwd):
                     r = rules.setdefault(rule, {"rule": rule, "prompts": 0, "approved": 0, "wait_s": 0.0, "projects": set(), "example": ""})
                     r["prompts"] += 1
                     r["approved"] += outcome == "approved"
-                    r["wait_s"] = round(r["wait_s"] + signals.wait_seconds(t), 3)
+                    r["wait_s"] = round(r["wait_s"] + wait_seconds(t), 3)
                     r["projects"].add(f.project or "(none)")
                     if not r["example"]:
                         r["example"] = _first_line(
@@ -835,7 +847,7 @@ def report_friction(facts: list[TurnFact], limit: int = 20) -> Report:
                             60,
                         )
             elif outcome == "rejected":
-                refused_rules.update(signals.suggest_rules(t, f.cwd))
+                refused_rules.update(suggest_rules(t, f.cwd))
     tool_rows = sorted(by_tool.values(), key=lambda r: (-r["prompts"], -r["wait_s"], r["tool"]))
     project_rows = sorted(by_project.values(), key=lambda r: (-r["prompts"], -r["wait_s"], r["project"]))
     rule_rows = []
@@ -873,7 +885,7 @@ def report_friction(facts: list[TurnFact], limit: int = 20) -> Report:
 
 
 def _spent_row(pairs: list, tokens_from: str = "calls") -> dict:
-    tokens, cost, gens = signals.spent(pairs, total_tokens)
+    tokens, cost, gens = spent(pairs, total_tokens)
     return {"tokens": tokens, "cost": cost, "model_calls": gens}
 
 
@@ -883,8 +895,8 @@ SPENT_COLS = [("model_calls", "model calls", "int"), ("tokens", "tokens", "int")
 def report_problems(facts: list[TurnFact], minimum: int = 3, limit: int = 20) -> Report:
     loops, reads, streaks, interrupts = [], [], [], []
     for sid, turns in _by_session(facts).items():
-        pairs = signals.ordered_tools(turns)
-        for group in signals.retry_loops(pairs, minimum):
+        pairs = ordered_tools(turns)
+        for group in retry_loops(pairs, minimum):
             first = group[0][1]
             text = json.dumps(first.input, ensure_ascii=False, default=str) if not isinstance(first.input, str) else first.input
             loops.append(
@@ -900,7 +912,7 @@ def report_problems(facts: list[TurnFact], minimum: int = 3, limit: int = 20) ->
                 }
                 | _spent_row(group[1:])  # what the repeats cost
             )
-        for path, calls, edits in signals.repeated_reads(pairs, minimum):
+        for path, calls, edits in repeated_reads(pairs, minimum):
             reads.append(
                 {
                     "session_id": sid,
@@ -912,7 +924,7 @@ def report_problems(facts: list[TurnFact], minimum: int = 3, limit: int = 20) ->
                 }
                 | _spent_row(calls[1:])
             )
-        for run in signals.error_streaks(pairs, minimum):
+        for run in error_streaks(pairs, minimum):
             tools = list(dict.fromkeys(t.name for _, t in run))
             streaks.append(
                 {
@@ -928,7 +940,7 @@ def report_problems(facts: list[TurnFact], minimum: int = 3, limit: int = 20) ->
         for f in turns:
             if not f.interrupted:
                 continue
-            cause = "permission rejected" if any(signals.permission_outcome(t) == "rejected" for t in f.tools) else "Esc"
+            cause = "permission rejected" if any(permission_outcome(t) == "rejected" for t in f.tools) else "Esc"
             last_tool = f.tools[-1].name if f.tools else ""
             interrupts.append(
                 {
@@ -1024,9 +1036,7 @@ def report_scores(rows: list[dict], pushed: str = "") -> Report:
                 {"trace_id": r["trace_id"], "session_id": r.get("session_id") or "", "start": r.get("start") or "", "scores": []},
             )
             t["scores"].append(f"{r['name']}={value:g}")
-    summary = [by_name[n] for n in signals.SCORE_NAMES if n in by_name] + [
-        v for k, v in sorted(by_name.items()) if k not in signals.SCORE_NAMES
-    ]
+    summary = [by_name[n] for n in SCORE_NAMES if n in by_name] + [v for k, v in sorted(by_name.items()) if k not in SCORE_NAMES]
     traces = sorted(per_trace.values(), key=lambda t: (t["start"], t["trace_id"]))
     for t in traces:
         t["scores"] = ", ".join(t["scores"])
@@ -1099,7 +1109,7 @@ def langfuse_scores(window: Window, settings: Settings | None = None) -> list[di
     try:
         with httpx.Client(auth=(settings.public_key, settings.secret_key), timeout=settings.timeout) as http:
             for _ in range(10000):
-                params = {"name": ",".join(signals.SCORE_NAMES), "fields": "subject", "limit": 100}
+                params = {"name": ",".join(SCORE_NAMES), "fields": "subject", "limit": 100}
                 if window.since:
                     params["fromTimestamp"] = _iso(window.since)
                 if window.until:
@@ -1334,7 +1344,7 @@ def scores_report(args: argparse.Namespace, window: Window, roots: list[str] | N
     if args.source == "langfuse" and not args.push:
         return report_scores(langfuse_scores(window), "read back from Langfuse (scores this tool pushed)")
     facts = load_facts(args.source, window, roots)
-    rows = signals.trace_scores(facts, args.min)
+    rows = trace_scores(facts, args.min)
     if not args.push:
         return report_scores(rows, "computed, not sent: add --push to write them to Langfuse")
     sent = push_scores(rows, load_settings())

@@ -29,7 +29,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-HOOK_EVENTS = ("Stop", "SubagentStop", "SessionEnd")
+HOOK_EVENTS = (
+    "Stop",
+    "SubagentStop",
+    "SessionEnd",
+    "StopFailure",
+    "PermissionRequest",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "SubagentStart",
+    "SessionStart",
+)
+# facts only (the worker merges them; nothing waits for them): Claude Code runs these in the
+# background, so no prompt, tool call or permission dialog is held up by tracing
+ASYNC_EVENTS = ("PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart")
 KEY_NAMES = ("CC_LANGFUSE_PUBLIC_KEY", "CC_LANGFUSE_SECRET_KEY", "CC_LANGFUSE_BASE_URL")
 ENV_PUBLIC = "LANGFUSE_INIT_PROJECT_PUBLIC_KEY"
 ENV_SECRET = "LANGFUSE_INIT_PROJECT_SECRET_KEY"
@@ -382,13 +395,15 @@ def merge_ours(settings: dict, places: Places, path: Path) -> dict:
                         kept_one = True
                         if h.get("command") != cmd:  # stale path from an older install
                             h = dict(h, command=cmd)
+                        if event in ASYNC_EVENTS and h.get("async") is not True:
+                            h = dict(h, **{"async": True})
                     handlers.append(h)
                 if g["hooks"] and not handlers:
                     continue  # the group held only duplicates of ours
                 g["hooks"] = handlers
             groups.append(g)
         if not kept_one:
-            groups.append({"hooks": [{"type": "command", "command": cmd}]})
+            groups.append({"hooks": [{"type": "command", "command": cmd, **({"async": True} if event in ASYNC_EVENTS else {})}]})
         hooks[event] = groups
     new["hooks"] = hooks
     return new

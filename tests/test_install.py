@@ -24,7 +24,18 @@ INSTALL = REPO / "scripts" / "install-hook.sh"
 UNINSTALL = REPO / "scripts" / "uninstall-hook.sh"
 HOOK_SRC = REPO / "hooks" / "langfuse_hook.py"
 PACKAGE_SRC = REPO / "hooks" / "claude_code_langfuse"
-EVENTS = ("Stop", "SubagentStop", "SessionEnd")
+EVENTS = (
+    "Stop",
+    "SubagentStop",
+    "SessionEnd",
+    "StopFailure",
+    "PermissionRequest",
+    "PostToolUse",
+    "PostToolUseFailure",
+    "SubagentStart",
+    "SessionStart",
+)
+ASYNC_EVENTS = ("PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart")  # facts only: nothing waits
 
 pytestmark = pytest.mark.skipif(not HOOK_SRC.is_file(), reason="hook not written yet")
 
@@ -80,8 +91,8 @@ def command_for(home: Path) -> str:
     return f'"{home}/.claude/langfuse/venv/bin/python" -I "{home}/.claude/langfuse/langfuse_hook.py"'
 
 
-def ours(home: Path) -> dict:
-    return {"type": "command", "command": command_for(home)}
+def ours(home: Path, event: str = "Stop") -> dict:
+    return {"type": "command", "command": command_for(home), **({"async": True} if event in ASYNC_EVENTS else {})}
 
 
 def backups(home: Path) -> list[Path]:
@@ -196,7 +207,7 @@ def test_fresh_install_with_real_pip(pip_installed_home):
     }
 
     settings = home / ".claude" / "settings.json"
-    assert json.loads(settings.read_text()) == {"hooks": {e: [{"hooks": [ours(home)]}] for e in EVENTS}}
+    assert json.loads(settings.read_text()) == {"hooks": {e: [{"hooks": [ours(home, e)]}] for e in EVENTS}}
     assert mode(settings) == 0o600
     assert backups(home) == []  # nothing existed to back up
     assert SK not in r.stdout + r.stderr  # the secret is never echoed
@@ -522,7 +533,7 @@ def test_upgrade_from_the_single_file_install(home, env_file, tmp_path):
     new = json.loads((home / ".claude" / "settings.json").read_text())
     for event in EVENTS:
         handlers = [h for g in new["hooks"][event] for h in g["hooks"]]
-        assert [h for h in handlers if "langfuse" in h["command"]] == [ours(home)], event
+        assert [h for h in handlers if "langfuse" in h["command"]] == [ours(home, event)], event
     assert new["hooks"]["Stop"] == OTHER_SETTINGS["hooks"]["Stop"] + [{"hooks": [ours(home)]}]
     # the old .pth stays until uninstall: a session started before the upgrade still runs
     # `<venv python> -m langfuse_hook`, which must keep working (checked below)
@@ -768,3 +779,23 @@ def test_fresh_install_brings_the_price_source(pip_installed_home):
     code = "from genai_prices import data_snapshot as d; print(d.get_snapshot().find_provider_model('claude-opus-5-5', None, None, None)[1].id)"
     v = subprocess.run([str(vpy), "-I", "-c", code], capture_output=True, text=True)
     assert v.returncode == 0 and v.stdout.strip() == "claude-opus-5-5", v.stderr
+
+
+def test_merge_registers_the_fact_events_async_and_upgrades_an_entry_of_ours_without_it(tmp_path):
+    """Issue 11: PermissionRequest, PostToolUse(Failure), SubagentStart and SessionStart are facts only,
+    run in the background (Claude Code does not wait); Stop, SubagentStop, SessionEnd and StopFailure stay
+    synchronous (an async Stop hook is killed at -p shutdown). An earlier entry of ours without async gets it."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import settings_merge
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    places = settings_merge.Places(str(tmp_path))
+    before = {"hooks": {"PostToolUse": [{"matcher": "Bash", "hooks": [{"type": "command", "command": places.command()}]}]}}
+    new = settings_merge.merge_ours(before, places, tmp_path / "settings.json")
+    for event in EVENTS:
+        [mine] = [h for g in new["hooks"][event] for h in g["hooks"] if h["command"] == places.command()]
+        assert (mine.get("async") is True) == (event in ASYNC_EVENTS), event
+    assert new["hooks"]["PostToolUse"][0]["matcher"] == "Bash"  # the user's group kept, only async added
+    assert settings_merge.merge_ours(new, places, tmp_path / "settings.json") == new  # idempotent
+    assert settings_merge.remove_ours(new, places, tmp_path / "settings.json") == {}

@@ -56,7 +56,10 @@ def load(path: str) -> dict:
 
 def test_hooks_json_registers_the_hook_for_stop_subagentstop_sessionend():
     hooks = load("hooks/hooks.json")["hooks"]
-    assert set(hooks) == {"Stop", "SubagentStop", "SessionEnd"}
+    facts_only = {"PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart"}
+    assert set(hooks) == {"Stop", "SubagentStop", "SessionEnd", "StopFailure"} | facts_only
+    for event, groups in hooks.items():  # facts only run in the background: nothing waits for them
+        assert [h.get("async") is True for g in groups for h in g["hooks"]] == [event in facts_only], event
     for event, groups in hooks.items():
         commands = [h["command"] for g in groups for h in g["hooks"] if h["type"] == "command"]
         assert commands == [HOOK_COMMAND], event
@@ -130,7 +133,19 @@ def test_claude_plugin_validate_accepts_the_manifests(claude_cli, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = json.loads(proc.stdout)
     assert report["success"] is True and report["manifest"]["errors"] == []
-    assert sorted(h["event"] for h in report["provides"]["hooks"]) == ["SessionEnd", "Stop", "SubagentStop"]
+    assert sorted(h["event"] for h in report["provides"]["hooks"]) == sorted(
+        [
+            "SessionEnd",
+            "Stop",
+            "SubagentStop",
+            "StopFailure",
+            "PermissionRequest",
+            "PostToolUse",
+            "PostToolUseFailure",
+            "SubagentStart",
+            "SessionStart",
+        ]
+    )
     assert report["provides"]["skills"] == [f"{PLUGIN}:langfuse-insights"]
 
 

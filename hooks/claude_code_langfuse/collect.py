@@ -8,6 +8,7 @@ import os
 import time
 from typing import NamedTuple
 
+from . import facts
 from .config import HOOK_VERSION, LOCK_TIMEOUT_S, Settings, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, LockTimeout, Paths
@@ -78,6 +79,9 @@ def collect_records(
     bad: list[int] = []
     dead: list[dict] = []
     finder = SubagentFinder(path, event.session_id)
+    # what hook events told us that the transcript does not (permission requests, tool run times,
+    # agent starts, the session's start, API failures): details on top, never required
+    session_facts = facts.load(Paths(settings.state_dir), event.session_id) if settings.state_dir else {}
     if not os.path.isfile(path):
         if log:
             log.warning("transcript %s does not exist (yet) or is not a file; nothing to read", path)
@@ -86,6 +90,7 @@ def collect_records(
     def emit(turn: Turn, number: int, ev: HookEvent | None) -> None:
         try:
             finder.attach(turn)
+            facts.apply(turn, session_facts)
             tid = trace_id_for(event.session_id, turn.key)
             ctx = TraceContext(
                 event.session_id,
@@ -255,7 +260,7 @@ def _tail_hash(f, offset: int, span: int = 256) -> str:
 
 def _event_is_about(event: HookEvent, turn: Turn) -> bool:
     """Does the event's last_assistant_message belong to this turn (and not to a prompt not yet on disk)?"""
-    if event.name != "Stop":
+    if event.name not in ("Stop", "StopFailure"):
         return False
     turn_prompt = turn.prompt_row.get("promptId")
     return not (event.prompt_id and turn_prompt and event.prompt_id != turn_prompt)
@@ -285,6 +290,13 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
     if not settings.enabled or is_muted(paths.dir, event.session_id):
         skip_while_disabled(event, settings)  # muted (`mute`, `purge`): the same, for this session only
         return Outcome(True)
+    if event.name in facts.FACT_EVENTS:
+        # facts only: filed for the session, no transcript read; the next transcript event merges them
+        if not facts.record(paths, event.raw if isinstance(event.raw, dict) else {}):
+            log.debug("%s event of session %s carried no usable fact", event.name, event.session_id)
+        return Outcome(True)
+    if event.name == "StopFailure" and isinstance(event.raw, dict):
+        facts.record(paths, event.raw)  # the error type; then the failed turn is read and closed at once
     if not os.path.isfile(event.transcript_path) and not final and not os.path.exists(event.transcript_path):
         return Outcome(False)
     if event.name == "SubagentStop" and not event.agent_id:

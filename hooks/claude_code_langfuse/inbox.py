@@ -68,6 +68,20 @@ def ci_env(environ) -> dict:
     return out
 
 
+def input_digest(value) -> str:
+    """A tool input's fingerprint (PermissionRequest has no tool_use_id: the worker matches it to
+    the transcript's tool_use by this), so the input itself (a Write's content) never reaches disk."""
+    try:  # the builtin module: hashlib would load OpenSSL (~3 ms of every hook event)
+        from _sha256 import sha256
+    except ImportError:  # Python 3.12+ renamed it
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
+    data = json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return sha256(data.encode("ascii")).hexdigest()[:16]
+
+
 def write_news(inbox_dir: str, event: dict, environ) -> str:
     """Atomically add one news file (tmp + rename: the worker never sees half of one)."""
     try:

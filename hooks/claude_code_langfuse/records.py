@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from .config import HOOK_VERSION, RECORD_VERSION
 from .event import HookEvent
-from .turns import Event, Generation, ToolCall, Turn, image_placeholder, prompt_text
+from .turns import Event, Generation, ToolCall, Turn, image_placeholder, parse_ts, prompt_text
 
 # ============================================================================ observations
 
@@ -173,7 +173,7 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
                         item.first_ts or item.end,
                         item.first_ts or item.end,
                         output=item.text,
-                        level="WARNING" if item.api_error else "DEFAULT",
+                        level=("ERROR" if item is ended_on_api_error(turn) else "WARNING") if item.api_error else "DEFAULT",
                         metadata={"message_id": item.message_id},
                     )
                 )
@@ -219,9 +219,13 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
                         if isinstance(v, (int, float, bool)) or (isinstance(v, str) and len(v) <= 200)
                     }
                 )
+            meta.update(tool_facts(item))
             level, status = "DEFAULT", None
             if item.is_error:
                 level, status = "ERROR", item.output if isinstance(item.output, str) else json.dumps(item.output, ensure_ascii=False)
+                if meta.get("permission") in ("rejected-by-config", "rejected-by-user"):
+                    # not a failure of the tool: the call was not allowed to run (a hook's block stays an error)
+                    level, status = "WARNING", f"permission {meta['permission'].replace('-', ' ')}: {status}"
             elif not item.has_result:
                 level, status = "WARNING", "no tool result in the transcript (interrupted or still running)"
             end = item.end or turn_end or item.start
@@ -264,6 +268,98 @@ def turn_observations(turn: Turn, trace_id: str, parent_id: str, turn_end: str) 
     return obs
 
 
+def permission_label(permission: dict) -> str:
+    """allowed-by-rule / allowed-by-mode / allowed-by-config / approved-once / approved-for-session /
+    approved / rejected-by-config / rejected-by-user / rejected, from what the result line records."""
+    decision = permission.get("permissionDecision")
+    decision = decision if isinstance(decision, dict) else {}
+    verdict, source = str(decision.get("decision") or ""), str(decision.get("source") or "")
+    if verdict == "accept":
+        if source.startswith("user"):
+            scope = str(decision.get("grantScope") or "")
+            return {"once": "approved-once", "session": "approved-for-session"}.get(scope, "approved" + (f"-{scope}" if scope else ""))
+        reason = str(decision.get("reasonType") or "")
+        return f"allowed-by-{reason}" if reason in ("rule", "mode", "hook", "classifier") else "allowed-by-config"
+    if verdict == "reject" or permission.get("toolDenialKind"):
+        if source == "config":
+            return "rejected-by-config"
+        if source.startswith("user") or permission.get("toolDenialKind") == "user-rejected":
+            return "rejected-by-user"
+        return "rejected"
+    return ""
+
+
+def tool_facts(call: ToolCall) -> dict:
+    """Permission decision, the wait for it and the tool's own run time, as observation metadata."""
+    meta: dict = {}
+    permission = call.permission or {}
+    label = permission_label(permission)
+    if label:
+        meta["permission"] = label
+    decision = permission.get("permissionDecision")
+    if isinstance(decision, dict):
+        for key, name in (("decision", "decision"), ("source", "source"), ("grantScope", "grant_scope"), ("reasonType", "reason_type")):
+            if isinstance(decision.get(key), str) and decision[key]:
+                meta[f"permission_{name}"] = decision[key]
+        if isinstance(decision.get("ruleSource"), str):
+            meta["permission_rule_source"] = decision["ruleSource"]
+    if isinstance(permission.get("toolDenialKind"), str):
+        meta["tool_denial_kind"] = permission["toolDenialKind"]
+    facts = call.hook_facts or {}
+    duration = facts.get("duration_ms")
+    if isinstance(duration, (int, float)) and not isinstance(duration, bool):
+        meta["duration_ms"] = duration  # the tool's own run time (PostToolUse), without any wait for the user
+    if facts.get("is_interrupt"):
+        meta["is_interrupt"] = True
+    # how long Claude waited for the decision: from the PermissionRequest to the result (or, when
+    # the user decided and no request was seen, from the tool_use line), minus the tool's run time
+    waited_from = call.permission_request_at
+    if call.permission_request_at:
+        meta["permission_requested_at"] = call.permission_request_at
+    elif label.startswith(("approved", "rejected-by-user")):
+        waited_from = call.start
+    if waited_from and call.end:
+        t0, t1 = parse_ts(waited_from), parse_ts(call.end)
+        if t0 and t1:
+            ms = (t1 - t0).total_seconds() * 1000 - (duration if isinstance(duration, (int, float)) else 0)
+            meta["permission_wait_ms"] = max(0, round(ms))
+    return meta
+
+
+def turn_ending(turn: Turn) -> tuple[str, str, str | None, dict]:
+    """How a turn ended when not with an answer: (ended_by, level, status, metadata) from the
+    transcript, with the StopFailure's error type when that hook event was seen."""
+    error_gen = ended_on_api_error(turn)
+    if error_gen is not None:
+        failure = turn.stop_failure or {}
+        kind = failure.get("error") or "api_error"
+        meta = {"ended_by": "api-error", "error_type": kind}
+        if failure.get("error_details"):
+            meta["error_details"] = failure["error_details"]
+        return "api-error", "ERROR", f"API error ({kind}): {error_gen.text or failure.get('last_assistant_message') or ''}".strip(), meta
+    if turn.interrupted:
+        rejected = [c.name for c in turn.tools.values() if permission_label(c.permission) == "rejected-by-user"]
+        if rejected:
+            return (
+                "rejected",
+                "WARNING",
+                f"tool use rejected by the user ({', '.join(rejected)}); the turn was interrupted",
+                {"ended_by": "rejected"},
+            )
+        return "interrupted", "WARNING", "interrupted by the user", {"ended_by": "interrupted"}
+    return "", "DEFAULT", None, {}
+
+
+def ended_on_api_error(turn: Turn) -> Generation | None:
+    """The synthetic API-error message a turn ended on (no answer or tool call after it)."""
+    for item in reversed(turn.items):
+        if isinstance(item, Generation):
+            return item if item.api_error else None
+        if isinstance(item, ToolCall):
+            return None
+    return None
+
+
 def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[dict]:
     agent = call.agent
     natural = call.agent_run or call.agent_id or call.id
@@ -274,13 +370,17 @@ def agent_observations(call: ToolCall, trace_id: str, parent_id: str) -> list[di
     name = "Subagent: " + str(description or agent_type or natural)
     end = agent.end or agent.start
     meta["complete"] = agent.looks_complete()
+    start = agent.start
+    if call.agent_started and (not start or call.agent_started <= start):
+        start = call.agent_started  # SubagentStart: the launch, before the agent wrote its first line
+        meta["started_at_launch"] = True
     out = [
         _obs(
             agent_obs_id,
             parent_id,
             "agent",
             name,
-            agent.start,
+            start,
             end,
             input=prompt_text(agent.prompt),
             output=agent.final_text,
@@ -344,6 +444,8 @@ def turn_settles_later(turn: Turn, event) -> bool:
     or Claude Code has not written what it writes after the Stop hooks: the hooks' summary and, in
     an interactive session, the turn's duration. The worker waits (bounded) so that the turn is
     queued once, final, instead of once now and again for those lines."""
+    if event is not None and event.name == "StopFailure" and not turn.finished:
+        return ended_on_api_error(turn) is None  # the error message Claude Code writes is not on disk yet
     if event is None or event.name != "Stop" or turn.finished:
         return False
     if answer_lags(turn, event) or turn.awaiting_stop_summary:
@@ -390,12 +492,23 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
     }
     if ctx.forked_from:
         trace_meta["forked_from"] = ctx.forked_from
-    root_meta = {**trace_meta, "complete": complete, "interrupted": turn.interrupted, "hook_version": HOOK_VERSION, **meta_extra}
+    if turn.session_start.get("source"):
+        trace_meta["session_source"] = turn.session_start["source"]  # SessionStart: startup / resume / clear / compact / fork
+    ended_by, level, status, ending_meta = turn_ending(turn)
+    if ended_by:
+        complete = True  # over: nothing more comes for this turn
+    root_meta = {
+        **trace_meta,
+        "complete": complete,
+        "interrupted": turn.interrupted,
+        "hook_version": HOOK_VERSION,
+        **meta_extra,
+        **ending_meta,
+    }
     if turn.hook_durations_ms:
         root_meta["stop_hook_durations_ms"] = turn.hook_durations_ms
     if turn.duration_ms is not None:
         root_meta["turn_duration_ms"] = turn.duration_ms  # Claude Code's own measure of the turn
-    level = "WARNING" if turn.interrupted else "DEFAULT"
     root = _obs(
         root_id,
         None,
@@ -407,7 +520,7 @@ def turn_record(turn: Turn, ctx: TraceContext, event: HookEvent | None = None) -
         output=output,
         metadata=root_meta,
         level=level,
-        status="interrupted by the user" if turn.interrupted else None,
+        status=status,
     )
     observations, seen_ids = [], set()
     for ob in [root] + turn_observations(turn, trace_id, root_id, end):

@@ -301,7 +301,7 @@ def test_each_event_is_read_with_the_settings_of_the_process_that_fired_it(tmp_p
 # docs/design.md, "Module map": the order data flows; a module imports only modules above it.
 MODULE_ORDER = [
     "config", "event", "files", "inbox", "runtime", "hook", "transcript", "turns", "forks", "subagents", "records", "redaction",
-    "store", "facts", "mute", "collect", "plan", "sender", "delivery", "worker", "commands", "backfill", "models", "doctor", "insights", "cli",
+    "store", "facts", "mute", "collect", "plan", "sender", "delivery", "worker", "commands", "backfill", "models", "doctor", "signals", "insights", "cli",
 ]  # fmt: skip
 
 

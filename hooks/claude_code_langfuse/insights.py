@@ -466,7 +466,9 @@ def _fetch_all(api: Any, **params: Any) -> list[Any]:
             return out
 
 
-def langfuse_facts(window: Window, settings: Settings | None = None) -> list[TurnFact]:
+def langfuse_facts(window: Window, settings: Settings | None = None, tool_io: bool = False) -> list[TurnFact]:
+    """tool_io: also fetch tool inputs and metadata (friction, problems, scores); tool outputs can be
+    huge, so the other reports never ask for them."""
     settings = settings or load_settings()
     if not settings.has_keys:
         raise InputError(
@@ -505,7 +507,7 @@ def langfuse_facts(window: Window, settings: Settings | None = None) -> list[Tur
         for kind in ("TOOL", "GENERATION"):
             children += _fetch_all(
                 lf.api,
-                fields=TOOL_FIELDS if kind == "TOOL" else CHILD_FIELDS,
+                fields=TOOL_FIELDS if kind == "TOOL" and tool_io else CHILD_FIELDS,
                 type=kind,
                 from_start_time=since,
                 to_start_time=child_until,
@@ -1332,9 +1334,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_facts(source: str, window: Window, roots: list[str] | None = None) -> list[TurnFact]:
+TOOL_IO_REPORTS = ("friction", "problems", "scores")
+
+
+def load_facts(source: str, window: Window, roots: list[str] | None = None, report: str = "") -> list[TurnFact]:
     if source == "langfuse":
-        return langfuse_facts(window)
+        return langfuse_facts(window, tool_io=report in TOOL_IO_REPORTS)
     return local_facts(window, roots)
 
 
@@ -1343,7 +1348,7 @@ def scores_report(args: argparse.Namespace, window: Window, roots: list[str] | N
     Langfuse holds (with --push: computed from Langfuse's observations, then pushed)."""
     if args.source == "langfuse" and not args.push:
         return report_scores(langfuse_scores(window), "read back from Langfuse (scores this tool pushed)")
-    facts = load_facts(args.source, window, roots)
+    facts = load_facts(args.source, window, roots, "scores")
     rows = trace_scores(facts, args.min)
     if not args.push:
         return report_scores(rows, "computed, not sent: add --push to write them to Langfuse")
@@ -1362,7 +1367,7 @@ def main(argv: list[str] | None = None, roots: list[str] | None = None) -> int:
         if args.report == "scores":
             report = scores_report(args, window, roots)
         else:
-            facts = load_facts(args.source, window, roots)
+            facts = load_facts(args.source, window, roots, args.report)
             report = build_report(args, facts)
     except InputError as e:
         print(f"insights: {e}", file=sys.stderr)

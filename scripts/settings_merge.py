@@ -73,6 +73,7 @@ class Places:
         self.insights = self.lf / "insights.py"
         self.skill_dir = self.claude / "skills" / "langfuse-insights"
         self.skill = self.skill_dir / "SKILL.md"
+        self.slash_command = self.claude / "commands" / "langfuse.md"  # /langfuse (the plugin's commands/langfuse.md)
         self.config = self.lf / "config.json"
         self.record = self.lf / RECORD_NAME
         self.default_state = self.claude / "state"
@@ -508,6 +509,41 @@ def _preflight(args) -> tuple[Places, dict, dict, dict | None, bytes | None, dic
     return places, vals, src, settings, raw, config
 
 
+PLUGIN_COMMAND_RUN = 'python3 -I "${CLAUDE_PLUGIN_ROOT}/hooks/langfuse_hook.py"'
+PLUGIN_COMMAND_RULE = "Bash(python3 -I:*)"
+SLASH_MARK = "langfuse_hook.py slash"  # a langfuse.md holding this is ours (install overwrites it, uninstall removes it)
+
+
+def render_slash_command(text: str, places: Places) -> str:
+    """The plugin's commands/langfuse.md for the script install: the venv's python and the installed entry."""
+    python, hook = shlex.quote(str(places.venv_python)), shlex.quote(str(places.hook))
+    if PLUGIN_COMMAND_RUN not in text or PLUGIN_COMMAND_RULE not in text:
+        raise UserError("commands/langfuse.md does not hold the command line the installer rewrites; is the repo complete?")
+    return text.replace(PLUGIN_COMMAND_RUN, f"{python} -I {hook}").replace(PLUGIN_COMMAND_RULE, f"Bash({python} -I:*)")
+
+
+def is_our_slash_command(path: Path) -> bool:
+    try:
+        return SLASH_MARK in path.read_text(encoding="utf-8", errors="replace").replace('" slash', " slash")
+    except OSError:
+        return False
+
+
+def install_slash_command(src: Path, places: Places, home: Path) -> None:
+    if not src.is_file():
+        return
+    dst = places.slash_command
+    if (dst.exists() or dst.is_symlink()) and not is_our_slash_command(dst):
+        print(f"warning: {tilde(dst, home)} exists and is not ours: /langfuse not installed (rename yours to get it)", file=sys.stderr)
+        return
+    data = render_slash_command(src.read_text(encoding="utf-8"), places).encode()
+    if dst.is_file() and dst.read_bytes() == data and file_mode(dst, 0) == 0o644:
+        return
+    dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(dst, data, 0o644)
+    print(f"copied {tilde(dst, home)} (the /langfuse command)")
+
+
 def copy_file(src: Path, dst: Path) -> bool:
     """dst = src's bytes with mode 0644; False when it already was."""
     data = src.read_bytes()
@@ -637,6 +673,8 @@ def cmd_apply(args) -> int:
             extra_dst.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             if copy_file(extra_src, extra_dst):
                 print(f"copied {tilde(extra_dst, home)}")
+
+    install_slash_command(Path(args.repo) / "commands" / "langfuse.md", places, home)
 
     new_config = dict(config or {})
     new_config.update(vals)
@@ -802,6 +840,9 @@ def cmd_uninstall(args) -> int:
             removed.append(p)
     if places.skill_dir.is_dir() and not any(places.skill_dir.iterdir()):
         places.skill_dir.rmdir()
+    if places.slash_command.is_file() and is_our_slash_command(places.slash_command):
+        places.slash_command.unlink()
+        removed.append(places.slash_command)
     for p in removed:
         print(f"removed {tilde(p, home)}")
     if places.lf.is_dir():

@@ -1111,7 +1111,7 @@ def langfuse_scores(window: Window, settings: Settings | None = None) -> list[di
     try:
         with httpx.Client(auth=(settings.public_key, settings.secret_key), timeout=settings.timeout) as http:
             for _ in range(10000):
-                params = {"name": ",".join(SCORE_NAMES), "fields": "subject", "limit": 100}
+                params = {"name": ",".join(SCORE_NAMES), "fields": "subject,details", "limit": 100}
                 if window.since:
                     params["fromTimestamp"] = _iso(window.since)
                 if window.until:

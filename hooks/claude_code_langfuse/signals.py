@@ -122,10 +122,10 @@ def suggest_rules(tool: Any, cwd: str = "") -> list[str]:
     path = inp.get("file_path") or inp.get("notebook_path") or inp.get("path")
     if name in EDIT_TOOLS and isinstance(path, str):
         rel = _rel_dir(path, cwd)
-        return [f"Edit({rel}/**)" if rel else "Edit(*)"]
+        return [f"Edit({rel}/**)" if rel else "Edit(./*)"]
     if name in ("Read", "Glob", "Grep") and isinstance(path, str):
         rel = _rel_dir(path, cwd) if name == "Read" else _rel_dir(path.rstrip("/") + "/x", cwd)
-        return [f"Read({rel}/**)" if rel else "Read(*)"]
+        return [f"Read({rel}/**)" if rel else "Read(./*)"]
     if name == "WebFetch" and isinstance(inp.get("url"), str):
         from urllib.parse import urlsplit
 

@@ -3,6 +3,7 @@ secret, names its kind and keeps every other character; every negative case come
 unchanged, as plain text, as a JSON-escaped transcript line and as a value in a tool input."""
 
 import copy
+import functools
 import json
 
 import pytest
@@ -119,3 +120,46 @@ def test_whole_corpus_pasted_into_a_real_transcript_row():
     assert new_block["content"] == "\n".join(expected + NEGATIVE)
     new_block["content"] = block["content"]
     assert out == before
+
+
+# --------------------------------------------------------------------------------------------
+# Adversarial input for the newer rules: every one must finish (each match costs a bounded
+# amount of work: weak-name values are checked where they start, a command's options end at the
+# next command). Speed itself is not asserted here.
+
+
+@functools.lru_cache(maxsize=1)
+def _adversarial():
+    size = 300 * 1000
+    return {
+        "mysql-attached": ("mysql -pX1 ", size // 11, size // 11),
+        "docker-login": ("docker login -p x ", size // 18, None),
+        # One command's options are read for 4096 characters.
+        "flags-after-one-command": ("mysql " + "-pA1 " * (size // 5), 1, 4096 // 5),
+        "long-flags": ("--token a1 ", size // 11, size // 11),
+        "long-flags-no-value": ("--token ", size // 8, 0),
+        "salt-run": ("salt=", size // 5, 0),
+        "secret-name-run": ("secret_name=", size // 12, 0),
+        "weak-long-runs": ("x_salt=" + "a" * 40, size // 47, 0),
+        "sig-run": ("&sig=", size // 5, 0),
+        "sig-one-long-value": ("&sig=" + "a1" * (size // 2), 1, 1),
+        "amz-run": ("?x-amz-credential=", size // 18, None),
+        "netrc-partial": ("machine a login b ", size // 18, 0),
+        "define-run": ("define('a',", size // 11, 0),
+        "escaped-newlines-and-tokens": ("\\nghp_", size // 6, 0),
+        "prose-after-colon": ("password: word ", size // 15, 0),
+        # Over 256 characters, any $VAR makes a value a template (the simple rule).
+        "dollar-salts": ("password='" + "$a#" * (size // 3) + "'", 1, 0),
+    }
+
+
+@pytest.mark.parametrize("name", list(_adversarial()))
+def test_adversarial_input_for_the_new_rules_completes(name):
+    unit, times, expected_count = _adversarial()[name]
+    text = unit * times
+    out, count = redact_text(text)
+    assert isinstance(out, str)
+    if expected_count is not None:
+        assert count == expected_count
+        if expected_count == 0:
+            assert out == text

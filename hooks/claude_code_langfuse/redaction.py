@@ -344,6 +344,7 @@ _CLI_CMD_RE = _LazyRe(r"(?<![\w./-])%s(?![\w.-])" % _literal_trie(_CLI_COMMANDS,
 _CLI_END_RE = _LazyRe(r"(?<!\\)\n|(?<!\\)\\n|[|;&]")
 _CLI_FLAG_RE = _LazyRe(r"(?<![^\s'\"])-{1,2}[A-Za-z][A-Za-z0-9-]*")
 _CLI_CREDS_FLAGS = ("--creds", "--src-creds", "--dest-creds")
+_ARGV_NEXT_RE = _LazyRe(r"[ \t]{0,8},[ \t]{0,8}(?P<q>\\?['\"])(?P<v>[^'\"\\\n]{1,1024})(?P=q)")
 _CLI_SEGMENT_MAX = 4096
 # Words after which a command name is in command position (rather than named in prose).
 _COMMAND_LEADERS = frozenset(("sudo", "exec", "env", "time", "nohup", "command", "then", "do", "else", "xargs", "--", "run", "-c"))
@@ -359,7 +360,7 @@ def _in_command_position(text, start):
     if cut != -1:
         before = before[cut + 2 :]
     before = before.rstrip()
-    if not before or before[-1] in "$#>|;&(`\"'{":
+    if not before or before[-1] in "$>|;&(`{":
         return True
     last = before.rsplit(None, 1)[-1]
     return last in _COMMAND_LEADERS or _ENV_ASSIGNMENT_RE.fullmatch(last) is not None
@@ -1022,6 +1023,21 @@ class Redactor:
             flag = flag_m.group(0)
             after = flag_m.end()
             mode = None
+            opening = text[max(0, flag_m.start() - 2) : flag_m.start()]
+            opening = opening if opening == '\\"' else opening[-1:]  # \" inside a JSON-encoded line
+            if opening in ("'", '"', '\\"') and text.startswith(opening, after) and (flag in spaced or flag in attached):
+                # A quoted argv item: ["sshpass", "-p", "value", ...] (a list in code, JSON, a
+                # compose healthcheck). Its value, if any, is the next quoted item.
+                if flag not in spaced or (flag == "-p" and needs_login and not has_login):
+                    continue
+                item = _ARGV_NEXT_RE.match(text, after + len(opening))
+                if item is None or item.group("q") != opening:
+                    continue
+                start, end = item.span("v")
+                value = text[start:end]
+                if value[:1] != "-" and len(value) >= 3 and not _is_placeholder(value):
+                    yield start, end
+                continue
             if flag in _CLI_CREDS_FLAGS and family == "registry":
                 mode = "creds"
             elif any(flag.startswith(a) and len(flag) > len(a) for a in attached):
@@ -1066,7 +1082,12 @@ class Redactor:
                     continue  # env:VAR, file:path, fd:N, stdin name where the password is
                 start += 5
                 value = value[5:]
-            if not value or _is_placeholder(value):
+            if group == "bare":
+                stripped = value.rstrip(".,:")
+                end -= len(value) - len(stripped)
+                value = stripped
+            # Shorter than 3 characters: "mysql -pX" in a document, not a password.
+            if len(value) < 3 or _is_placeholder(value):
                 continue
             if value.endswith("$") and text[end : end + 1] in ("(", "{"):
                 continue  # -p$(cat pw), -p $(TOKEN) in a Makefile

@@ -15,7 +15,7 @@ parsed JSON: dict keys decide).
 NEGATIVE: ordinary code, prose, tool output and placeholders that must come out unchanged.
 
 Placeholders that stay (documented in redaction.py next to _PLACEHOLDER_WORDS): "changeme",
-"changeit", "password", "secret", "token", "example", "dummy", "fake", "sample", "none",
+"changeit", "password", "secret", "token", "example", "value", "dummy", "fake", "sample", "none",
 "null", "redacted", "todo"; runs of x * . - _ # ?; "<password>", "[password]", "%PASSWORD%";
 "${PASSWORD}", "$PASSWORD", "$(cmd)", "{{ .Values.x }}", "{name}", "%s"; "your_password",
 "api_key_here"; anything containing "..." or "…". A real-looking word ("hunter2horse",
@@ -454,6 +454,8 @@ NEGATIVE = [
     "(mysql -pX, mongosh -p X, redis-cli -a X)",
     '# "sshpass -p flag" in prose is not a password',
     'cmd = ["docker", "run", "-p", "8080:80", "nginx"]',
+    'password = "value"',
+    "sshpass -p value ssh host",
     # base64 image data, thinking signatures, long JSON
     '{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "' + _PNG_B64 + '"}}',
     "data:image/png;base64," + _PNG_B64,

@@ -515,6 +515,7 @@ _PLACEHOLDER_WORDS = frozenset(
         "put your unique phrase here",
         "changeit",
         "mypassword",
+        "value",
         "mysecret",
     )
 )
@@ -1205,7 +1206,7 @@ class Redactor:
                 return None
             # A weak name only counts with a generated-looking value (SALT=<hex>, "private_key_id": "<hex>").
             if not is_secret_name(name):
-                # ODBC / ADO connection strings: ...;Uid=sa;Pwd=S3cret; (a bare PWD= is a directory).
+                # ODBC / ADO connection strings: ...;Uid=sa;Pwd=<secret>; (a bare PWD= is a directory).
                 if name.lower() == "pwd" and name_start and original[name_start - 1] == ";":
                     pass
                 elif _is_weak_secret_name(name):

@@ -107,7 +107,7 @@ def test_skill_has_frontmatter_and_points_at_both_installs():
 
 def plugin_tree(dest: pathlib.Path) -> pathlib.Path:
     """The files the plugin consists of, copied like a checkout (the CLI copies the marketplace dir)."""
-    for name in (".claude-plugin", "hooks", "skills"):
+    for name in (".claude-plugin", "hooks", "skills", "commands"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
 
@@ -147,6 +147,7 @@ def test_claude_plugin_validate_accepts_the_manifests(claude_cli, tmp_path):
         ]
     )
     assert report["provides"]["skills"] == [f"{PLUGIN}:langfuse-insights"]
+    assert report["provides"]["commands"] == [f"{PLUGIN}:langfuse"]  # /langfuse (issue 11)
 
 
 @pytest.fixture

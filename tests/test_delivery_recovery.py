@@ -255,3 +255,20 @@ def test_the_record_of_delivered_versions_is_private_and_bounded(tmp_path, langf
     assert len(kept) == 50
     assert set(kept) == {f"turn:{i:032x}" for i in range(70, 120)}  # the newest are kept
     assert os.stat(paths.delivered).st_mode & 0o777 == 0o600
+
+
+def test_no_keys_is_one_log_line_per_event_and_keys_set_later_send_at_once(rig, langfuse_standin):
+    """Without keys the worker used to retry every poll (80 identical errors for one event);
+    now it backs off like any failure, and the next event with keys sends at once."""
+    t = rig.transcript()
+    t.simple_turn("before the keys", "kept")
+    rig.hook(stop_event(t), CC_LANGFUSE_PUBLIC_KEY="", CC_LANGFUSE_SECRET_KEY="")
+    error = rig.wait_failure("nokeys")
+    assert "CC_LANGFUSE_PUBLIC_KEY" in error["advice"]
+    problems = [line for line in rig.log_lines() if " ERROR " in line]
+    assert len(problems) == 1, "\n".join(problems)
+    t.simple_turn("with the keys", "sent")
+    expected = expected_turns(t)
+    rig.hook(stop_event(t))  # right away: the keys changed, no wait
+    rig.wait_delivered(expected)
+    assert_delivered_exactly_once(langfuse_standin, expected)

@@ -290,16 +290,16 @@ def update_sender_status(paths: Paths, **changes) -> dict:
 def _record_failure(paths: Paths, settings: Settings, kind: str, http_status, detail: str, advice: str, log) -> None:
     status, _ = read_sender_status(paths)
     failures = int(status.get("consecutive_failures") or 0) + 1
+    # Every failure backs off (no keys and no SDK too: retried at once, they would fill the log
+    # every poll); hook news retries after RETRY_ON_NEWS_S, and keys set or changed at once.
     wait = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** min(failures - 1, 30))
-    if kind in ("nokeys", "nosdk"):
-        wait = 0.0  # not the server's fault: the next run (perhaps another interpreter) may try at once
     update_sender_status(
         paths,
         last_attempt=now_iso(),
         last_attempt_epoch=time.time(),
         consecutive_failures=failures,
         next_attempt_epoch=time.time() + wait,
-        auth_failed_keys=key_fingerprint(settings) if kind == "auth" else None,
+        auth_failed_keys=key_fingerprint(settings) if kind in ("auth", "nokeys") else None,
         last_error={"time": now_iso(), "kind": kind, "http_status": http_status, "detail": detail, "advice": advice},
     )
     log.error("%s", advice)

@@ -123,6 +123,8 @@ POSITIVE = [
     ("assignment", "  db_password: @@", PW_WORD),
     ("assignment", "DB_PASSWORD=@@", "tablespoon"),
     ("assignment", "const adminPassword = '@@';", "letmeinplease"),
+    ("assignment", "P: ${DB_PASSWORD:-@@}", "hunter2x"),
+    ("assignment", 'secret = f"@@"', "Zk8Lq2Nv6Xb1-no-braces"),
     ("assignment", "config.client_secret = '@@'", "bluewhale"),
     # ---- signed storage URLs
     (
@@ -455,6 +457,9 @@ NEGATIVE = [
     '# "sshpass -p flag" in prose is not a password',
     'cmd = ["docker", "run", "-p", "8080:80", "nginx"]',
     'password = "value"',
+    "  DATABASE_URL: postgresql://postgres:${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set}@postgres:5432/db",
+    "      MINIO_ROOT_PASSWORD: ${MINIO_ROOT_PASSWORD:?MINIO_ROOT_PASSWORD is not set - run scripts/generate-env.sh}",
+    "token = f\"{unquote(p.username or '')}:{unquote(p.password or '')}\".encode()",
     "sshpass -p value ssh host",
     # base64 image data, thinking signatures, long JSON
     '{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "' + _PNG_B64 + '"}}',

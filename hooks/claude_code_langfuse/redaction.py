@@ -596,7 +596,7 @@ _WEAK_VALUE_RE = _LazyRe(r"(?P<q>\\?[\"'])?(?P<v>(?:base64:)?[A-Za-z0-9+/_\-]{32
 
 
 def _secretish_value(value, weak=1):
-    """A generated secret: 32+ hex digits, a UUID (when ``weak`` is 2), or 32+ base64 characters
+    """A generated secret is 32+ hex digits, a UUID (when ``weak`` is 2), or 32+ base64 characters
     mixing upper case, lower case and digits (identifiers, paths, slugs, ARNs and words do not
     qualify)."""
     m = _SECRETISH_VALUE_RE.fullmatch(value)
@@ -1204,6 +1204,9 @@ class Redactor:
             # arn:aws:secretsmanager:...:secret:prod/db is a resource name, not "secret: <value>".
             if name_start and original[name_start - 1] == ":" and m.group("sep") == ":":
                 return None
+            # ${DB_PASSWORD:?DB_PASSWORD is not set}: the shell's error message, not a value.
+            if original[max(0, name_start - 2) : name_start] == "${" and original.startswith("?", m.end()):
+                return None
             # A weak name only counts with a generated-looking value (SALT=<hex>, "private_key_id": "<hex>").
             if not is_secret_name(name):
                 # ODBC / ADO connection strings: ...;Uid=sa;Pwd=<secret>; (a bare PWD= is a directory).
@@ -1228,6 +1231,9 @@ class Redactor:
             if v.group("bare") is not None:
                 start, end = v.span("bare")
                 value = original[start:end]
+                if value[:1] in ("-", "=") and original[max(0, name_start - 2) : name_start] == "${":
+                    start += 1  # ${DB_PASSWORD:-default}: keep the operator
+                    value = value[1:]
                 if name_start and original[name_start - 1] in "?&":
                     # A URL query parameter ends at the next "&"; in a .env file "&" is data.
                     amp = value.find("&")
@@ -1259,6 +1265,8 @@ class Redactor:
                 value = original[start:end]
                 if _is_placeholder(value):
                     return None
+                if "{" in value and "f" in v.group("pfx").lower():
+                    return None  # f"{user}:{get_password()}": an f-string builds it from code
             return start, end, _assignment_marker(name)
 
         return cls._spans(text, _ASSIGN_KEY_RE, decide, low)

@@ -77,6 +77,8 @@ def test_a_turn_that_ends_on_an_api_error_is_closed_as_an_error(claude_cli, tmp_
         t.wait_delivered(closed_as_error)
         (root,) = [o for o in t.standin.observations() if o.trace_id == tid and o.parent_id is None]
         assert root.metadata.get("ended_by") == "api-error", root.metadata
-        print("\nAPI-error turn as Langfuse gets it:", root.level, {k: root.metadata.get(k) for k in ("ended_by", "error_type", "complete")})
+        print(
+            "\nAPI-error turn as Langfuse gets it:", root.level, {k: root.metadata.get(k) for k in ("ended_by", "error_type", "complete")}
+        )
     finally:
         standin.stop()

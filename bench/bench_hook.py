@@ -615,6 +615,9 @@ class Variant:
                 shutil.copy2(bench.src / "hooks" / HOOK.name, hook_dir / HOOK.name)
                 shutil.copytree(bench.src / "hooks" / PACKAGE.name, hook_dir / PACKAGE.name, ignore=shutil.ignore_patterns("__pycache__"))
                 argv = [bench.python, "-I", str(hook_dir / HOOK.name)]
+        if self.args.worker_debug:
+            config = self.home / ".claude" / "langfuse" / "config.json"
+            config.write_text(json.dumps(dict(json.loads(config.read_text()), CC_LANGFUSE_DEBUG="true")))
         self.python = argv[0]
         self.entry = self.work / "hook" / HOOK.name if self.old else pathlib.Path(argv[-1])
         self.package = self.entry.parent if self.old else self.entry.parent / PACKAGE.name
@@ -1259,6 +1262,11 @@ def main(argv=None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=300, help="seconds to wait for the last turns at the stand-in")
     parser.add_argument("--no-diagnose", dest="diagnose", action="store_false", help="skip the outside-Claude-Code breakdown")
     parser.add_argument("--spawn-repeats", type=int, default=6, help="diagnosis: hook runs that start a worker (default 6)")
+    parser.add_argument(
+        "--worker-debug",
+        action="store_true",
+        help="CC_LANGFUSE_DEBUG=true in config.json: the worker logs each event it reads (with --keep)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary HOMEs, transcripts, state snapshots (profile_stop.py)")
     parser.add_argument("--append-open-turn", nargs=2, metavar=("TRANSCRIPT", "MB"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -207,3 +207,38 @@ def test_rule_suggestions():
     assert signals.suggest_rules(tf("Write", input={"file_path": "/elsewhere/x"}), "/p") == ["Edit(//elsewhere/**)"]
     assert signals.suggest_rules(tf("WebFetch", input={"url": "https://docs.example.com/a"})) == ["WebFetch(domain:docs.example.com)"]
     assert signals.suggest_rules(tf("mcp__gh__issue", input={"n": 1})) == ["mcp__gh__issue"]
+
+
+def test_langfuse_source_gives_the_same_friction_and_problems_as_local(tmp_path, monkeypatch, capsys):
+    """The hook's own records (permission facts in the tool metadata), stored the way Langfuse v4
+    keeps them (metadata values as strings), read back through the v2 observations API."""
+    import secrets
+
+    from test_insights import ReadAPIStandin, records_for, run_json, stored_observations
+
+    home = tmp_path / "home"
+    write_session(home / ".claude" / "projects")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("CC_LANGFUSE_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.delenv("CLAUDE_CONFIG_DIR", raising=False)
+    token = secrets.token_hex(6)
+    pk, sk = f"pk-lf-fr-{token}", f"sk-lf-fr-{token}"
+    standin = ReadAPIStandin(pk, sk, [o for r in records_for(home) for o in stored_observations(r)])
+    monkeypatch.setenv("CC_LANGFUSE_PUBLIC_KEY", pk)
+    monkeypatch.setenv("CC_LANGFUSE_SECRET_KEY", sk)
+    monkeypatch.setenv("CC_LANGFUSE_BASE_URL", standin.base_url)
+    try:
+        for report in ("friction", "problems"):
+            local = run_json(capsys, report, "--since", "2000-01-01", "--source", "local")
+            remote = run_json(capsys, report, "--since", "2000-01-01", "--source", "langfuse")
+            assert any(t["rows"] for t in local["tables"])
+
+            # cost: Langfuse's own model prices against the local estimate (the stand-in prices other models)
+            def no_cost(tables):
+                return [[{k: v for k, v in r.items() if k != "cost"} for r in t["rows"]] for t in tables]
+
+            assert no_cost(remote["tables"]) == no_cost(local["tables"]), report
+        tools = [r for r in standin.requests if r["params"].get("type") == "TOOL"]
+        assert tools and all("io" in r["params"]["fields"] for r in tools)
+    finally:
+        standin.close()

@@ -13,9 +13,9 @@ bench_hook.clone_block). Then, in a temporary HOME with keys in ~/.claude/langfu
   (c) `backfill` of a single ~100 MB transcript in its own HOME: peak RSS (getrusage of the
       child, from a wrapper process) and turns/s.
 
-Backfill wakes the background worker when it is done, as it does for users; in (a) the stand-in
-is not up yet, so that worker finds the server unreachable, backs off and exits (we wait until its status
-records that and it has let go of its lock), and (b) measures `drain` alone. In (c) the worker is pointed at a closed port.
+Backfill wakes the background worker when it is done, as it does for users. In (a) and (c) the
+benchmark holds the worker's lock while the command runs (a worker "is running"), so backfill starts
+none and (b) measures `drain` alone, which takes the lock itself.
 
     .venv/bin/python bench/bench_backfill.py            # 2,000 turns + 100 MB, ~30 s on 2 cores
     .venv/bin/python bench/bench_backfill.py --quick    # 400 turns + 20 MB
@@ -135,17 +135,23 @@ def wait_worker_idle(state_dir: pathlib.Path, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
-def wait_worker_gave_up(state_dir: pathlib.Path, timeout: float = 30) -> None:
-    """Until the worker's delivery status records the failed attempt (the server was down on purpose)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if (json.loads((state_dir / "langfuse_sender.json").read_text()) or {}).get("last_error"):
-                return
-        except (OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    print("note: no failed delivery attempt recorded within %ss; going on" % timeout, flush=True)
+class WorkerLockHeld:
+    """Hold <state>/locks/worker.lock: to backfill a worker is running, so it wakes none."""
+
+    def __init__(self, state_dir: pathlib.Path):
+        (state_dir / "locks").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(state_dir, 0o700)
+        self.path = state_dir / "locks" / "worker.lock"
+
+    def __enter__(self):
+        import fcntl
+
+        self.fh = open(self.path, "a+b")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.fh.close()
 
 
 def main(argv=None) -> int:
@@ -194,11 +200,12 @@ def main(argv=None) -> int:
             total_bytes += path.stat().st_size
         standin = StandinProcess(args.python, work)
         config_home(home, standin.public_key, standin.secret_key, standin.base_url)
-        standin.stop()  # not up during (a): the worker backfill wakes at its end finds no server and exits
+        state_dir = home / ".claude" / "state"
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "LANG": os.environ.get("LANG", "C.UTF-8")}
         print(f"(a) backfill of {sum(per)} turns in {args.sessions} sessions ({total_bytes / MB:.1f} MB) ...", flush=True)
         load_a = loadavg()
-        out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], env)
+        with WorkerLockHeld(state_dir):
+            out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], env)
         counts = backfill_counts(out["stdout"])
         results["backfill"] = dict(
             counts,
@@ -211,13 +218,8 @@ def main(argv=None) -> int:
             load_after=loadavg(),
         )
 
-        # (b) drain to the stand-in. First let the worker that backfill woke find no server and
-        # exit: a worker still starting up could otherwise deliver the queue instead of `drain`.
-        state_dir = home / ".claude" / "state"
-        wait_worker_gave_up(state_dir)
+        # (b) drain to the stand-in (no worker was started: `drain` alone sends the queue)
         wait_worker_idle(state_dir)
-        standin = StandinProcess(args.python, work)
-        config_home(home, standin.public_key, standin.secret_key, standin.base_url)
         print(f"(b) drain of {counts['records']} records to the stand-in {standin.base_url} ...", flush=True)
         load_b = loadavg()
         out = run_wrapped(args.python, [args.python, "-I", str(hook), "drain"], env)
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
         big_env = dict(env, HOME=str(big_home))
         print(f"(c) backfill of one {big_path.stat().st_size / MB:.0f} MB transcript ({big_turns} turns) ...", flush=True)
         load_c = loadavg()
-        out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], big_env)
+        with WorkerLockHeld(big_home / ".claude" / "state"):
+            out = run_wrapped(args.python, [args.python, "-I", str(hook), "backfill", "--since", "30d"], big_env)
         counts = backfill_counts(out["stdout"])
         results["backfill_big"] = dict(
             counts,
@@ -260,8 +263,6 @@ def main(argv=None) -> int:
             load_before=load_c,
             load_after=loadavg(),
         )
-        # the worker backfill woke writes its status into the work dir: let it finish before cleanup
-        wait_worker_gave_up(big_home / ".claude" / "state")
         wait_worker_idle(big_home / ".claude" / "state")
     finally:
         if standin:

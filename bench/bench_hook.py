@@ -638,13 +638,16 @@ class Variant:
         settings_path = self.home / ".claude" / "settings.json"
         if installer:
             settings = json.loads(settings_path.read_text())
+            for groups in settings.setdefault("hooks", {}).values():
+                # every event the installer registers (the measured three, and the async ones that
+                # only file facts) runs the same command: -B included in the no-bytecode variant
+                for h in [h for g in groups for h in g.get("hooks", []) if "langfuse_hook" in h.get("command", "")]:
+                    h["command"] = self.command
             for event in EVENTS:
-                groups = settings.setdefault("hooks", {}).setdefault(event, [])
-                ours = [h for g in groups for h in g.get("hooks", []) if "langfuse_hook" in h.get("command", "")]
+                groups = settings["hooks"].setdefault(event, [])
+                ours = [h for g in groups for h in g.get("hooks", []) if h.get("command") == self.command]
                 if not ours:
                     raise RuntimeError(f"the installer registered no hook for {event}: {groups}")
-                for h in ours:
-                    h["command"] = self.command
                 ours_group = next(g for g in groups if any(h in g["hooks"] for h in ours))
                 ours_group["hooks"].append({"type": "command", "command": self.floor_command})
             settings_path.write_text(json.dumps(settings, indent=2))
@@ -878,6 +881,7 @@ class Bench:
         self.commands: dict[str, str] = {}  # shell command -> label, for ProcWatch
         self.entries: dict[str, str] = {}  # hook file -> variant name: its background worker (old: sender)
         self.watch: ProcWatch | None = None
+        self.wall_minus_mono_ns = time.time_ns() - time.monotonic_ns()
         try:
             self.watch = ProcWatch(self._label)
         except OSError as e:
@@ -898,7 +902,15 @@ class Bench:
         self.commands[v.command] = f"{name}:ours"
         self.commands[v.floor_command] = f"{name}:floor"
         self.entries[str(v.entry)] = name
-        info = {"hook_command": v.command, "floor_command": v.floor_command, "load_before": loadavg()}
+        registered = json.loads((v.home / ".claude" / "settings.json").read_text()).get("hooks", {})
+        info = {
+            "hook_command": v.command,
+            "floor_command": v.floor_command,
+            "events_registered": {
+                e: [h.get("async", False) for g in gs for h in g["hooks"] if h.get("command") == v.command] for e, gs in registered.items()
+            },
+            "load_before": loadavg(),
+        }
         t0 = time.monotonic()
         v.run_all()
         info["run_s"] = round(time.monotonic() - t0, 1)
@@ -962,15 +974,16 @@ class Bench:
                         }
                     )
                 run_stops = [s for s in stops if s["run"] == rec["n"]]
-                if run_stops and len(ours) >= 2 and len(floor) >= 2 and rec["scenario"] != "subagents":
-                    # the first hook of a run without subagents is its Stop: the kernel's life of the
-                    # process next to Claude Code's durationMs for the same call
-                    checks.append(
-                        {
-                            "ours": [run_stops[0]["ours_ms"], ours[0]["ms"]],
-                            "floor": [run_stops[0]["floor_ms"], floor[0]["ms"]],
-                        }
-                    )
+                if run_stops and rec["scenario"] != "subagents":
+                    # the kernel's life of the Stop hook processes next to Claude Code's durationMs for
+                    # the same calls: the processes of each command that ended last before Claude Code
+                    # wrote the run's first stop_hook_summary (written once all Stop hooks returned)
+                    written_ns = parse_ts(run_stops[0]["timestamp"]) * 1e9 - self.wall_minus_mono_ns + 2e6
+                    o = [p for p in ours if p["end_ns"] <= written_ns]
+                    f = [p for p in floor if p["end_ns"] <= written_ns]
+                    if o and f:
+                        o_stop, f_stop = max(o, key=lambda p: p["end_ns"]), max(f, key=lambda p: p["end_ns"])
+                        checks.append({"ours": [run_stops[0]["ours_ms"], o_stop["ms"]], "floor": [run_stops[0]["floor_ms"], f_stop["ms"]]})
         info["stops"], info["subagent_stops"], info["session_ends"] = stops, subs, ends
         if checks:
             diffs = [c[w][0] - c[w][1] for c in checks for w in ("ours", "floor")]

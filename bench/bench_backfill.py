@@ -17,7 +17,7 @@ Backfill wakes the background worker when it is done, as it does for users. In (
 benchmark holds the worker's lock while the command runs (a worker "is running"), so backfill starts
 none and (b) measures `drain` alone, which takes the lock itself.
 
-    .venv/bin/python bench/bench_backfill.py            # 2,000 turns + 100 MB, ~30 s on 2 cores
+    .venv/bin/python bench/bench_backfill.py            # 2,000 turns + 100 MB, ~1 min on 2 cores
     .venv/bin/python bench/bench_backfill.py --quick    # 400 turns + 20 MB
 """
 

@@ -14,6 +14,9 @@ Variants (each in its own temporary HOME):
   no-bytecode  our hook registered with -B, and the package's __pycache__ replaced by a plain file,
                so neither the hook nor the worker it starts can write or read a cache: every event
                compiles each package module it imports from source. The do-nothing hook gets -B too.
+  old-cached, old-no-bytecode (opt-in)  the single-file hook of --old-rev (7a3d0d0, before the
+               package), `PYTHONPATH=<dir> <python> [-B] -m langfuse_hook`, in the same run
+The code measured is a `git archive` of --source (default HEAD), never the working tree.
 
 Scenarios (each its own session):
   fresh      N turns of a new session (thinking, text, a Bash call, the answer; `--resume`)
@@ -35,8 +38,9 @@ Where each duration comes from (no wrapper around any hook):
   Stop -> stand-in  the stand-in's `received_at` of the turn's root span minus the hook's start
                 (summary timestamp - durationMs)
 
-    .venv/bin/python bench/bench_hook.py --install script     # ~12 min on 2 cores
-    .venv/bin/python bench/bench_hook.py --quick              # ~4 min
+    .venv/bin/python bench/bench_hook.py                      # both variants, all scenarios: ~6 min on 2 cores
+    .venv/bin/python bench/bench_hook.py --quick              # ~2 min
+    .venv/bin/python bench/bench_hook.py --variants cached,no-bytecode,old-cached,old-no-bytecode   # + the single-file hook: 10-18 min
     .venv/bin/python bench/bench_hook.py --append-open-turn PATH MB   (internal: the open turn's Bash call)
 
 Prints a table and writes bench/results/bench_hook-<utc time>.json.
@@ -1239,7 +1243,7 @@ def print_table(results: dict) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="few runs of every scenario and variant (~4 min)")
+    parser.add_argument("--quick", action="store_true", help="few runs of every scenario and variant (~2 min)")
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),

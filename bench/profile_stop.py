@@ -157,7 +157,10 @@ def profile_worker_event(snap_dir: pathlib.Path, scratch: pathlib.Path, runs: in
     old_key, new_key = store.state_key(snap["session_id"], original), store.state_key(snap["session_id"], str(copy))
     entry = state["transcripts"].pop(old_key, None)
     if entry is not None:
+        # the copy is the same bytes under another path and inode: tell the worker so, or it would
+        # take the file for a replaced one and re-read it from the start
         entry["path"] = str(copy)
+        entry["inode"] = os.stat(copy).st_ino
         state["transcripts"][new_key] = entry
     (pristine / "langfuse_state.json").write_text(json.dumps(state))
     event = event_from_dict(dict(snap["event"], transcript_path=str(copy)))

@@ -347,3 +347,41 @@ def test_a_worker_that_fails_unexpectedly_says_so_and_releases_its_lock(tmp_path
     lock = FileLock(Paths(settings.state_dir).worker_lock, timeout=0)
     assert lock.acquire(blocking=False), "the lock must be free for the next worker"
     lock.release()
+
+
+def test_a_worker_backing_off_with_a_big_queue_exits_when_idle_and_never_parses_it_whole(tmp_path, monkeypatch):
+    """Found by the benchmark: behind a dead server with a large backlog, the delivery thread read
+    the whole queue several times a second, which also kept the worker from ever going idle."""
+    import threading
+
+    from claude_code_langfuse import store, worker
+    from claude_code_langfuse.config import Settings
+
+    settings = Settings(state_dir=str(tmp_path / "state"), public_key="pk", secret_key="sk", base_url="http://127.0.0.1:9")
+    paths = Paths(settings.state_dir)
+    ensure_state_dir(paths.dir)
+    record = {
+        "v": 1,
+        "key": "turn:x",
+        "kind": "turn",
+        "queued_at": "2026-01-01T00:00:00.000Z",
+        "rev": "r",
+        "trace": {"id": "a" * 32},
+        "observations": [],
+    }
+    with open(paths.queue, "w") as f:
+        for i in range(2000):
+            f.write(json.dumps(dict(record, key=f"turn:{i}")) + "\n")
+    pathlib.Path(paths.sender_status).write_text(
+        json.dumps({"next_attempt_epoch": time.time() + 3600, "last_attempt_epoch": time.time(), "consecutive_failures": 9})
+    )
+    whole_reads = []
+    real = store.queue_read
+    monkeypatch.setattr(worker, "queue_read", lambda *a, **k: whole_reads.append(1) or real(*a, **k), raising=False)
+    monkeypatch.setattr(store, "queue_read", lambda *a, **k: whole_reads.append(1) or real(*a, **k))
+    done = threading.Event()
+    t = threading.Thread(target=lambda: (worker.run_worker(settings, paths, logging.getLogger("cc-test-idle"), linger=0.5), done.set()))
+    t.daemon = True
+    t.start()
+    assert done.wait(20), "the worker never went idle"
+    assert whole_reads == [], "the queue was parsed whole while backing off"

@@ -138,3 +138,43 @@ def test_a_partial_version_is_delivered_as_just_its_observations(session, runner
     assert drain_queue(settings, log).sent == 1
     assert len(langfuse_standin.spans) == received + 1, "only the changed root may be sent again"
     assert len(langfuse_standin.observations()) == received
+
+
+def test_bookkeeping_lines_after_a_settled_turn_are_not_a_reason_to_read_it_again(session, runner, monkeypatch):
+    """After a Stop, Claude Code appends last-prompt / cost-state lines and SessionEnd follows: the
+    worker must not read, group and redact the (possibly 25 MB) open turn again for them."""
+    import json as _json
+
+    from claude_code_langfuse import collect
+
+    session.simple_turn("question", "answer")
+    assert len(runner.run(stop_event(session, "answer"))) == 1
+    reads = []
+    real = collect.group_turns
+    monkeypatch.setattr(collect, "group_turns", lambda *a, **k: reads.append(1) or real(*a, **k))
+    for row in (
+        {"type": "last-prompt", "lastPrompt": "question", "sessionId": session.session_id},
+        {"type": "cost-state", "sessionId": session.session_id},
+    ):
+        session.raw((_json.dumps(row) + "\n").encode())
+    assert runner.run(session_end_event(session)) == []
+    assert reads == [], "the settled open turn was read again for bookkeeping lines"
+    # anything else is read: a new prompt
+    session.simple_turn("next question", "next answer")
+    assert [r["trace"]["name"] for r in runner.run(stop_event(session, "next answer"))] == ["next question"]
+    assert reads
+
+
+def test_a_line_half_written_when_the_turn_was_queued_is_read_once_it_is_whole(session, runner):
+    """Found by the property test: the skip for bookkeeping lines must start at a line boundary."""
+    import json as _json
+
+    session.simple_turn("first", "first answer")
+    session.prompt("second")
+    session.respond(text("second answer"))
+    line = (_json.dumps({"type": "system", "subtype": "turn_duration", "durationMs": 5, "sessionId": session.session_id}) + "\n").encode()
+    session.raw(line[:-10])  # Claude Code is still writing it
+    runner.run(stop_event(session, "second answer"))
+    session.raw(line[-10:])
+    runner.run(session_end_event(session))
+    assert any(r["trace"]["name"] == "second" and root(r)["metadata"].get("turn_duration_ms") == 5 for r in runner.latest().values())

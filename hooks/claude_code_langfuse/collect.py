@@ -180,7 +180,7 @@ def collect_records(
         if old is not None and old.key == link.get("key", old.key):
             emit(old, link["turn_number"], None)
 
-    seen, lagging = 0, False
+    seen, lagging, settled_size = 0, False, None
     with open(path, "rb") as f:
         st = os.fstat(f.fileno())
         replaced = bool(entry.get("inode")) and entry.get("inode") != st.st_ino
@@ -205,6 +205,21 @@ def collect_records(
                         fork.parent_session_id,
                         fork.copied_turns,
                     )
+        settled = entry.get("settled_size")
+        if (
+            event.name in ("Stop", "SessionEnd")
+            and offset
+            and offset == int(entry.get("offset") or 0)
+            and isinstance(settled, int)
+            and offset <= settled <= st.st_size
+            and entry.get("settled_facts") == _facts_signature(settings, event.session_id)
+            and _only_bookkeeping(f, settled, st.st_size)
+        ):
+            # Nothing since the last read can change a turn (Claude Code's own bookkeeping lines,
+            # e.g. last-prompt and cost-state after a Stop): the open turn was queued as it is, so
+            # it is not read, grouped and redacted again (seconds for a 25 MB turn).
+            entry.update(settled_size=_complete_end(f, st.st_size), size_seen=st.st_size, updated=now_iso(), updated_epoch=time.time())
+            return CollectResult([], entry)
         new_offset, new_before = offset, turns_before
         previous: Turn | None = None
         for turn in group_turns(iter_rows(f, offset, bad_lines=bad), bad_lines=bad):
@@ -222,6 +237,7 @@ def collect_records(
                 lagging = True
             else:
                 emit(previous, new_before + 1, event if _event_is_about(event, previous) else None)
+                settled_size = _complete_end(f, st.st_size)  # the open turn as of these whole lines is queued
 
         if event.name == "SubagentStop" and event.agent_id:
             link = agents.get(event.agent_id) or agents.get(str(finder.meta_for_agent(event.agent_id).get("toolUseId") or ""))
@@ -237,6 +253,8 @@ def collect_records(
         agents = dict(list(agents.items())[-MAX_EMITTED:])
     entry.update(
         sent=sent,
+        settled_size=settled_size if not bad else None,
+        settled_facts=_facts_signature(settings, event.session_id),
         offset=new_offset,
         turns_before=new_before,
         inode=st.st_ino,
@@ -249,6 +267,48 @@ def collect_records(
         cwd=event.cwd or entry.get("cwd", ""),
     )
     return CollectResult(records, entry, seen, len(bad), lagging, tuple(dead))
+
+
+# Lines Claude Code writes about the session, never part of a turn (appended after a Stop).
+BOOKKEEPING_TYPES = frozenset({"last-prompt", "cost-state", "mode", "atis-latch", "permission-mode", "ai-title", "custom-title"})
+
+
+def _complete_end(f, size: int, span: int = 1 << 16) -> int | None:
+    """The end of the last whole line at or before `size` (None if none in the last `span` bytes):
+    a half-written line at the end is not read yet, so its bytes are not "seen"."""
+    start = max(0, size - span)
+    f.seek(start)
+    i = f.read(size - start).rfind(b"\n")
+    return start + i + 1 if i >= 0 else None
+
+
+def _facts_signature(settings: Settings, session_id: str) -> list | None:
+    """Size and mtime of the session's facts file: a fact that arrived since is a reason to read."""
+    if not settings.state_dir:
+        return None
+    try:
+        st = os.stat(facts.facts_path(Paths(settings.state_dir), session_id))
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _only_bookkeeping(f, start: int, end: int, limit: int = 1 << 20) -> bool:
+    """Are the complete lines in [start, end) all bookkeeping (and few)? False when unsure."""
+    if end - start > limit:
+        return False
+    f.seek(start)
+    data = f.read(end - start)
+    for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return False
+        if not isinstance(row, dict) or row.get("type") not in BOOKKEEPING_TYPES:
+            return False
+    return True
 
 
 def _tail_hash(f, offset: int, span: int = 256) -> str:

@@ -74,6 +74,24 @@ class QueueEntry(NamedTuple):
     error: str = ""
 
 
+def queue_has_record(path: str) -> bool:
+    """Does the queue hold at least one record? Reads only up to the first one (the worker asks
+    this often; a big backlog must not be parsed whole each time). OSError propagates."""
+    try:
+        with open(path, "rb") as f:
+            for line in f:
+                if line.endswith(b"\n") and line.strip():
+                    try:
+                        rec = json.loads(line.decode("utf-8", "replace"))
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict) and "key" in rec and "observations" in rec and "trace" in rec:
+                        return True
+    except FileNotFoundError:
+        pass
+    return False
+
+
 def queue_read(path: str) -> list[QueueEntry]:
     entries = []
     try:

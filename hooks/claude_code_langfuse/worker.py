@@ -35,7 +35,7 @@ from .runtime import (
     sender_python,
     spawn_detached,
 )
-from .store import now_iso, queue_read
+from .store import now_iso, queue_has_record
 
 LINGER_S = 2.0  # an idle worker waits this long for more news before it exits
 POLL_S = 0.05
@@ -142,7 +142,7 @@ def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> Inbo
 
 def queue_has_records(paths: Paths, log=None) -> bool:
     try:
-        return os.path.getsize(paths.queue) > 0 and any(e.record is not None for e in queue_read(paths.queue))
+        return queue_has_record(paths.queue)
     except FileNotFoundError:
         return False
     except OSError as e:
@@ -215,12 +215,15 @@ class DeliveryThread:
             self.kick.clear()
             if self.stopping:
                 return
+            # backing off: nothing to do, and not busy (an idle worker exits; a big queue is not
+            # even looked at, which took a core with a large backlog behind a dead server)
+            if not may_send(self.paths, self.settings, self.news):
+                self.retry_at = news_retry_epoch(self.paths) if self.news and queue_has_records(self.paths, self.log) else 0.0
+                continue
             self.busy = True
             try:
                 if not queue_has_records(self.paths, self.log):
                     self.news, self.retry_at = False, 0.0
-                elif not may_send(self.paths, self.settings, self.news):
-                    self.retry_at = news_retry_epoch(self.paths) if self.news else 0.0
                 else:
                     self.news, self.retry_at = False, 0.0
                     summary = drain_queue(self.settings, self.log, keep_going=lambda: not self.stopping)

@@ -292,16 +292,6 @@ class Holds:
         standin._hold = hold  # type: ignore[method-assign]
 
 
-@pytest.fixture
-def rig(tmp_path, langfuse_standin):
-    r = Rig(tmp_path, langfuse_standin)
-    try:
-        yield r
-    finally:
-        langfuse_standin.release()
-        r.kill_senders()
-
-
 def session_with_turns(rig: Rig, n: int, tag: str = "") -> Transcript:
     t = rig.transcript()
     for i in range(n):

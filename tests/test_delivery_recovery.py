@@ -14,19 +14,8 @@ import json
 import os
 import time
 
-import pytest
 from test_delivery import Holds, Rig, assert_delivered_exactly_once, expected_turns, wait_for
 from transcript_factory import stop_event
-
-
-@pytest.fixture
-def rig(tmp_path, langfuse_standin):
-    r = Rig(tmp_path, langfuse_standin)
-    try:
-        yield r
-    finally:
-        langfuse_standin.release()
-        r.kill_senders()
 
 
 def wait_until_epoch(epoch: float) -> None:

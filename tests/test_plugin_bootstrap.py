@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+from test_delivery import wait_for as delivery_wait_for
 from transcript_factory import Transcript, stop_event, wait_for_worker
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
@@ -26,14 +27,7 @@ WAIT_S = 120.0  # creating a venv takes seconds; a pass never comes near this
 
 
 def wait_for(condition, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+    return delivery_wait_for(condition, what, timeout)
 
 
 class Plugin:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from test_delivery import Rig, assert_delivered_exactly_once, expected_turns
+from test_delivery import assert_delivered_exactly_once, expected_turns
 from transcript_factory import stop_event
 
 PROXY_ONLY_HOST = "langfuse.behind-the-proxy.test"  # .test never resolves: only the proxy knows it
@@ -93,16 +93,6 @@ def proxy(langfuse_standin):
     p = ForwardProxy({f"{PROXY_ONLY_HOST}:3050": ("127.0.0.1", langfuse_standin.port)})
     yield p
     p.stop()
-
-
-@pytest.fixture
-def rig(tmp_path, langfuse_standin):
-    r = Rig(tmp_path, langfuse_standin)
-    try:
-        yield r
-    finally:
-        langfuse_standin.release()
-        r.kill_senders()
 
 
 # ------------------------------------------------------------------------------ through the hook and the worker

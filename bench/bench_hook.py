@@ -3,9 +3,11 @@
 
 Drives the real Claude Code CLI (2.1.328) against the scripted Messages API
 (tests/fake_messages_api.py); the Langfuse stand-in (tests/langfuse_standin.py --record) runs in
-its own process on 127.0.0.1. Our hook is registered for Stop, SubagentStop and SessionEnd, and a
-do-nothing Python hook (`<same python> -I -c pass`) beside it in the same handler group of every
-event: Claude Code starts both together for each event, so every figure of ours has a floor
+its own process on 127.0.0.1. Our hook is registered as the installer registers it (Stop,
+SubagentStop, SessionEnd, StopFailure, and the async "fact" hooks PermissionRequest, PostToolUse,
+PostToolUseFailure, SubagentStart, SessionStart), and a do-nothing Python hook
+(`<same python> -I -c pass`) beside it in the same handler group of every measured event, async
+where ours is: Claude Code starts both together for each event, so every figure of ours has a floor
 measured on the same event, in the same run, under the same load. The verdict is the ratio
 median(ours) / median(do-nothing) per event and scenario (target <= 1.5).
 
@@ -14,6 +16,11 @@ Variants (each in its own temporary HOME):
   no-bytecode  our hook registered with -B, and the package's __pycache__ replaced by a plain file,
                so neither the hook nor the worker it starts can write or read a cache: every event
                compiles each package module it imports from source. The do-nothing hook gets -B too.
+               The worst case.
+  readonly-precompiled  the package compiled as the installer does, then made read-only (chmod a-w;
+               as root also chattr +i, since root ignores mode bits), our hook registered with -B:
+               a user with PYTHONDONTWRITEBYTECODE=1 and a read-only plugin cache. The cache is read,
+               never written (checked: the package is unchanged after the run). Do-nothing gets -B.
   old-cached, old-no-bytecode (opt-in)  the single-file hook of --old-rev (7a3d0d0, before the
                package), `PYTHONPATH=<dir> <python> [-B] -m langfuse_hook`, in the same run
 The code measured is a `git archive` of --source (default HEAD), never the working tree.
@@ -26,6 +33,10 @@ Scenarios (each its own session):
              turn), and the next turn (whose worker re-reads the open turn once more)
   subagents  one prompt launching 10 background subagents: 10 SubagentStop events, then the Stops
              of the launch and task-notification turns
+  facts      the async fact hooks: --fact-runs runs of one session (SessionStart: startup, then
+             resume), each with Bash calls (PostToolUse), failing ones (PostToolUseFailure), Writes
+             that -p denies (Write is not in --allowedTools: PermissionRequest) and background
+             subagents (SubagentStart; their Bash calls and the Agent launch: PostToolUse)
 
 Where each duration comes from (no wrapper around any hook):
   Stop          Claude Code's `system/stop_hook_summary` -> hookInfos[].durationMs
@@ -35,10 +46,16 @@ Where each duration comes from (no wrapper around any hook):
                 the hook's `/bin/sh -c <command>` process from the kernel's own fork and exit events
                 (netlink proc connector, CLOCK_MONOTONIC ns; needs root), for ours and the floor
                 alike. Checked against durationMs on Stop, where both exist.
+  fact events   async: nothing waits for them and Claude Code records no duration; measured as
+                SessionEnd is. The kernel sees only `/bin/sh -c <command>`, so each fact event's
+                command (ours and the do-nothing one) ends in a shell comment naming the event
+                (`... # PostToolUse`); a process ended by a signal (shutdown SIGTERM) is counted, not
+                timed. Fact events fire in every scenario (SessionStart on each run, PostToolUse on
+                each Bash call) and are reported wherever they do.
   Stop -> stand-in  the stand-in's `received_at` of the turn's root span minus the hook's start
                 (summary timestamp - durationMs)
 
-    .venv/bin/python bench/bench_hook.py                      # both variants, all scenarios: ~6 min on 2 cores
+    .venv/bin/python bench/bench_hook.py                      # three variants, all scenarios: ~10 min on 2 cores
     .venv/bin/python bench/bench_hook.py --quick              # ~2 min
     .venv/bin/python bench/bench_hook.py --variants cached,no-bytecode,old-cached,old-no-bytecode   # + the single-file hook: 10-18 min
     .venv/bin/python bench/bench_hook.py --append-open-turn PATH MB   (internal: the open turn's Bash call)
@@ -80,10 +97,13 @@ STANDIN = REPO / "tests" / "langfuse_standin.py"
 RESULTS = REPO / "bench" / "results"
 MB = 1024 * 1024
 EVENTS = ("Stop", "SubagentStop", "SessionEnd")
-VARIANTS = ("cached", "no-bytecode")
+# the installer's async "fact" hooks (scripts/settings_merge.py ASYNC_EVENTS): nothing waits for them,
+# Claude Code writes no duration for them; measured as SessionEnd is (the kernel's fork -> exit)
+FACT_EVENTS = ("PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart")
+VARIANTS = ("cached", "no-bytecode", "readonly-precompiled")
 OLD_VARIANTS = ("old-cached", "old-no-bytecode")  # the single-file hook before the package, same runs
 OLD_REV = "7a3d0d0"  # the last commit of the single-file hook
-SCENARIOS = ("fresh", "grown", "open", "subagents")
+SCENARIOS = ("fresh", "grown", "open", "subagents", "facts")
 
 TARGETS = {"ratio_to_floor": 1.5, "stop_to_standin_p95_s": 2.0}
 # The old single-process hook (before the claude_code_langfuse package), as the issue measured it.
@@ -223,6 +243,55 @@ def remove_tree(path: pathlib.Path, wait_s: float = 10.0) -> None:
             time.sleep(0.1)
 
 
+def installer_async_events(src: pathlib.Path) -> tuple[str, ...]:
+    """ASYNC_EVENTS of the measured source's installer (scripts/settings_merge.py), read without importing it."""
+    import ast
+
+    tree = ast.parse((src / "scripts" / "settings_merge.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "ASYNC_EVENTS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    return ()
+
+
+def tree_state(folder: pathlib.Path) -> dict[str, list[int]]:
+    """Every file and folder under `folder` with its size and mtime (ns): did anything write there?"""
+    out = {}
+    for path in sorted([folder, *folder.rglob("*")]):
+        st = path.lstat()
+        out[str(path.relative_to(folder))] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def make_read_only(package: pathlib.Path) -> dict:
+    """The readonly-precompiled variant: the compiled package (and its __pycache__) made read-only,
+    as a read-only plugin cache or a root-owned install is for the user who runs the hook.
+    chmod a-w; running as root, which ignores mode bits (os.access(W_OK) would still say yes), also
+    `chattr +i` (immutable, root included; os.access then says no, as for a user facing a-w)
+    where the file system has it. undo_read_only() puts it back."""
+    for path in [package, *package.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o222)
+    immutable = False
+    if os.geteuid() == 0 and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "-R", "+i", str(package)], capture_output=True).returncode == 0
+    return {
+        "chmod_a_w": True,
+        "immutable": immutable,
+        "pyc_files": len(list((package / "__pycache__").glob("*.pyc"))),
+        "state_before": tree_state(package),
+    }
+
+
+def undo_read_only(package: pathlib.Path) -> None:
+    if shutil.which("chattr"):
+        subprocess.run(["chattr", "-R", "-i", str(package)], capture_output=True)
+    for path in [package, *package.rglob("*")]:
+        try:
+            path.chmod(path.stat().st_mode | 0o200)
+        except OSError:
+            pass
+
+
 # ------------------------------------------------------------------------------ kernel process events
 
 
@@ -266,7 +335,7 @@ class ProcWatch:
                 off += (length + 3) & ~3
 
     def _event(self, msg: bytes) -> None:
-        if len(msg) < 60:
+        if len(msg) < 64:
             return
         what, _cpu, ts = struct.unpack_from("=IIQ", msg, 36)
         if what == self.FORK:
@@ -285,12 +354,13 @@ class ProcWatch:
             label = self.match(argv)
             if label is not None and pid not in self.procs:
                 with self.lock:
-                    self.procs[pid] = {"label": label, "fork_ns": self.forks.get(pid), "exec_ns": ts, "exit_ns": None}
+                    self.procs[pid] = {"label": label, "fork_ns": self.forks.get(pid), "exec_ns": ts, "exit_ns": None, "signal": None}
         elif what == self.EXIT:
-            pid, tgid = struct.unpack_from("=II", msg, 52)
+            pid, tgid, code = struct.unpack_from("=III", msg, 52)
             proc = self.procs.get(pid)
             if pid == tgid and proc is not None and proc["exit_ns"] is None:
                 proc["exit_ns"] = ts
+                proc["signal"] = code & 0x7F  # wait status: the signal that ended it, 0 if it exited
 
     def lives(self, label: str, start_ns: int, end_ns: int, running: bool = False) -> list[dict]:
         """Processes of `label` forked in [start_ns, end_ns], oldest first, with their life in ms
@@ -302,7 +372,7 @@ class ProcWatch:
             begin = p["fork_ns"] or p["exec_ns"]
             if start_ns <= begin <= end_ns and (p["exit_ns"] or running):
                 life = round((p["exit_ns"] - begin) / 1e6, 1) if p["exit_ns"] else None
-                out.append({"start_ns": begin, "end_ns": p["exit_ns"], "ms": life})
+                out.append({"start_ns": begin, "end_ns": p["exit_ns"], "ms": life, "signal": p["signal"]})
         return sorted(out, key=lambda p: p["start_ns"])
 
     def close(self) -> None:
@@ -567,6 +637,38 @@ def subagents_script(n: int, k: int):
     )
 
 
+def facts_script(project: pathlib.Path, k: int, bash_ok: int, bash_fail: int, writes: int, agents: int):
+    """One prompt that makes every async fact hook fire, one tool call per API reply (a failing Bash
+    in a parallel batch would cancel its siblings): `bash_ok` Bash calls (PostToolUse), `bash_fail`
+    failing ones (PostToolUseFailure), `writes` Writes, which `-p` without Write in --allowedTools
+    denies (PermissionRequest), `agents` background subagents launched together (SubagentStart; each
+    runs one Bash call: PostToolUse). The run itself starts with SessionStart (startup, then resume)."""
+    from fake_messages_api import Script, reply, tool_use
+
+    calls = [tool_use("Bash", {"command": f"echo fact {k} {i}", "description": f"check {i}"}) for i in range(bash_ok)]
+    calls += [tool_use("Bash", {"command": f"echo failing {k} {i} >&2; exit 3", "description": f"fail {i}"}) for i in range(bash_fail)]
+    calls += [tool_use("Write", {"file_path": str(project / f"fact-{k}-{i}.txt"), "content": f"notes {i}\n"}) for i in range(writes)]
+    # interleaved, so no kind of call sits only at the start or the end of the turn
+    order = sorted(range(len(calls)), key=lambda i: (i * 7919) % (len(calls) or 1))
+    steps = [reply(f"Step {j}.", calls[i], message_id="msg_bench" + secrets.token_hex(10)) for j, i in enumerate(order)]
+    launch = [
+        tool_use("Agent", {"description": f"part {i}", "prompt": f"FACTAGENT-{k}-{i}: check part {i}", "subagent_type": "general-purpose"})
+        for i in range(agents)
+    ]
+    if launch:
+        steps.insert(len(steps) // 2, reply(f"Splitting off {agents} parts.", *launch))
+    return Script(
+        main=steps + [reply("Checks done; waiting for the parts.")] + [reply(f"Noted part results ({j}).") for j in range(agents + 2)],
+        agents={
+            f"FACTAGENT-{k}-{i}": [
+                reply(tool_use("Bash", {"command": f"echo part {k} {i}", "description": "part"})),
+                reply(f"Part {i} is fine."),
+            ]
+            for i in range(agents)
+        },
+    )
+
+
 # ------------------------------------------------------------------------------ one variant (HOME)
 
 
@@ -578,6 +680,8 @@ class Variant:
 
         self.bench, self.name, self.args = bench, name, bench.args
         self.no_bytecode = name.endswith("no-bytecode")
+        self.readonly = name == "readonly-precompiled"
+        self.dash_b = self.no_bytecode or self.readonly  # -B in our command and the do-nothing one
         self.old = name.startswith("old-")
         self.work = bench.work / name
         self.home = self.work / "home"
@@ -626,27 +730,42 @@ class Variant:
         self.entry = self.work / "hook" / HOOK.name if self.old else pathlib.Path(argv[-1])
         self.package = self.entry.parent if self.old else self.entry.parent / PACKAGE.name
         cache = self.package / "__pycache__"
-        if self.no_bytecode:
+        if self.dash_b:
             argv = argv if "-B" in argv else [argv[0], "-B", *argv[1:]] if self.old else [argv[0], "-I", "-B", *argv[2:]]
+        self.readonly_info: dict = {}
+        if self.no_bytecode:
             if cache.is_dir():
                 shutil.rmtree(cache)
             # a plain file where the cache folder would be: no process can write or read bytecode here
             cache.write_text("not a folder: bench_hook.py's no-bytecode variant\n")
         else:
             subprocess.run([self.python, "-m", "compileall", "-q", str(self.package)], check=True)
+            if self.readonly:
+                self.readonly_info = make_read_only(self.package)
         self.hook_argv = argv
         self.hook_env = {"PYTHONPATH": prefix[0].split("=", 1)[1]} if prefix else {}
         self.command = " ".join([*prefix, hook_command(*argv)])
-        self.floor_argv = [self.python, "-I", *(["-B"] if self.no_bytecode else []), "-c", "pass"]
+        self.floor_argv = [self.python, "-I", *(["-B"] if self.dash_b else []), "-c", "pass"]
         self.floor_command = hook_command(*self.floor_argv)
+        # the async fact hooks: {event: (our command, the do-nothing command)}, each tagged with a shell
+        # comment naming its event (`... # PostToolUse`), so that the kernel's process events, which see
+        # only `/bin/sh -c <command>`, tell the events apart; ours and the do-nothing hook alike
+        self.fact_commands: dict[str, tuple[str, str]] = {}
         settings_path = self.home / ".claude" / "settings.json"
         if installer:
             settings = json.loads(settings_path.read_text())
-            for groups in settings.setdefault("hooks", {}).values():
+            for event, groups in settings.setdefault("hooks", {}).items():
                 # every event the installer registers (the measured three, and the async ones that
-                # only file facts) runs the same command: -B included in the no-bytecode variant
-                for h in [h for g in groups for h in g.get("hooks", []) if "langfuse_hook" in h.get("command", "")]:
-                    h["command"] = self.command
+                # only file facts) runs the same command: -B included in the no-bytecode variants
+                for g in groups:
+                    for h in [h for h in g.get("hooks", []) if "langfuse_hook" in h.get("command", "")]:
+                        h["command"] = self.command
+                        if h.get("async") is True:
+                            self.fact_commands[event] = (f"{self.command} # {event}", f"{self.floor_command} # {event}")
+                            h["command"] = self.fact_commands[event][0]
+                            # the do-nothing hook on the same event, as async, in the same handler group
+                            g["hooks"].append({"type": "command", "command": self.fact_commands[event][1], "async": True})
+                            break
             for event in EVENTS:
                 groups = settings["hooks"].setdefault(event, [])
                 ours = [h for g in groups for h in g.get("hooks", []) if h.get("command") == self.command]
@@ -656,7 +775,12 @@ class Variant:
                 ours_group["hooks"].append({"type": "command", "command": self.floor_command})
             settings_path.write_text(json.dumps(settings, indent=2))
         else:
-            write_hook_settings(self.home, {event: [self.command, self.floor_command] for event in EVENTS})
+            hooks: dict = {event: [self.command, self.floor_command] for event in EVENTS}
+            if not self.old:  # the single-file hook handles no fact events
+                for event in installer_async_events(bench.src):
+                    self.fact_commands[event] = (f"{self.command} # {event}", f"{self.floor_command} # {event}")
+                    hooks[event] = [{"type": "command", "command": c, "async": True} for c in self.fact_commands[event]]
+            write_hook_settings(self.home, hooks)
         self.runs: list[dict] = []
         self.sessions: dict[str, tuple[str, pathlib.Path]] = {}
         self.snapshots: dict[str, dict] = {}
@@ -838,6 +962,22 @@ class Variant:
                 self.finish_snapshot("open", rec)
             self.run("open", "after-open", turn_script("after-open", s), sid)
 
+    def scenario_facts(self) -> None:
+        a = self.args
+        if not self.fact_commands:
+            print(f"[{self.name}] facts: skipped (this hook registers no async fact hooks)", flush=True)
+            return
+        print(
+            f"[{self.name}] facts: {a.fact_runs} runs of one session, each {a.fact_bash} Bash calls, {a.fact_fails} failing, "
+            f"{a.fact_writes} denied Writes, {a.fact_agents} background subagents ...",
+            flush=True,
+        )
+        session = None
+        for k in range(1, a.fact_runs + 1):
+            script = facts_script(self.project, k, a.fact_bash, a.fact_fails, a.fact_writes, a.fact_agents)
+            rec = self.run("facts", "turn", script, session)
+            session = rec["session_id"]
+
     def scenario_subagents(self) -> None:
         n, runs = self.args.subagents, self.args.subagent_runs
         print(f"[{self.name}] subagents: {runs} prompts, each launching {n} background subagents ...", flush=True)
@@ -905,26 +1045,58 @@ class Bench:
         self.variants.append(v)
         self.commands[v.command] = f"{name}:ours"
         self.commands[v.floor_command] = f"{name}:floor"
+        for event, (ours, floor) in v.fact_commands.items():
+            self.commands[ours] = f"{name}:ours:{event}"
+            self.commands[floor] = f"{name}:floor:{event}"
         self.entries[str(v.entry)] = name
         registered = json.loads((v.home / ".claude" / "settings.json").read_text()).get("hooks", {})
         info = {
             "hook_command": v.command,
             "floor_command": v.floor_command,
+            # event -> the async flag of each handler of ours (the fact events' commands carry their event's tag)
             "events_registered": {
-                e: [h.get("async", False) for g in gs for h in g["hooks"] if h.get("command") == v.command] for e, gs in registered.items()
+                e: [
+                    h.get("async", False)
+                    for g in gs
+                    for h in g["hooks"]
+                    if h.get("command") in (v.command, v.fact_commands.get(e, ("",))[0])
+                ]
+                for e, gs in registered.items()
             },
+            "fact_commands": v.fact_commands,
             "load_before": loadavg(),
         }
         t0 = time.monotonic()
         v.run_all()
         info["run_s"] = round(time.monotonic() - t0, 1)
         info["load_after"] = loadavg()
+        if v.readonly_info:
+            ro = dict(v.readonly_info)
+            before = ro.pop("state_before")
+            after = tree_state(v.package)
+            # nothing may have written into the read-only package: no new, changed or removed file
+            ro["package_unchanged"] = after == before
+            ro["changed"] = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))[:20]
+            # bytecode written elsewhere in the HOME meanwhile (a pycache_prefix the package may choose
+            # when its folder is read-only, e.g. ~/.cache/claude-code-langfuse/pycache), by the hook or its worker
+            elsewhere = [
+                f
+                for f in v.home.rglob("*.pyc")
+                if v.package not in f.parents and (v.home / ".claude" / "langfuse" / "venv") not in f.parents
+            ]
+            ro["pyc_elsewhere_in_home"] = {
+                "files": len(elsewhere),
+                "mb": round(sum(f.stat().st_size for f in elsewhere) / MB, 1),
+                "of_the_package": sum(1 for f in elsewhere if f"/{PACKAGE.name}/" in str(f)),
+                "folders": sorted({str(f.relative_to(v.home)).split("/pycache/")[0] for f in elsewhere})[:5],
+            }
+            info["readonly"] = ro
         self.results["variants"][name] = info
 
     # -- reading back what Claude Code and the kernel recorded
     def collect(self, v: Variant) -> None:
         info = self.results["variants"][v.name]
-        stops, subs, ends, checks = [], [], [], []
+        stops, subs, ends, checks, facts = [], [], [], [], []
         for rec in v.runs:
             rows = rows_between(rec["transcript"], rec["offset_before"], rec["offset_after"])
             turn_key = None
@@ -977,8 +1149,26 @@ class Bench:
                             "hook_processes": [len(ours), len(floor)],
                         }
                     )
+                for event in v.fact_commands:
+                    # async: the life of every process of the event's command forked during the run;
+                    # one that a signal ended (Claude Code's SIGTERM at shutdown) is counted, not timed
+                    o = self.watch.lives(f"{v.name}:ours:{event}", rec["t0_ns"], rec["t1_ns"], running=True)
+                    f = self.watch.lives(f"{v.name}:floor:{event}", rec["t0_ns"], rec["t1_ns"], running=True)
+                    if o or f:
+                        facts.append(
+                            {
+                                "run": rec["n"],
+                                "scenario": rec["scenario"],
+                                "tag": rec["tag"],
+                                "measured": rec["measured"],
+                                "event": event,
+                                "ours": [p["ms"] for p in o if p["ms"] is not None and not p["signal"]],
+                                "floor": [p["ms"] for p in f if p["ms"] is not None and not p["signal"]],
+                                "not_timed": [sum(1 for p in x if p["ms"] is None or p["signal"]) for x in (o, f)],
+                            }
+                        )
                 run_stops = [s for s in stops if s["run"] == rec["n"]]
-                if run_stops and rec["scenario"] != "subagents":
+                if run_stops and rec["scenario"] not in ("subagents", "facts"):
                     # the kernel's life of the Stop hook processes next to Claude Code's durationMs for
                     # the same calls: the processes of each command that ended last before Claude Code
                     # wrote the run's first stop_hook_summary (written once all Stop hooks returned)
@@ -988,7 +1178,7 @@ class Bench:
                     if o and f:
                         o_stop, f_stop = max(o, key=lambda p: p["end_ns"]), max(f, key=lambda p: p["end_ns"])
                         checks.append({"ours": [run_stops[0]["ours_ms"], o_stop["ms"]], "floor": [run_stops[0]["floor_ms"], f_stop["ms"]]})
-        info["stops"], info["subagent_stops"], info["session_ends"] = stops, subs, ends
+        info["stops"], info["subagent_stops"], info["session_ends"], info["fact_hooks"] = stops, subs, ends, facts
         if checks:
             diffs = [c[w][0] - c[w][1] for c in checks for w in ("ours", "floor")]
             info["check_durationms_minus_process_life_ms"] = {
@@ -1031,6 +1221,12 @@ class Bench:
                 m_ends = [s for s in info["session_ends"] if s["scenario"] == scenario and s["measured"]]
                 if m_ends:
                     sc["SessionEnd"] = pair_stats([s["ours_ms"] for s in m_ends], [s["floor_ms"] for s in m_ends])
+                for event in FACT_EVENTS:
+                    m_facts = [s for s in info.get("fact_hooks", []) if s["scenario"] == scenario and s["measured"] and s["event"] == event]
+                    if m_facts:
+                        sc[event] = pair_stats([x for s in m_facts for x in s["ours"]], [x for s in m_facts for x in s["floor"]])
+                        sc[event]["floor_n"] = sum(len(s["floor"]) for s in m_facts)
+                        sc[event]["not_timed"] = [sum(s["not_timed"][0] for s in m_facts), sum(s["not_timed"][1] for s in m_facts)]
                 started = [
                     r["workers_started"] for r in info["runs"] if r["scenario"] == scenario and r["measured"] and "workers_started" in r
                 ]
@@ -1141,6 +1337,8 @@ class Bench:
     def close(self) -> None:
         for v in self.variants:
             wait_worker_idle(v.state_dir, timeout=30)
+            if v.readonly:
+                undo_read_only(v.package)  # else the work dir cannot be removed (chattr +i stops root too)
         if self.watch:
             self.watch.close()
         self.standin.stop()
@@ -1169,7 +1367,7 @@ def verdict_rows(results: dict) -> list[tuple[str, str, str, bool | None]]:
     limit = TARGETS["ratio_to_floor"]
     for name, info in results["variants"].items():
         for scenario, sc in info.get("summary", {}).items():
-            for event in EVENTS:
+            for event in EVENTS + FACT_EVENTS:
                 st = sc.get(event)
                 if not st or not st["n"]:
                     continue
@@ -1247,7 +1445,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--variants",
         default=",".join(VARIANTS),
-        help="cached,no-bytecode (default both); old-cached,old-no-bytecode add the single-file hook of --old-rev in the same run",
+        help="cached,no-bytecode,readonly-precompiled (default all three); old-cached,old-no-bytecode add the single-file hook "
+        "of --old-rev in the same run",
     )
     parser.add_argument(
         "--source",
@@ -1255,7 +1454,9 @@ def main(argv=None) -> int:
         help="commit whose hooks/ and installer are measured (default HEAD, exported with git archive); worktree: the files as they are",
     )
     parser.add_argument("--old-rev", default=OLD_REV, help=f"commit of the single-file hook for the old-* variants (default {OLD_REV})")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="fresh,grown,open,subagents (default all; grown needs fresh)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="fresh,grown,open,subagents,facts (default all; grown needs fresh)"
+    )
     parser.add_argument("--turns", type=int, default=30, help="turns of the fresh scenario (default 30)")
     parser.add_argument("--grown-sessions", type=int, default=3, help="sessions grown by --grow-mb (default 3)")
     parser.add_argument("--grown-turns", type=int, default=3, help="measured turns after each growth, the first included (default 3)")
@@ -1264,6 +1465,11 @@ def main(argv=None) -> int:
     parser.add_argument("--open-mb", type=float, default=25, help="size of the open turn (default 25)")
     parser.add_argument("--subagents", type=int, default=10, help="background subagents per prompt (default 10)")
     parser.add_argument("--subagent-runs", type=int, default=6, help="prompts launching them (default 6)")
+    parser.add_argument("--fact-runs", type=int, default=20, help="facts: `claude -p` runs of one session (default 20)")
+    parser.add_argument("--fact-bash", type=int, default=3, help="facts: Bash calls that succeed, per run (default 3)")
+    parser.add_argument("--fact-fails", type=int, default=2, help="facts: Bash calls that exit 3, per run (default 2)")
+    parser.add_argument("--fact-writes", type=int, default=2, help="facts: Writes -p denies (PermissionRequest), per run (default 2)")
+    parser.add_argument("--fact-agents", type=int, default=2, help="facts: background subagents per run (default 2)")
     parser.add_argument(
         "--python",
         default=str(REPO / ".venv" / "bin" / "python"),
@@ -1293,6 +1499,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.turns, args.grown_sessions, args.grown_turns = min(args.turns, 6), 1, 2
         args.open_sessions, args.subagent_runs, args.spawn_repeats = 1, 2, 3
+        args.fact_runs = min(args.fact_runs, 3)
     args.variants = [v for v in args.variants.split(",") if v]
     unknown = [v for v in args.variants if v not in VARIANTS + OLD_VARIANTS]
     if unknown:

@@ -11,11 +11,14 @@ import pathlib
 import sys
 
 EVENTS = ("Stop", "SubagentStop", "SessionEnd")
+# async (nothing waits for them): the kernel's fork -> exit of the hook's process, as SessionEnd
+FACT_EVENTS = ("PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart")
 SCENARIO_NAMES = {
     "fresh": "fresh session",
     "grown": "after +20 MB the hook never saw",
     "open": "25 MB open turn",
     "subagents": "10 parallel subagents",
+    "facts": "tool calls, failures, denied Writes, subagents, resumes",
 }
 TAG_NAMES = {
     "first-after-growth": "first Stop after +20 MB",
@@ -53,18 +56,52 @@ def main(argv=None) -> int:
     out.append("| scenario | event | " + " | ".join(variants) + " |")
     out.append("|---|---|" + "---|" * len(variants))
     for sc in scenarios:
-        for event in EVENTS:
+        for event in EVENTS + FACT_EVENTS:
             cells = [cell(r["variants"][v]["summary"].get(sc, {}).get(event), limit) for v in variants]
             if all(c == "–" for c in cells):
                 continue
             n = next(
                 (r["variants"][v]["summary"][sc][event]["n"] for v in variants if r["variants"][v]["summary"].get(sc, {}).get(event)), 0
             )
-            out.append(f"| {SCENARIO_NAMES[sc]} | {event} (n={n}) | " + " | ".join(cells) + " |")
+            label = f"{event} (async, n={n})" if event in FACT_EVENTS else f"{event} (n={n})"
+            out.append(f"| {SCENARIO_NAMES[sc]} | {label} | " + " | ".join(cells) + " |")
         for tag, name in TAG_NAMES.items():
             cells = [cell((r["variants"][v]["summary"].get(sc, {}).get(tag) or {}).get("Stop"), limit) for v in variants]
             if not all(c == "–" for c in cells):
                 out.append(f"| {SCENARIO_NAMES[sc]} | {name} | " + " | ".join(cells) + " |")
+    untimed = [
+        f"{v} / {sc} / {event}: {st['not_timed'][0]} of ours, {st['not_timed'][1]} of the do-nothing hook's"
+        for v in variants
+        for sc, scd in r["variants"][v]["summary"].items()
+        for event in FACT_EVENTS
+        for st in [scd.get(event)]
+        if st and any(st.get("not_timed", ()))
+    ]
+    out.append("")
+    out.append(
+        "Async hooks (the fact events): the kernel's fork → exit of each hook's `/bin/sh -c` process, ours and the do-nothing "
+        "hook's (registered async in the same handler group); n = processes of ours timed. Not timed (ended by a signal, "
+        "e.g. Claude Code's SIGTERM at shutdown, or never seen to exit): " + ("; ".join(untimed) if untimed else "none") + "."
+    )
+    ro = [(v, info["readonly"]) for v, info in r["variants"].items() if info.get("readonly")]
+    for v, info in ro:
+        out.append(
+            f"\n{v}: the package compiled ({info['pyc_files']} .pyc), then chmod a-w"
+            + (" and chattr +i (the run was root, which ignores mode bits)" if info.get("immutable") else "")
+            + "; the package "
+            + (
+                "was unchanged after the run (nothing wrote into it)"
+                if info.get("package_unchanged")
+                else f"CHANGED: {info.get('changed')}"
+            )
+            + "."
+        )
+        el = info.get("pyc_elsewhere_in_home")
+        if el and el["files"]:
+            out.append(
+                f"Bytecode written elsewhere in that HOME during the run: {el['files']} .pyc files, {el['mb']} MB "
+                f"({el['of_the_package']} of them the package's own), under {', '.join(el['folders'])}."
+            )
     out.append("")
     out.append("Stop → root span at the stand-in, p50 / **p95** (target p95 ≤ %g s), turns arrived / measured:\n" % lat_limit)
     out.append("| scenario | " + " | ".join(variants) + " |")

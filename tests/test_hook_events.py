@@ -21,8 +21,7 @@ import sys
 import pytest
 from claude_code_langfuse import facts
 from claude_code_langfuse.files import Paths
-from claude_code_langfuse.hook import BadEvent, accept_event
-from claude_code_langfuse.inbox import input_digest
+from claude_code_langfuse.inbox import BadEvent, accept_event, input_digest
 from transcript_factory import (
     HookRunner,
     Transcript,
@@ -340,25 +339,147 @@ def test_a_subagent_gets_its_real_start_from_subagent_start(session, runner):
 # ---------------------------------------------------------------------------- determinism, late facts, missing facts
 
 
-def test_facts_are_recorded_once_and_a_late_fact_requeues_only_the_changed_observation(session, runner, tmp_path):
-    session.prompt("run it")
-    call = tool_use("Bash", {"command": "make"})
-    session.respond(text("Running."), call)
-    result = tool_result_line(session, call, "ok", toolUseResult={"stdout": "ok"})
-    session.respond(text("Built."))
+def bash_turn(t: Transcript, command: str = "make", answer: str = "Built.") -> tuple[dict, dict]:
+    """A turn with one Bash call that ran: (the call, its tool_result line)."""
+    t.prompt("run " + command)
+    call = tool_use("Bash", {"command": command})
+    t.respond(text("Running."), call)
+    result = tool_result_line(t, call, "ok", toolUseResult={"stdout": "ok"})
+    t.respond(text(answer))
+    return call, result
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The byte ranges the worker reads from transcripts (collect's iter_rows calls)."""
+    from claude_code_langfuse import collect
+
+    seen: list[tuple] = []
+    real = collect.iter_rows
+
+    def spy(f, start=0, end=None, **kw):
+        seen.append((start, end))
+        return real(f, start, end, **kw)
+
+    monkeypatch.setattr(collect, "iter_rows", spy)
+    return seen
+
+
+def test_a_late_fact_after_its_turn_was_queued_requeues_only_that_observation_at_once(session, runner, reads):
+    call, result = bash_turn(session)
     [first] = runner.run(stop_event(session, "Built."))
     assert "duration_ms" not in tool_obs(first, "Bash")["metadata"]
-    # the async PostToolUse hook wrote its news after the Stop's: merged at the next transcript event
+    # the async PostToolUse hook wrote its news after the Stop's: the worker files it and queues the
+    # tool observation again with it, without waiting for another transcript event
     late = fact(session, "PostToolUse", epoch(result["timestamp"]), tool_name="Bash", tool_use_id=call["id"], duration_ms=2500)
-    assert runner.run(late) == []  # a fact alone reads nothing and queues nothing
+    reads.clear()
+    [again] = runner.run(late)
+    assert again["key"] == first["key"] and again.get("partial") is True
+    assert [o["id"] for o in again["observations"]] == [tool_obs(first, "Bash")["id"]]
+    assert again["observations"][0]["metadata"]["duration_ms"] == 2500
+    assert again["observation_ids"] == [o["id"] for o in first["observations"]]  # nothing else changes, nothing doubles
+    [span] = runner.entry(session)["spans"].values()
+    assert reads == [(span["start"], span["end"])]  # that turn's bytes only
+    [merged] = runner.latest().values()
+    assert merged["observations"] == [tool_obs(again, "Bash") if o["type"] == "tool" else o for o in first["observations"]]
+    # the same call reported again (a duplicate news file): filed once, nothing read, nothing queued
     path = facts.facts_path(runner.paths, session.session_id)
     before = pathlib.Path(path).read_bytes()
-    assert runner.run(dict(late, fact_at=late["fact_at"] + 60, duration_ms=1)) == []  # the same call reported again
-    assert pathlib.Path(path).read_bytes() == before  # the first report stands
-    [again] = runner.run(session_end_event(session))
-    assert again.get("partial") is True
-    assert [o["type"] for o in again["observations"]] == ["tool"] and again["observations"][0]["metadata"]["duration_ms"] == 2500
-    assert runner.run(session_end_event(session)) == []  # resending changes nothing
+    reads.clear()
+    assert runner.run(dict(late, fact_at=late["fact_at"] + 60, duration_ms=1)) == []
+    assert pathlib.Path(path).read_bytes() == before and reads == []
+    assert runner.run(late) == []
+    # the next transcript events change nothing: the turn as queued already holds the fact
+    assert runner.run(session_end_event(session)) == []
+    assert runner.run(session_end_event(session)) == []
+
+
+def test_late_facts_after_the_next_turn_reach_the_turn_behind_the_cursor(session, runner, reads):
+    """The cursor moved past the turn (the next turn was read): its tool's run time and the
+    permission request of its denied call still get onto it; the next turn is not touched."""
+    call, result = bash_turn(session)
+    write = denied_in_print_mode(session, runner, with_facts=False)
+    [tool_use_line] = [r for r in session.rows if r["type"] == "assistant" and write in r["message"]["content"]]
+    asked = epoch(tool_use_line["timestamp"], 200)
+    session.simple_turn("and now?", "Nothing else.")
+    queued = runner.run(stop_event(session, "Nothing else."))
+    assert [r["trace"]["name"] for r in queued] == ["run make", "write f.txt", "and now?"]
+    entry = runner.entry(session)
+    assert entry["offset"] == entry["spans"][next(reversed(entry["spans"]))]["start"]  # only the last turn is open
+    by_name = {r["trace"]["name"]: r for r in queued}
+
+    reads.clear()
+    [bash_again] = runner.run(
+        fact(session, "PostToolUse", epoch(result["timestamp"]), tool_name="Bash", tool_use_id=call["id"], duration_ms=40)
+    )
+    assert bash_again["key"] == by_name["run make"]["key"] and bash_again["partial"] is True
+    assert [o["name"] for o in bash_again["observations"]] == ["Bash"] and bash_again["observations"][0]["metadata"]["duration_ms"] == 40
+    spans = {s["turn_number"]: s for s in runner.entry(session)["spans"].values()}
+    assert reads == [(spans[1]["start"], spans[1]["end"])] and spans[1]["end"] <= spans[2]["start"]  # that turn's bytes only
+    reads.clear()
+    [write_again] = runner.run(fact(session, "PermissionRequest", asked, tool_name="Write", tool_input=write["input"]))
+    assert reads == [(spans[2]["start"], spans[2]["end"])]  # found by time: the one turn that spans it
+    assert write_again["key"] == by_name["write f.txt"]["key"] and [o["name"] for o in write_again["observations"]] == ["Write"]
+    meta = write_again["observations"][0]["metadata"]
+    assert meta["permission_wait_ms"] == 800 and meta["permission"] == "rejected-by-config"
+
+    latest = {r["trace"]["name"]: r for r in runner.latest().values()}
+    assert latest["and now?"] == by_name["and now?"]  # the open turn: untouched
+    assert tool_obs(latest["run make"], "Bash")["metadata"]["duration_ms"] == 40
+    assert tool_obs(latest["write f.txt"], "Write")["metadata"]["permission_requested_at"]
+    assert [o["id"] for o in latest["write f.txt"]["observations"]] == [o["id"] for o in by_name["write f.txt"]["observations"]]
+    # the next events (the session goes on, ends) re-queue none of it
+    session.simple_turn("bye", "Bye.")
+    assert {r["trace"]["name"] for r in runner.run(stop_event(session, "Bye."))} <= {"and now?", "bye"}
+    assert runner.run(session_end_event(session)) == []
+    assert not any(line.startswith(("WARNING", "ERROR")) for line in runner.logs)
+
+
+def test_a_late_subagent_start_moves_the_queued_agent_to_its_launch(session, runner):
+    call, agent, fetch = launch_background_agent(session)
+    launched = session.rows[-3]["timestamp"]
+    agent.tool_results((fetch["id"], "limits: 100/min"))
+    agent.respond(text("100 per minute."))
+    session.respond(text("The researcher runs in the background."))
+    recs = runner.run(stop_event(session, "The researcher runs in the background."))
+    [ag] = [o for r in recs for o in observations(r, "agent")]
+    assert "started_at_launch" not in ag["metadata"]
+    [again] = runner.run(fact(session, "SubagentStart", epoch(launched, 50), agent_id=agent.agent_id, agent_type="general-purpose"))
+    assert [o["id"] for o in again["observations"]] == [ag["id"]]
+    assert again["observations"][0]["metadata"]["started_at_launch"] is True and again["observations"][0]["start"] < ag["start"]
+
+
+def test_a_late_fact_for_an_unknown_tool_use_id_is_ignored_and_logged_at_debug(session, runner, reads):
+    bash_turn(session)
+    runner.run(stop_event(session, "Built."))
+    queue = runner.queue()
+    reads.clear()
+    unknown = fact(session, "PostToolUse", epoch(session.clock.now()), tool_name="Bash", tool_use_id="toolu_nobody", duration_ms=5)
+    assert runner.run(unknown) == []
+    assert reads == [] and runner.queue() == queue
+    [line] = [line for line in runner.logs if "toolu_nobody" in line]
+    assert line.startswith("DEBUG") and "not read yet, or unknown" in line
+    assert not any(line.startswith(("INFO", "WARNING", "ERROR")) for line in runner.logs)
+    # filed all the same: if that call shows up in the transcript later, its turn gets it
+    assert facts.load(runner.paths, session.session_id)["tools"]["toolu_nobody"]["duration_ms"] == 5
+
+
+def test_a_fact_older_than_every_tracked_turn_is_left_out_and_said(session, runner, monkeypatch):
+    from claude_code_langfuse import collect
+
+    monkeypatch.setattr(collect, "MAX_SENT_TURNS", 2)
+    call, result = bash_turn(session)
+    for i in range(3):
+        session.simple_turn(f"q{i}", f"a{i}")
+    runner.run(stop_event(session, "a2"))
+    assert len(runner.entry(session)["spans"]) == 2
+    queue = runner.queue()
+    assert (
+        runner.run(fact(session, "PostToolUse", epoch(result["timestamp"]), tool_name="Bash", tool_use_id=call["id"], duration_ms=7)) == []
+    )
+    assert runner.queue() == queue
+    [line] = [line for line in runner.logs if "still tracked" in line]
+    assert line.startswith("INFO") and "stays as queued" in line
 
 
 def test_the_same_traces_without_any_fact_and_with_a_corrupt_facts_file(tmp_path):

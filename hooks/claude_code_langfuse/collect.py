@@ -18,6 +18,7 @@ from .records import (
     TASK_ID_RE,
     TASK_TOOL_USE_RE,
     TraceContext,
+    answer_lags,
     apply_trace_settings,
     project_name,
     thinking_counts,
@@ -51,12 +52,23 @@ class CollectResult(NamedTuple):
 
 
 def collect_records(
-    event: HookEvent, entry: dict, settings: Settings, redactor: Redactor, log=None, sink=None, hold_lagging: bool = False
+    event: HookEvent,
+    entry: dict,
+    settings: Settings,
+    redactor: Redactor,
+    log=None,
+    sink=None,
+    hold_lagging: bool = False,
+    late: list | None = None,
 ) -> CollectResult:
     """New bytes of the session transcript -> new or changed turn records.
 
     hold_lagging: when a Stop event's final answer is not on disk yet, do not emit the trailing
     turn (the caller waits for Claude Code's flush and calls again); `lagging` says so.
+
+    late: keys of turns already queued to read again instead (a fact arrived after them): only
+    their bytes are read, as they were when last queued, and only the observations that changed
+    are queued again; the cursor does not move.
 
     Streams: one turn is held in memory at a time; records go to `sink` (default: the result's
     list). The trailing turn is emitted but not consumed: the next run re-reads it, so a turn
@@ -72,6 +84,9 @@ def collect_records(
     # one, a launching turn whose background agent finishes): a changed turn is queued again with
     # only the observations that changed, so a generation is sent once, never again as routine
     sent: dict = dict(entry.get("sent") or {})
+    # turn key -> where the queued version is in the transcript (bytes, number, times), so a late
+    # fact can read just that turn again
+    spans: dict = dict(entry.get("spans") or {})
     offset = int(entry.get("offset") or 0)
     turns_before = int(entry.get("turns_before") or 0)
     records: list[dict] = []
@@ -107,6 +122,14 @@ def collect_records(
             skip_unreadable_turn(turn, number, e)
             return
         note_thinking(turn)
+        span = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
+        span.update(t0=turn.start or "", t1=turn.end or turn.start or "")
+        if ev is not None and ev.permission_mode and not turn.meta_row.get("permissionMode"):
+            span["pm"] = ev.permission_mode  # what the record took from the event: the same when read again
+        if answer_lags(turn, ev):
+            span["lag"] = True  # the event's answer stood in for the disk's: only a transcript event reads it again
+        spans.pop(turn.key, None)
+        spans[turn.key] = span
         for call in turn.tools.values():
             if call.name in AGENT_TOOL_NAMES and (call.agent_id or call.agent is not None):
                 link = {"start": turn.start_offset, "end": turn.end_offset, "turn_number": number, "key": turn.key}
@@ -174,11 +197,16 @@ def collect_records(
                 "%s; skipped (kept in dead letters), the rest of the session is traced. Please report this error.", reason, exc_info=error
             )
 
-    def reemit(link: dict) -> None:
+    def reemit(link: dict, ev: HookEvent | None = None) -> bool:
         with open(path, "rb") as f2:
             old = next(group_turns(iter_rows(f2, link["start"], link["end"])), None)
         if old is not None and old.key == link.get("key", old.key):
-            emit(old, link["turn_number"], None)
+            emit(old, link["turn_number"], ev)
+            return True
+        return False
+
+    if late is not None:
+        return _collect_late(event, entry, path, late, spans, reemit, log, lambda: (emitted, sent, spans, agents), records, dead)
 
     seen, lagging, settled_size = 0, False, None
     with open(path, "rb") as f:
@@ -245,14 +273,10 @@ def collect_records(
                 reemit(link)  # the turn that launched this background agent is behind us
         tail = _tail_hash(f, new_offset) if new_offset else ""
 
-    if len(emitted) > MAX_EMITTED:
-        emitted = dict(list(emitted.items())[-MAX_EMITTED:])
-    if len(sent) > MAX_SENT_TURNS:
-        sent = dict(list(sent.items())[-MAX_SENT_TURNS:])
-    if len(agents) > MAX_EMITTED:
-        agents = dict(list(agents.items())[-MAX_EMITTED:])
+    emitted, sent, spans, agents = _bounded(emitted, sent, spans, agents)
     entry.update(
         sent=sent,
+        spans=spans,
         settled_size=settled_size if not bad else None,
         settled_facts=_facts_signature(settings, event.session_id),
         offset=new_offset,
@@ -267,6 +291,46 @@ def collect_records(
         cwd=event.cwd or entry.get("cwd", ""),
     )
     return CollectResult(records, entry, seen, len(bad), lagging, tuple(dead))
+
+
+def _bounded(emitted: dict, sent: dict, spans: dict, agents: dict) -> tuple[dict, dict, dict, dict]:
+    if len(emitted) > MAX_EMITTED:
+        emitted = dict(list(emitted.items())[-MAX_EMITTED:])
+    if len(sent) > MAX_SENT_TURNS:
+        sent = dict(list(sent.items())[-MAX_SENT_TURNS:])
+    spans = {k: v for k, v in spans.items() if k in sent}
+    if len(agents) > MAX_EMITTED:
+        agents = dict(list(agents.items())[-MAX_EMITTED:])
+    return emitted, sent, spans, agents
+
+
+def _collect_late(event: HookEvent, entry: dict, path: str, keys: list, spans: dict, reemit, log, state, records, dead) -> CollectResult:
+    """Read the queued turns `keys` again (a fact arrived after them); the cursor stays."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        offset = int(entry.get("offset") or 0)
+        if (
+            entry.get("inode") != st.st_ino
+            or st.st_size < offset
+            or (offset and entry.get("tail") and _tail_hash(f, offset) != entry.get("tail"))
+        ):
+            if log:
+                log.info(
+                    "transcript %s was rewritten since it was read: the late %s fact is merged when it is read again", path, event.name
+                )
+            return CollectResult([], entry)
+    for key in keys:
+        span = spans.get(key)
+        if not isinstance(span, dict) or span.get("lag"):
+            if log:
+                log.debug("turn %r is queued with the Stop event's answer: the late %s fact is merged at its next read", key, event.name)
+            continue
+        ev = HookEvent("", event.session_id, path, permission_mode=span["pm"]) if span.get("pm") else None
+        if not reemit(span, ev) and log:
+            log.info("turn %r is no longer where it was in %s: the late %s fact is left out of it", key, path, event.name)
+    emitted, sent, spans, agents = _bounded(*state())
+    entry.update(emitted=emitted, sent=sent, spans=spans, agents=agents, updated=now_iso(), updated_epoch=time.time())
+    return CollectResult(records, entry, len(keys), 0, False, tuple(dead))
 
 
 # Lines Claude Code writes about the session, never part of a turn (appended after a Stop).
@@ -351,9 +415,14 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
         skip_while_disabled(event, settings)  # muted (`mute`, `purge`): the same, for this session only
         return Outcome(True)
     if event.name in facts.FACT_EVENTS:
-        # facts only: filed for the session, no transcript read; the next transcript event merges them
-        if not facts.record(paths, event.raw if isinstance(event.raw, dict) else {}):
+        # facts: filed for the session; the transcript events merge them into the turns they read,
+        # and a turn already queued without it is read again at once (only that turn's bytes)
+        raw = event.raw if isinstance(event.raw, dict) else {}
+        filed = facts.record(paths, raw)
+        if not filed:
             log.debug("%s event of session %s carried no usable fact", event.name, event.session_id)
+        elif filed == facts.NEW:
+            return merge_late_fact(event, raw, settings, log)
         return Outcome(True)
     if event.name == "StopFailure" and isinstance(event.raw, dict):
         facts.record(paths, event.raw)  # the error type; then the failed turn is read and closed at once
@@ -398,6 +467,56 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
             " (final answer not on disk yet)" if result.lagging else "",
         )
         return Outcome(not result.lagging, len(result.records))
+    finally:
+        lock.release()
+
+
+def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Outcome:
+    """A fact just filed whose turn was already queued (the fact hooks run async: they can report
+    after the Stop, even after the next turn): that turn is read again from its recorded bytes and
+    the observations the fact changes are queued again (same ids, a partial version). Nothing is
+    read when no queued turn can hold it, which is the usual case (the fact came first)."""
+    paths = Paths(settings.state_dir)
+    lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
+    if not lock.acquire():
+        log.warning("session %s is busy: the late %s fact is merged when its turn is read again", event.session_id, event.name)
+        return Outcome(True)
+    try:
+        transcripts = load_state(paths)["transcripts"]
+        key = state_key(event.session_id, event.transcript_path)
+        entry = transcripts.get(key)
+        if entry is None:  # a payload naming another transcript of the session: its newest cursor
+            mine = [(k, e) for k, e in transcripts.items() if e.get("session_id") == event.session_id]
+            key, entry = max(mine, key=lambda ke: ke[1].get("updated_epoch") or 0) if mine else (key, None)
+        if not entry or not entry.get("path"):
+            log.debug("%s fact of session %s filed; no turn of it was read yet", event.name, event.session_id)
+            return Outcome(True)
+        data = facts.load(paths, event.session_id)
+        late = facts.late_turns(raw, data, event.session_id, entry.get("sent") or {}, entry.get("spans") or {}, entry.get("agents") or {})
+        if not late.keys:
+            (log.info if late.lost else log.debug)(
+                "%s fact of session %s filed, not merged now: %s", event.name, event.session_id, late.why
+            )
+            return Outcome(True)
+        where = event._replace(transcript_path=entry["path"])
+        result = collect_records(where, entry, settings, make_redactor(settings, log), log, late=late.keys)
+        try:
+            queue_append(paths, result.records)
+            dead_append(paths, result.dead)
+        except LockTimeout:
+            log.warning(
+                "the queue was busy: the late %s fact of session %s shows when its turn is read again", event.name, event.session_id
+            )
+            return Outcome(True)
+        update_state_entry(paths, key, result.entry)
+        log.debug(
+            "late %s fact of session %s: %d queued turn(s) read again, %d record(s) queued",
+            event.name,
+            event.session_id,
+            result.turns_seen,
+            len(result.records),
+        )
+        return Outcome(True, len(result.records))
     finally:
         lock.release()
 

@@ -8,6 +8,11 @@ hook saw it (`fact_at`) and is recorded once, so reading the transcript again ch
 Nothing depends on them: without these events (an older Claude Code, hooks not registered) the
 transcript alone makes the same traces, minus these details.
 
+The fact hooks run `async`, so a fact can reach the worker after its turn was queued, even after
+the cursor moved past it: `late_turns` finds, cheaply and without reading the transcript, which of
+the session's already-queued turns it may change (by tool observation id, agent id or time), and
+the worker re-reads just those turns' bytes (collect.py).
+
 One file per session: `<state>/facts/<sha256(session)[:16]>.json`, bounded (the newest
 MAX_TOOLS tool facts, MAX_LIST of each list).
 """
@@ -18,10 +23,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
+from typing import NamedTuple
 
 from .files import FileLock, Paths, read_json_file, write_atomic
 from .inbox import input_digest
-from .records import ended_on_api_error
+from .records import ended_on_api_error, observation_id, trace_id_for
 from .turns import AGENT_TOOL_NAMES, ToolCall, Turn, iso_ms, parse_ts
 
 FACT_EVENTS = ("PermissionRequest", "PostToolUse", "PostToolUseFailure", "SubagentStart", "SessionStart")
@@ -48,13 +54,17 @@ def _iso(epoch) -> str:
         return ""
 
 
-def record(paths: Paths, event: dict, lock_timeout: float = 10.0) -> bool:
-    """File one fact event (already trimmed by the hook). False: nothing usable in it."""
+NEW, KNOWN = "new", "known"  # record(): filed now / the same fact was filed before ("" = nothing usable)
+
+
+def record(paths: Paths, event: dict, lock_timeout: float = 10.0) -> str:
+    """File one fact event (already trimmed by the hook): NEW, KNOWN (filed before: nothing
+    changes) or "" (nothing usable in it)."""
     session = event.get("session_id")
     name = event.get("hook_event_name")
     at = _iso(event.get("fact_at"))
     if not isinstance(session, str) or not session or not at:
-        return False
+        return ""
     path = facts_path(paths, session)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     with FileLock(paths.session_lock(session) + ".facts", timeout=lock_timeout):
@@ -64,7 +74,7 @@ def record(paths: Paths, event: dict, lock_timeout: float = 10.0) -> bool:
         if changed:
             _bound(data)
             write_atomic(path, json.dumps(data, ensure_ascii=True, sort_keys=True).encode("ascii"))
-    return True
+    return NEW if changed else KNOWN
 
 
 def _merge(data: dict, name, event: dict, at: str) -> bool:
@@ -199,3 +209,69 @@ def _stop_failure(turn: Turn, failures: list) -> dict | None:
         if best_gap is None or abs(gap) < best_gap:
             best, best_gap = f, abs(gap)
     return best
+
+
+# ============================================================================ late facts: turns already queued
+
+
+MAX_LATE_TURNS = 3  # a late fact re-reads at most this many queued turns (the newest that may hold it)
+SPAN_SLACK_S = 1.0  # a PermissionRequest is seen between its turn's first and last line (one clock, the hook's start lag)
+
+
+class Late(NamedTuple):
+    keys: list  # the queued turns to read again, newest first
+    why: str = ""  # when none: why, for the log
+    lost: bool = False  # its turn is no longer tracked: the fact will not show (said at INFO)
+
+
+def late_turns(event: dict, data: dict, session_id: str, sent: dict, spans: dict, agents: dict) -> Late:
+    """The already-queued turns (keys, newest first) a fact just filed may change, found without
+    reading the transcript: a tool fact by its tool observation id among the queued observation
+    ids (`sent`), SubagentStart by the launch link or the agent observation id, a
+    PermissionRequest by time (and the agent's launching turn for a subagent's request), a
+    SessionStart: the queued turns that began after it. Only turns whose bytes are known
+    (`spans`) are returned."""
+    name = event.get("hook_event_name")
+    known = [k for k in reversed(list(sent)) if isinstance(spans.get(k), dict)]
+    if not known:
+        return Late([], "no turn of this session was queued yet: merged when its turn is read")
+
+    def holding(kind: str, natural: str) -> list[str]:
+        return [k for k in known if observation_id(trace_id_for(session_id, k), kind, natural) in (sent.get(k) or {})]
+
+    def launching(agent_id) -> list[str]:
+        link = agents.get(agent_id) if isinstance(agent_id, str) and agent_id else None
+        return [link["key"]] if isinstance(link, dict) and link.get("key") in known else []
+
+    at = _iso(event.get("fact_at"))
+    if name in ("PostToolUse", "PostToolUseFailure"):
+        tid = event.get("tool_use_id")
+        keys = holding("tool", tid) if isinstance(tid, str) and tid else []
+        why = f"tool_use_id {tid!r} is in none of the {len(known)} queued turn(s) tracked (not read yet, or unknown)"
+    elif name == "SubagentStart":
+        aid = event.get("agent_id")
+        keys = launching(aid) or (holding("agent", aid) if isinstance(aid, str) and aid else [])
+        why = f"agent {aid!r} is in none of the {len(known)} queued turn(s) tracked (its launch not read yet, or unknown)"
+    elif name == "PermissionRequest":
+        keys = launching(event.get("agent_id")) or [k for k in known if _within(at, spans[k], SPAN_SLACK_S)]
+        why = f"no queued turn spans {at} (its call not read yet)"
+    elif name == "SessionStart":
+        later = [s["at"] for s in data.get("session_starts") or [] if isinstance(s, dict) and s.get("at", "") > at]
+        until = min(later) if later else None
+        keys = [k for k in known if at <= (spans[k].get("t0") or "") and (until is None or (spans[k].get("t0") or "") < until)]
+        why = f"no queued turn began after {at}"
+    else:
+        return Late([], f"{name} facts are merged when the transcript is read")
+    if keys:
+        return Late(keys[:MAX_LATE_TURNS])
+    oldest = spans[known[-1]].get("t0") or ""
+    if at and oldest and _seconds(at, oldest) is not None and _seconds(at, oldest) > PERMISSION_MATCH_S:
+        # older than every turn still tracked: its turn was queued without it and is left so
+        return Late([], f"it is older than the {len(known)} queued turn(s) still tracked (from {oldest}); its turn stays as queued", True)
+    return Late([], why)
+
+
+def _within(at: str, span: dict, slack_s: float) -> bool:
+    before_start = _seconds(at, span.get("t0") or "")
+    after_end = _seconds(span.get("t1") or span.get("t0") or "", at)
+    return before_start is not None and after_end is not None and before_start <= slack_s and after_end <= slack_s

@@ -21,7 +21,7 @@ import time
 import pytest
 from claude_code_langfuse.config import ensure_state_dir
 from claude_code_langfuse.files import Paths
-from claude_code_langfuse.inbox import list_news, write_news
+from claude_code_langfuse.inbox import list_news, read_news, write_news
 from claude_code_langfuse.worker import LAG_WAIT_S, MISSING_WAIT_S, process_inbox
 from transcript_factory import Transcript, root, stop_event, text, wait_for_worker
 from transcript_factory import hook_process_env as hook_env
@@ -104,6 +104,86 @@ def test_critical_path_imports_no_sdk_no_http_and_no_reader(tmp_path, session, e
     assert [json.loads(line)["trace"]["name"] for line in queue] == expected
 
 
+# What the hook process may import beyond what `python -I -c pass` imports anyway: start-up is
+# most of a hook's cost (docs/benchmarks.md), and `json` alone (with the `re`, `enum`, `functools`
+# and `collections` it pulls in) cost a do-nothing hook's worth of time on every event.
+HOOK_EXTRA_MODULES = {"errno", "fcntl", "_sha256", "_sha2", "pwd"}
+
+
+def _bare_python_modules() -> set[str]:
+    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", "-c", "pass"], capture_output=True, timeout=60)
+    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines() if line.startswith("import time:") and "|" in line}
+
+
+@pytest.mark.parametrize("event_name", ["Stop", "SessionEnd", "PermissionRequest", "PostToolUse", "SubagentStart"])
+def test_hook_imports_only_the_package_beyond_a_bare_python(tmp_path, session, event_name):
+    session.simple_turn("one", "answer one")
+    event = stop_event(session, "answer one", name=event_name)
+    event.update(FACT_FIELDS.get(event_name, {}))
+    proc, modules = imported_by_hook(json.dumps(event).encode(), hook_env(tmp_path))
+    assert proc.returncode == 0 and proc.stdout == b""
+    extra = sorted(m for m in modules - _bare_python_modules() - HOOK_EXTRA_MODULES if not m.startswith("claude_code_langfuse"))
+    assert extra == [], f"the {event_name} hook process imported {extra} (json? re? collections? each costs every event)"
+    wait_for_worker(tmp_path / "state")
+
+
+def test_hook_stores_the_event_as_received_and_the_worker_drops_a_bad_one(tmp_path, session):
+    """The hook does not parse the event; the worker checks it and says why it dropped it."""
+    env = hook_env(tmp_path)
+    for stdin in (
+        b"not json",
+        b'{"hook_event_name": "Stop"',
+        b'{"hook_event_name": "Notification", "session_id": "s", "transcript_path": "/t"}',
+    ):
+        proc = subprocess.run([sys.executable, "-I", HOOK], input=stdin, env=env, capture_output=True, timeout=30)
+        assert proc.returncode == 0 and proc.stdout == b"" and proc.stderr == b""
+    wait_for_worker(tmp_path / "state")
+    log = (tmp_path / "state" / "langfuse_hook.log").read_text()
+    assert "ignored a hook call: hook stdin is not a JSON object" in log  # the hook's own check
+    assert "ignored a hook call: hook stdin is not JSON" in log  # the worker's
+    assert "'Notification' is not one this hook handles" in log
+    assert list_news(str(tmp_path / "state" / "inbox")) == []
+
+
+def test_a_changed_config_file_hands_over_to_a_new_worker(tmp_path, session):
+    """Keys fixed in ~/.claude/langfuse/config.json (no variables): the hook never parses that
+    file, but its fingerprint covers the file's bytes, so a running worker with the old file is
+    taken over."""
+    from claude_code_langfuse.config import load_settings
+    from claude_code_langfuse.files import FileLock
+
+    env = {k: v for k, v in hook_env(tmp_path).items() if not k.startswith("CC_LANGFUSE_") or k == "CC_LANGFUSE_STATE_DIR"}
+    config = tmp_path / "home" / ".claude" / "langfuse" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        json.dumps(
+            {"CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test", "CC_LANGFUSE_SECRET_KEY": "sk-lf-OLD", "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}
+        )
+    )
+    old = load_settings(env).sources_fingerprint
+    paths = Paths(env["CC_LANGFUSE_STATE_DIR"])
+    ensure_state_dir(paths.dir)
+    running = FileLock(paths.worker_lock, timeout=0)
+    assert running.acquire(blocking=False)
+    try:
+        pathlib.Path(paths.worker_keys).write_text(old)
+        session.simple_turn("one", "answer one")
+        hook = [sys.executable, "-I", HOOK]
+        subprocess.run(hook, input=json.dumps(stop_event(session, "answer one")).encode(), env=env, timeout=30)
+        time.sleep(0.5)
+        assert not os.path.exists(paths.takeover), "same file: the running worker keeps it"
+        config.write_text(config.read_text().replace("sk-lf-OLD", "sk-lf-test"))
+        subprocess.run(hook, input=json.dumps(stop_event(session, "answer one")).encode(), env=env, timeout=30)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(paths.takeover):
+            assert time.monotonic() < deadline, "no worker came to take over after the config file changed"
+            time.sleep(0.05)
+    finally:
+        running.release()
+    wait_for_worker(pathlib.Path(paths.dir))
+    assert pathlib.Path(paths.worker_keys).read_text() == load_settings(env).sources_fingerprint != old
+
+
 def test_hook_never_opens_the_transcript(tmp_path, session):
     """Constant work: the transcript may be any size; the hook does not even open it. A FIFO as
     transcript_path would block any reader forever: the hook still returns at once."""
@@ -123,26 +203,26 @@ def test_hook_never_opens_the_transcript(tmp_path, session):
 def test_news_file_holds_the_event_and_only_tracing_settings(tmp_path, session):
     env = hook_env(tmp_path, CC_LANGFUSE_TAGS_UNRELATED="x", AWS_SECRET_ACCESS_KEY="not-ours", TRACE_TO_LANGFUSE="true")
     inbox = tmp_path / "inbox"
-    path = write_news(str(inbox), stop_event(session, "hi"), env)
-    news = json.loads(pathlib.Path(path).read_text())
+    path = write_news(str(inbox), json.dumps(stop_event(session, "hi")).encode(), env)
+    news = read_news(path)
     assert news["event"]["last_assistant_message"] == "hi"
     assert "AWS_SECRET_ACCESS_KEY" not in news["env"] and "PATH" not in news["env"] and "HOME" not in news["env"]
     assert news["env"]["TRACE_TO_LANGFUSE"] == "true" and news["env"]["CC_LANGFUSE_PUBLIC_KEY"] == "pk-lf-test"
     # secrets never go to disk: a worker sends with the keys of the process that started it
-    assert "CC_LANGFUSE_SECRET_KEY" not in news["env"] and "sk-lf-test" not in pathlib.Path(path).read_text()
+    assert "CC_LANGFUSE_SECRET_KEY" not in news["env"] and b"sk-lf-test" not in pathlib.Path(path).read_bytes()
     assert (os.stat(path).st_mode & 0o777) == 0o600 and (os.stat(inbox).st_mode & 0o777) == 0o700
 
 
 def test_lone_surrogate_in_an_event_is_recorded(tmp_path, session):
-    path = write_news(str(tmp_path / "inbox"), stop_event(session, "broken emoji \ud83d"), {})
-    assert json.loads(pathlib.Path(path).read_text())["event"]["last_assistant_message"] == "broken emoji \ud83d"
+    path = write_news(str(tmp_path / "inbox"), json.dumps(stop_event(session, "broken emoji \ud83d")).encode(), {})
+    assert read_news(path)["event"]["last_assistant_message"] == "broken emoji \ud83d"
 
 
 def test_a_hook_with_other_keys_takes_over_from_the_running_worker(tmp_path, session):
     """The user fixed the secret key while a worker runs: the secret is not in the inbox, so the
     hook starts a new worker from its own environment, which waits for the running one's lock."""
+    from claude_code_langfuse.config import load_settings
     from claude_code_langfuse.files import FileLock
-    from claude_code_langfuse.runtime import key_fingerprint
 
     state = tmp_path / "state"
     paths = Paths(str(state))
@@ -150,7 +230,8 @@ def test_a_hook_with_other_keys_takes_over_from_the_running_worker(tmp_path, ses
     running = FileLock(paths.worker_lock, timeout=0)
     assert running.acquire(blocking=False)  # a worker started with the old keys
     try:
-        pathlib.Path(paths.worker_keys).write_text(key_fingerprint("pk-lf-test", "sk-lf-OLD", "http://127.0.0.1:9"))
+        old_keys = hook_env(tmp_path, CC_LANGFUSE_SECRET_KEY="sk-lf-OLD")
+        pathlib.Path(paths.worker_keys).write_text(load_settings(old_keys).sources_fingerprint)
         session.simple_turn("one", "answer one")
         proc = subprocess.run(
             [sys.executable, "-I", HOOK], input=json.dumps(stop_event(session, "answer one")).encode(), env=hook_env(tmp_path), timeout=30
@@ -163,20 +244,20 @@ def test_a_hook_with_other_keys_takes_over_from_the_running_worker(tmp_path, ses
     finally:
         running.release()
     wait_for_worker(state)
-    assert pathlib.Path(paths.worker_keys).read_text() == key_fingerprint("pk-lf-test", "sk-lf-test", "http://127.0.0.1:9")
+    assert pathlib.Path(paths.worker_keys).read_text() == load_settings(hook_env(tmp_path)).sources_fingerprint
     assert [json.loads(line)["trace"]["name"] for line in pathlib.Path(paths.queue).read_bytes().splitlines()] == ["one"]
 
 
 def test_a_hook_with_the_same_keys_leaves_the_running_worker_alone(tmp_path, session):
+    from claude_code_langfuse.config import load_settings
     from claude_code_langfuse.files import FileLock
-    from claude_code_langfuse.runtime import key_fingerprint
 
     paths = Paths(str(tmp_path / "state"))
     ensure_state_dir(paths.dir)
     running = FileLock(paths.worker_lock, timeout=0)
     assert running.acquire(blocking=False)
     try:
-        pathlib.Path(paths.worker_keys).write_text(key_fingerprint("pk-lf-test", "sk-lf-test", "http://127.0.0.1:9"))
+        pathlib.Path(paths.worker_keys).write_text(load_settings(hook_env(tmp_path)).sources_fingerprint)
         session.simple_turn("one", "answer one")
         subprocess.run(
             [sys.executable, "-I", HOOK], input=json.dumps(stop_event(session, "answer one")).encode(), env=hook_env(tmp_path), timeout=30
@@ -200,11 +281,7 @@ def _log():
 def _news(paths: Paths, event: dict, age: float, env: dict) -> str:
     """A news file as the hook writes it, received `age` seconds ago."""
     ensure_state_dir(paths.dir)
-    path = write_news(paths.inbox, event, env)
-    news = json.loads(pathlib.Path(path).read_text())
-    news["received"] = time.time() - age
-    pathlib.Path(path).write_text(json.dumps(news))
-    return path
+    return write_news(paths.inbox, json.dumps(event).encode(), env, received_ns=time.time_ns() - int(age * 1e9))
 
 
 def _queued(paths: Paths) -> list[dict]:
@@ -300,7 +377,7 @@ def test_each_event_is_read_with_the_settings_of_the_process_that_fired_it(tmp_p
 
 # docs/design.md, "Module map": the order data flows; a module imports only modules above it.
 MODULE_ORDER = [
-    "config", "event", "files", "inbox", "runtime", "hook", "transcript", "turns", "forks", "subagents", "records", "redaction",
+    "config", "files", "inbox", "runtime", "hook", "event", "transcript", "turns", "forks", "subagents", "records", "redaction",
     "store", "facts", "mute", "collect", "plan", "sender", "delivery", "worker", "commands", "backfill", "models", "doctor", "signals", "insights", "cli",
 ]  # fmt: skip
 

@@ -144,7 +144,7 @@ def _setup_two_sessions(tmp_path, standin):
         t.simple_turn(f"{t.session_id[:4]} queued turn", "ok")
         (rec,) = runner.run(stop_event(t, "ok"))
         queued[t.session_id], records[t.session_id] = rec["trace"]["id"], rec
-        write_news(paths.inbox, stop_event(t, "ok"), {})
+        write_news(paths.inbox, json.dumps(stop_event(t, "ok")).encode(), {})
     dead = {
         "dead_at": "2026-01-01T00:00:00.000Z",
         "reason": "HTTP 400",

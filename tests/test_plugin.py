@@ -394,9 +394,12 @@ def _pyc_times(prefix: pathlib.Path) -> dict[pathlib.Path, int]:
     return {p: p.stat().st_mtime_ns for p in prefix.rglob("*.pyc")}
 
 
-def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_data(shared_dir):
+@pytest.mark.parametrize("dont_write_bytecode", [False, True], ids=["", "PYTHONDONTWRITEBYTECODE"])
+def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_data(shared_dir, dont_write_bytecode):
     """Claude Code's plugin cache may not be writable: the package is compiled once, into
-    ${CLAUDE_PLUGIN_DATA}/pycache, and later events load it from there."""
+    ${CLAUDE_PLUGIN_DATA}/pycache, and later events load it from there. Also for a user who sets
+    PYTHONDONTWRITEBYTECODE (hooks.json's `-I` ignores it; were it ever honoured, the worker
+    compiles the package there itself: runtime.cache_bytecode, tested below)."""
     if os.geteuid() == 0:
         # root writes through any mode: run the hook (and so its worker) as an unprivileged user
         run_as: dict = {"user": NOBODY, "group": NOBODY, "extra_groups": []}
@@ -434,6 +437,7 @@ def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_d
         "LANG": "C.UTF-8",
         "CLAUDE_PLUGIN_ROOT": str(plugin),
         "CLAUDE_PLUGIN_DATA": str(data),
+        **({"PYTHONDONTWRITEBYTECODE": "1"} if dont_write_bytecode else {}),
     }
     state = home / ".claude" / "state"
     first = run_hook_command(manifest_command(), event, env=env, cwd=project, **run_as)
@@ -476,3 +480,20 @@ def test_plugin_runs_from_a_read_only_folder_and_caches_its_bytecode_in_plugin_d
     ]
     # (Python tries once to cache __init__ beside it, which the read-only folder refuses: harmless)
     assert _pyc_times(prefix) == before, "a later event (hook or worker) recompiled the package"
+
+
+def test_the_worker_compiles_the_package_into_the_prefix_when_python_may_not_write_bytecode(tmp_path):
+    """`-B` (or PYTHONDONTWRITEBYTECODE without -I) stops Python writing bytecode as it imports;
+    for a read-only install every hook event would then compile its modules from source."""
+    prefix = tmp_path / "pycache"
+    code = (
+        "import logging, sys; sys.pycache_prefix = sys.argv[1]; sys.path.insert(0, sys.argv[2]);"
+        "from claude_code_langfuse.runtime import cache_bytecode; cache_bytecode(logging.getLogger('t'))"
+    )
+    package = REPO / "hooks" / "claude_code_langfuse"
+    for flags in (["-B"], []):  # with -B it compiles; without, Python's own imports do and it does nothing
+        shutil.rmtree(prefix, ignore_errors=True)
+        subprocess.run([sys.executable, "-I", *flags, "-c", code, str(prefix), str(package.parent)], check=True, timeout=120)
+        cached = {p.name.split(".")[0] for p in (prefix / str(package).lstrip("/")).glob("*.pyc")}
+        expected = {p.stem for p in package.glob("*.py")} if flags else {"__init__", "runtime", "config", "files"}
+        assert cached == expected, (flags, sorted(cached))

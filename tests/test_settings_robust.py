@@ -3,7 +3,7 @@
 
 Every setting that makes no sense (nan, inf, negative, huge, empty, not a number, not a word we
 know, not a URL, a relative path) falls back to its default or the nearest allowed value and is
-reported in `config_error`, which the hook's log, `status` and `doctor` show; loading settings
+reported in `config_error`, which the worker's log, `status` and `doctor` show; loading settings
 never raises. And with HOME unset (no passwd entry either) or a relative CC_LANGFUSE_STATE_DIR,
 the hook writes nothing relative to its working directory, which is the user's repository.
 """
@@ -27,6 +27,7 @@ from claude_code_langfuse.config import (
     MAX_TIMEOUT_S,
     MIN_FIELD_CHARS,
     MIN_TIMEOUT_S,
+    hook_settings,
     load_settings,
 )
 from hypothesis import HealthCheck, given, settings
@@ -147,6 +148,58 @@ def test_load_settings_never_raises_on_any_config_file(conf, raw, tmp_path):
     _check(s, {})
     if not raw:
         assert "must hold a JSON object" in s.config_error
+
+
+_path_values = st.sampled_from(["", "/abs/state", "relative/state", "~/state", "~", " /lead"])
+_debug_values = st.sampled_from(["", "1", "yes", " TRUE ", "off", "maybe"])
+_key_values = st.sampled_from(["", "pk-lf-a", "sk-lf-b", "http://127.0.0.1:9"])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    env=st.fixed_dictionaries(
+        {},
+        optional={
+            "CC_LANGFUSE_STATE_DIR": _path_values,
+            "CC_LANGFUSE_DEBUG": _debug_values,
+            "HOME": st.sampled_from(["/home/prop", "", "rel"]),
+            "LANGFUSE_PUBLIC_KEY": _key_values,
+            "CC_LANGFUSE_SECRET_KEY": _key_values,
+            "LANGFUSE_HOST": _key_values,
+        },
+    ),
+    conf=st.fixed_dictionaries(
+        {},
+        optional={
+            "CC_LANGFUSE_STATE_DIR": _path_values | st.just(7),
+            "CC_LANGFUSE_DEBUG": _debug_values | st.booleans(),
+            "CC_LANGFUSE_SECRET_KEY": _key_values,
+        },
+    ),
+    garbage=st.booleans(),
+)
+def test_the_hooks_settings_are_those_of_load_settings(env, conf, garbage, tmp_path):
+    """The hook reads its three settings without parsing the config file (no `json` import):
+    it must land where load_settings says, log as load_settings says, and fingerprint the same
+    sources the worker records."""
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(conf) + ("}{" if garbage else ""))
+    full_env = {**env, "CC_LANGFUSE_CONFIG": str(path)}
+    hook, full = hook_settings(full_env), load_settings(full_env)
+    assert (hook.state_dir, hook.debug, hook.fingerprint) == (full.state_dir, full.debug, full.sources_fingerprint)
+
+
+def test_the_fingerprint_follows_keys_url_and_config_file_but_not_other_settings(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"CC_LANGFUSE_SECRET_KEY": "sk-1"}')
+    base = {"HOME": "/home/prop", "CC_LANGFUSE_CONFIG": str(path), "LANGFUSE_PUBLIC_KEY": "pk-1"}
+    first = hook_settings(base).fingerprint
+    assert hook_settings({**base, "CC_LANGFUSE_TAGS": "a,b", "TRACE_TO_LANGFUSE": "0"}).fingerprint == first  # per-project settings
+    assert hook_settings({**base, "LANGFUSE_PUBLIC_KEY": "pk-2"}).fingerprint != first
+    assert hook_settings({**base, "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:8"}).fingerprint != first
+    path.write_text('{"CC_LANGFUSE_SECRET_KEY": "sk-2"}')
+    assert hook_settings(base).fingerprint != first
+    assert "sk-" not in first and len(first) == 16
 
 
 @pytest.mark.parametrize(

@@ -115,7 +115,9 @@ def test_content_and_hostname_flags():
 
 def test_the_hook_records_the_named_ci_variables_and_never_a_secret(tmp_path):
     inbox = str(tmp_path / "inbox")
-    path = write_news(inbox, {"session_id": SID, "transcript_path": "/x.jsonl"}, {**GITHUB_CI, **CI_SECRETS, "HOME": "/h"})
+    path = write_news(
+        inbox, json.dumps({"session_id": SID, "transcript_path": "/x.jsonl"}).encode(), {**GITHUB_CI, **CI_SECRETS, "HOME": "/h"}
+    )
     raw = pathlib.Path(path).read_text()
     assert "SECRET" not in raw
     assert read_news(path)["ci"] == GITHUB_CI
@@ -184,8 +186,8 @@ def test_each_event_gets_the_tags_environment_and_ci_of_its_own_process(tmp_path
     env_a = hook_process_env(tmp_path, CC_LANGFUSE_TAGS="team-a, nightly", CC_LANGFUSE_ENVIRONMENT="ci", **GITHUB_CI, **CI_SECRETS)
     env_b = hook_process_env(tmp_path, CC_LANGFUSE_HOSTNAME="false")
     os.makedirs(paths.dir, exist_ok=True)
-    write_news(paths.inbox, stop_event(a, "answer a"), env_a)
-    write_news(paths.inbox, stop_event(b, "answer b"), env_b)
+    write_news(paths.inbox, json.dumps(stop_event(a, "answer a")).encode(), env_a)
+    write_news(paths.inbox, json.dumps(stop_event(b, "answer b")).encode(), env_b)
     assert process_inbox(paths, _log(), base_env=worker_env, final=True).handled == 2
     by_session = {r["trace"]["session_id"]: r["trace"] for r in _queued(paths)}
     ta, tb = by_session[SID], by_session["b-session"]

@@ -12,10 +12,13 @@ Modules in the order data flows (docs/design.md draws the map):
 import os as _os
 import sys as _sys
 
-if not _os.access(_os.path.dirname(_os.path.abspath(__file__)), _os.W_OK):
-    # A read-only install (the plugin cache): keep compiled bytecode in our data folder instead,
-    # or every event would compile the package from source. Set here, before any module of the
-    # package is imported (this file itself is a few lines).
+_here = _os.path.dirname(_os.path.abspath(__file__))
+if not _os.access(_here, _os.W_OK) and not _os.path.isdir(_os.path.join(_here, "__pycache__")):
+    # A read-only install without compiled bytecode (the plugin cache): keep it in our data folder
+    # instead, or every event would compile the package from source (the worker fills it even
+    # under PYTHONDONTWRITEBYTECODE: runtime.cache_bytecode). Set here, before any module of the
+    # package is imported (this file itself is a few lines). A read-only install that was
+    # compiled (the installer's, made read-only) keeps using its own __pycache__.
     _data = _os.environ.get("CLAUDE_PLUGIN_DATA") or _os.path.join(_os.path.expanduser("~"), ".cache", "claude-code-langfuse")
     try:
         if not _os.path.isabs(_data):

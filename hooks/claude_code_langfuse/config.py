@@ -1,9 +1,10 @@
-"""Settings (environment first, then the config file) and the log. Imported by the hook: keep it light."""
+"""Settings (environment first, then the config file) and the log.
 
-from __future__ import annotations
+Imported by the hook: keep it light. No `json`, `collections` or `typing` at module level (each
+costs every hook event milliseconds of start-up, see docs/benchmarks.md): the hook itself never
+parses the config file (`hook_settings`), only the worker and the commands do (`load_settings`).
+"""
 
-import collections
-import json
 import os
 import sys
 
@@ -70,79 +71,171 @@ def default_state_dir(environ=None) -> str:
     return os.path.join(home, ".claude", "state") if home else ""
 
 
-# Small records are NamedTuples and plain classes, not dataclasses: `import dataclasses` pulls in
-# `inspect` and costs the hook more start-up time than everything else it imports.
+# Where each setting is read from, first match wins (environment first, then the config file).
+# load_settings and the hook's fingerprint (hook_settings) share these, so they cannot drift.
+PUBLIC_KEY_NAMES = ("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY")
+SECRET_KEY_NAMES = ("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY")
+BASE_URL_NAMES = ("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST")
+STATE_DIR_NAME = "CC_LANGFUSE_STATE_DIR"
+CONFIG_PATH_NAME = "CC_LANGFUSE_CONFIG"
+
+SETTINGS_DEFAULTS = {
+    "enabled": True,
+    "public_key": "",
+    "secret_key": "",
+    "base_url": DEFAULT_BASE_URL,
+    "debug": False,
+    "user_id": "",
+    "max_field_chars": DEFAULT_MAX_FIELD_CHARS,
+    "redact": True,
+    "redact_patterns": (),
+    "timeout": DEFAULT_TIMEOUT_S,
+    "queue_warn_bytes": DEFAULT_QUEUE_WARN_BYTES,
+    "state_dir": "",
+    "config_path": "",
+    "config_error": "",
+    "tags": (),
+    "environment": "",
+    "content": True,
+    "hostname": True,
+    "ci": None,
+    "sources_fingerprint": "",  # of the key/URL variables and the config file (_sources_fingerprint)
+}
 
 
-# collections.namedtuple, not typing.NamedTuple: `typing` alone costs the hook ~4 ms per event.
-_SettingsBase = collections.namedtuple(
-    "_SettingsBase",
-    [
-        "enabled",
-        "public_key",
-        "secret_key",
-        "base_url",
-        "debug",
-        "user_id",
-        "max_field_chars",
-        "redact",
-        "redact_patterns",
-        "timeout",
-        "queue_warn_bytes",
-        "state_dir",
-        "config_path",
-        "config_error",
-        "tags",
-        "environment",
-        "content",
-        "hostname",
-        "ci",
-    ],
-    defaults=(
-        True,
-        "",
-        "",
-        DEFAULT_BASE_URL,
-        False,
-        "",
-        DEFAULT_MAX_FIELD_CHARS,
-        True,
-        (),
-        10.0,
-        DEFAULT_QUEUE_WARN_BYTES,
-        "",
-        "",
-        "",
-        (),
-        "",
-        True,
-        True,
-        None,
-    ),
-)
+class Settings:
+    """Every setting, resolved (see docs/design.md, "Configuration"): keyword construction with
+    defaults, `_replace`, `_asdict`, equality by value. A plain class on purpose: a namedtuple needs
+    `collections` and a dataclass `inspect`, both milliseconds of every hook event."""
 
+    __slots__ = tuple(SETTINGS_DEFAULTS)
 
-class Settings(_SettingsBase):
-    """Every setting, resolved (see docs/design.md, "Configuration")."""
+    def __init__(self, **values):
+        unknown = values.keys() - SETTINGS_DEFAULTS.keys()
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
+        for name, default in SETTINGS_DEFAULTS.items():
+            setattr(self, name, values.get(name, default))
 
-    __slots__ = ()
+    def _asdict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    def _replace(self, **changes) -> "Settings":
+        return Settings(**{**self._asdict(), **changes})
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Settings) and self._asdict() == other._asdict()
+
+    __hash__ = None  # mutable in principle: never a dict key
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k == "secret_key" and v else v) for k, v in self._asdict().items()}
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
     def has_keys(self) -> bool:
         return bool(self.public_key and self.secret_key)
 
 
-def _read_config_file(path: str) -> tuple[dict, str]:
+def _read_config_bytes(path: str) -> tuple[bytes, str]:
+    """The config file as stored (b"" when there is none) and an error text."""
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            return f.read(), ""
     except FileNotFoundError:
+        return b"", ""
+    except OSError as e:
+        return b"", f"cannot read config file {path}: {e}"
+
+
+def _parse_config(path: str, data: bytes) -> tuple[dict, str]:
+    if not data:
         return {}, ""
-    except (OSError, ValueError) as e:
+    import json  # not at module level: the hook imports this module and never parses the file
+
+    try:
+        conf = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError included
         return {}, f"cannot read config file {path}: {e}"
-    if not isinstance(data, dict):
+    if not isinstance(conf, dict):
         return {}, f"config file {path} must hold a JSON object"
-    return data, ""
+    return conf, ""
+
+
+def _config_path(env, problems: list) -> str:
+    config_path = env.get(CONFIG_PATH_NAME) or ""
+    if config_path:
+        config_path = _expand(config_path, env)
+        if not os.path.isabs(config_path):
+            problems.append(
+                f"{CONFIG_PATH_NAME}={config_path!r} is not an absolute path: ignored; using {default_config_path(env) or 'no config file'}"
+            )
+            config_path = ""
+    return config_path or default_config_path(env)
+
+
+def _state_dir(raw: str | None, env, problems: list) -> str:
+    state_dir = raw or ""
+    if state_dir:
+        state_dir = _expand(state_dir, env)
+        if not os.path.isabs(state_dir):
+            problems.append(
+                f"{STATE_DIR_NAME}={state_dir!r} is not an absolute path (it would put the queue into each project); "
+                f"using {default_state_dir(env) or 'none'}"
+            )
+            state_dir = ""
+    state_dir = state_dir or default_state_dir(env)
+    if not state_dir:
+        problems.append(
+            "no state folder: HOME is not set (or not absolute) and the user has no passwd entry; "
+            f"nothing is traced until HOME or {STATE_DIR_NAME} names an absolute folder (the transcripts keep the turns: `backfill` later)"
+        )
+    return state_dir
+
+
+def sha256_hex(data: bytes) -> str:
+    try:  # the builtin module: hashlib would load OpenSSL (~3 ms of every hook event)
+        from _sha256 import sha256
+    except ImportError:  # Python 3.12+ renamed it
+        try:
+            from _sha2 import sha256
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data).hexdigest()
+
+
+def _sources_fingerprint(env, config_path: str, config_bytes: bytes) -> str:
+    """What decides where and with which keys a worker sends: the key and URL variables of the
+    environment and the config file's bytes. A hook whose fingerprint differs from the running
+    worker's starts a new one (runtime.wake_worker). Hashed: the file holds the secret key."""
+    parts = [f"{name}={env.get(name) or ''}" for name in (*PUBLIC_KEY_NAMES, *SECRET_KEY_NAMES, *BASE_URL_NAMES)]
+    head = "\0".join([*parts, config_path]).encode("utf-8", "surrogateescape")
+    return sha256_hex(head + b"\0" + config_bytes)[:16]
+
+
+class HookSettings:
+    """What the hook needs: where the state folder is, whether to log debug lines, and the
+    fingerprint of the settings' sources (see _sources_fingerprint)."""
+
+    __slots__ = ("state_dir", "debug", "fingerprint")
+
+    def __init__(self, state_dir: str, debug: bool, fingerprint: str):
+        self.state_dir, self.debug, self.fingerprint = state_dir, debug, fingerprint
+
+
+def hook_settings(environ=None) -> HookSettings:
+    """The hook's settings without parsing the config file (no `json` import: a third of the hook's
+    start-up). The file is parsed only when it may move the state folder or turn on debug logging;
+    its problems are the worker's and `status`'s to report, not every event's."""
+    env = os.environ if environ is None else environ
+    config_path = _config_path(env, [])
+    config_bytes = _read_config_bytes(config_path)[0] if config_path else b""
+    fingerprint = _sources_fingerprint(env, config_path, config_bytes)
+    raw_state_dir, debug = env.get(STATE_DIR_NAME), env.get("CC_LANGFUSE_DEBUG")
+    if (not raw_state_dir and STATE_DIR_NAME.encode() in config_bytes) or (not debug and b"CC_LANGFUSE_DEBUG" in config_bytes):
+        settings = load_settings(env)  # rare: the config file sets them
+        return HookSettings(settings.state_dir, settings.debug, fingerprint)
+    return HookSettings(_state_dir(raw_state_dir, env, []), (debug or "").strip().lower() in TRUE_WORDS, fingerprint)
 
 
 def _is_http_url(url: str) -> bool:
@@ -163,23 +256,19 @@ def _is_http_url(url: str) -> bool:
 
 def load_settings(environ: dict | None = None) -> Settings:
     """Every setting resolved. Never raises: a setting that makes no sense falls back to its
-    default (or the nearest allowed value) and says so in `config_error`, which the hook's log,
+    default (or the nearest allowed value) and says so in `config_error`, which the worker's log,
     `status` and `doctor` show. Paths must be absolute: nothing is ever written relative to the
     working directory (for the hook, the user's project)."""
     env = os.environ if environ is None else environ
     problems: list[str] = []
-    config_path = env.get("CC_LANGFUSE_CONFIG") or ""
+    config_path = _config_path(env, problems)
+    conf: dict = {}
+    data = b""
     if config_path:
-        config_path = _expand(config_path, env)
-        if not os.path.isabs(config_path):
-            problems.append(
-                f"CC_LANGFUSE_CONFIG={config_path!r} is not an absolute path: ignored; using {default_config_path(env) or 'no config file'}"
-            )
-            config_path = ""
-    config_path = config_path or default_config_path(env)
-    conf, error = _read_config_file(config_path) if config_path else ({}, "")
-    if error:
-        problems.append(error)
+        data, error = _read_config_bytes(config_path)
+        conf, parse_error = _parse_config(config_path, data)
+        if error or parse_error:
+            problems.append(error or parse_error)
 
     def get(*names: str) -> str | None:
         # by name first: a CC_LANGFUSE_* key in the config file beats a LANGFUSE_* variable that
@@ -192,6 +281,8 @@ def load_settings(environ: dict | None = None) -> Settings:
                         return value
                     if isinstance(value, (int, float)) and not isinstance(value, bool):
                         return str(value)
+                    import json
+
                     return json.dumps(value)
         return None
 
@@ -246,32 +337,18 @@ def load_settings(environ: dict | None = None) -> Settings:
                 user_id = pwd.getpwuid(os.getuid()).pw_name
             except (ImportError, KeyError):
                 user_id = "unknown"
-    base_url = get("CC_LANGFUSE_BASE_URL", "CLAUDE_PLUGIN_OPTION_BASE_URL", "LANGFUSE_BASE_URL", "LANGFUSE_HOST") or DEFAULT_BASE_URL
+    base_url = get(*BASE_URL_NAMES) or DEFAULT_BASE_URL
     if not _is_http_url(base_url.strip().rstrip("/")):
         problems.append(f"the Langfuse base URL {base_url!r} is not an http:// or https:// URL; using {DEFAULT_BASE_URL}")
         base_url = DEFAULT_BASE_URL
     base_url = base_url.strip().rstrip("/")
-    state_dir = get("CC_LANGFUSE_STATE_DIR") or ""
-    if state_dir:
-        state_dir = _expand(state_dir, env)
-        if not os.path.isabs(state_dir):
-            problems.append(
-                f"CC_LANGFUSE_STATE_DIR={state_dir!r} is not an absolute path (it would put the queue into each project); "
-                f"using {default_state_dir(env) or 'none'}"
-            )
-            state_dir = ""
-    state_dir = state_dir or default_state_dir(env)
-    if not state_dir:
-        problems.append(
-            "no state folder: HOME is not set (or not absolute) and the user has no passwd entry; "
-            "nothing is traced until HOME or CC_LANGFUSE_STATE_DIR names an absolute folder (the transcripts keep the turns: `backfill` later)"
-        )
+    state_dir = _state_dir(get(STATE_DIR_NAME), env, problems)
     tags = _tags(get("CC_LANGFUSE_TAGS"), problems)
     environment = _environment(get("CC_LANGFUSE_ENVIRONMENT", "LANGFUSE_TRACING_ENVIRONMENT"), problems)
     return Settings(
         enabled=flag("TRACE_TO_LANGFUSE", True),
-        public_key=(get("CC_LANGFUSE_PUBLIC_KEY", "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY", "LANGFUSE_PUBLIC_KEY") or "").strip(),
-        secret_key=(get("CC_LANGFUSE_SECRET_KEY", "CLAUDE_PLUGIN_OPTION_SECRET_KEY", "LANGFUSE_SECRET_KEY") or "").strip(),
+        public_key=(get(*PUBLIC_KEY_NAMES) or "").strip(),
+        secret_key=(get(*SECRET_KEY_NAMES) or "").strip(),
         base_url=base_url,
         debug=flag("CC_LANGFUSE_DEBUG", False),
         user_id=user_id,
@@ -289,6 +366,7 @@ def load_settings(environ: dict | None = None) -> Settings:
         content=flag("CC_LANGFUSE_CONTENT", True),
         hostname=flag("CC_LANGFUSE_HOSTNAME", True),
         config_error="; ".join(problems),
+        sources_fingerprint=_sources_fingerprint(env, config_path, data),
     )
 
 
@@ -298,6 +376,8 @@ def _tags(raw: str | None, problems: list) -> tuple:
         return ()
     items: list = []
     if raw.lstrip().startswith("["):
+        import json
+
         try:
             items = [t for t in json.loads(raw) if isinstance(t, str)]
         except (ValueError, TypeError):

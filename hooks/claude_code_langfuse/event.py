@@ -6,6 +6,8 @@ import json
 import os
 from typing import Any, NamedTuple
 
+from .inbox import BadEvent
+
 # ============================================================================ event
 
 
@@ -21,10 +23,6 @@ class HookEvent(NamedTuple):
     agent_transcript_path: str = ""
     permission_mode: str = ""
     raw: Any = None
-
-
-class BadEvent(ValueError):
-    pass
 
 
 def parse_event(data: bytes) -> HookEvent:

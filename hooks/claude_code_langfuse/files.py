@@ -1,10 +1,7 @@
 """Locks, atomic writes and the state folder's layout. Imported by the hook: standard library only, nothing heavy."""
 
-from __future__ import annotations
-
 import errno
 import fcntl
-import json
 import os
 import time
 
@@ -92,6 +89,8 @@ def write_atomic(path: str, data: bytes) -> None:
 
 
 def read_json_file(path: str, default: object) -> object:
+    import json  # not at module level: the hook imports this module and never reads JSON
+
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

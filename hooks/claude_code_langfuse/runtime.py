@@ -4,11 +4,10 @@ Shared by the hook (it wakes the worker), the worker (the plugin's first-use boo
 commands (the `status` advice names the command a user can paste).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 
+from .config import sha256_hex
 from .files import FileLock, Paths, write_atomic
 
 LANGFUSE_REQUIREMENT = "langfuse>=5,<6"
@@ -66,16 +65,25 @@ def spawn_detached(argv: list[str], log) -> bool:
         return False
 
 
+def cache_bytecode(log) -> None:
+    """A read-only install keeps its bytecode under sys.pycache_prefix (see __init__), and Python
+    writes it there as modules load, unless PYTHONDONTWRITEBYTECODE (or -B) forbids it: then every
+    hook event would compile its modules from source. The worker compiles the package there once
+    (compileall writes whatever sys.dont_write_bytecode says and skips what is up to date)."""
+    if not sys.pycache_prefix or not sys.dont_write_bytecode:
+        return
+    try:
+        import compileall
+
+        if not compileall.compile_dir(os.path.dirname(os.path.abspath(__file__)), maxlevels=0, quiet=2):
+            log.warning("could not compile every module into %s; hook events compile them from source", sys.pycache_prefix)
+    except Exception as e:  # a speed-up only: never a reason to stop the worker
+        log.warning("could not compile the package into %s: %s", sys.pycache_prefix, e)
+
+
 def key_fingerprint(public_key: str, secret_key: str, base_url: str) -> str:
     """Which Langfuse keys a process sends with, without the secret (safe to write to a file)."""
-    try:  # the builtin module: hashlib would load OpenSSL (~3 ms of every hook event)
-        from _sha256 import sha256
-    except ImportError:  # Python 3.12+ renamed it
-        try:
-            from _sha2 import sha256
-        except ImportError:
-            from hashlib import sha256
-    return sha256(f"{public_key}:{secret_key}:{base_url}".encode()).hexdigest()[:16]
+    return sha256_hex(f"{public_key}:{secret_key}:{base_url}".encode())[:16]
 
 
 # ============================================================================ the plugin's first-use setup
@@ -166,9 +174,10 @@ def note_bootstrap(paths: Paths, log, kind: str = "", detail: str = "", advice: 
 def wake_worker(paths: Paths, log, keys: str = "") -> None:
     """Start the detached worker unless one runs (it polls the inbox until it has been idle a while).
 
-    `keys` is this event's key fingerprint: a running worker that sends with other keys (the user
-    fixed them since it started; the secret itself is never written into the inbox) is taken over
-    by a new worker started from this process, whose environment has the new keys.
+    `keys` is this event's fingerprint of the key and URL settings and the config file
+    (config.hook_settings): a running worker whose fingerprint differs (the user fixed the keys
+    since it started; the secret itself is never written into the inbox) is taken over by a new
+    worker started from this process, whose environment and config file it then reads.
     """
     probe = FileLock(paths.worker_lock, timeout=0)
     if probe.acquire(blocking=False):
@@ -176,8 +185,8 @@ def wake_worker(paths: Paths, log, keys: str = "") -> None:
         args: tuple = ()
     else:
         try:
-            with open(paths.worker_keys, encoding="ascii") as f:
-                running_keys = f.read().strip()
+            with open(paths.worker_keys, "rb") as f:  # bytes: a text open would import a codec module
+                running_keys = f.read().strip().decode("ascii")
         except (OSError, ValueError):
             running_keys = keys  # a worker starting up: it reads the config and env as we do
         if not keys or running_keys == keys:

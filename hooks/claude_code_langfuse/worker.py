@@ -29,6 +29,7 @@ from .runtime import (
     RUNTIME_REQUIREMENTS,
     VENV_ADVICE,
     bootstrap_waits,
+    cache_bytecode,
     entry_argv,
     note_bootstrap,
     plugin_venv,
@@ -62,6 +63,7 @@ class InboxRound(NamedTuple):
 
 
 _STUCK: set = set()  # news files this process could not remove (reported once, then left alone)
+_SAID: set = set()  # configuration problems this process has logged
 
 
 def _received(news: dict) -> float:
@@ -108,6 +110,8 @@ def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> Inbo
             _drop_news(path, log)
             continue
         try:
+            if news.get("error"):
+                raise BadEvent(news["error"])
             event = event_from_dict(news["event"])
         except BadEvent as e:
             log.error("ignored a hook call: %s", e)
@@ -119,6 +123,9 @@ def process_inbox(paths: Paths, log, base_env=None, final: bool = False) -> Inbo
         age = time.time() - _received(news)
         ready = final or age >= (LAG_WAIT_S if os.path.exists(event.transcript_path) else MISSING_WAIT_S)
         settings = settings_for_news(news, base_env, paths.dir)
+        if settings.config_error and settings.config_error not in _SAID:
+            _SAID.add(settings.config_error)  # once per worker, not every event (the hook no longer reads the settings)
+            log.error("configuration: %s", settings.config_error)
         try:
             outcome = process_event(event, settings, log, final=ready)
         except Exception as e:  # one bad event never blocks the others
@@ -285,9 +292,10 @@ def worker_main(settings: Settings, linger: float = LINGER_S, takeover: bool = F
             log.warning("could not take over from the running worker within %.0fs; the next event tries again", TAKEOVER_WAIT_S)
     while acquired:
         try:
-            write_atomic(paths.worker_keys, key_fingerprint(settings).encode())
+            write_atomic(paths.worker_keys, settings.sources_fingerprint.encode())
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
             run_worker(settings, paths, log, linger)
+            cache_bytecode(log)  # after the news is handled: never delays a turn
         except Exception as e:  # a bug of ours: say so where `status` looks; nothing is lost
             log.exception(
                 "the worker stopped on an unexpected error: %s; the events stay in the inbox and the queue is kept; "

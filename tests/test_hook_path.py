@@ -23,6 +23,8 @@ from claude_code_langfuse.config import ensure_state_dir
 from claude_code_langfuse.files import Paths
 from claude_code_langfuse.inbox import list_news, read_news, write_news
 from claude_code_langfuse.worker import LAG_WAIT_S, MISSING_WAIT_S, process_inbox
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from transcript_factory import Transcript, root, stop_event, text, wait_for_worker
 from transcript_factory import hook_process_env as hook_env
 
@@ -211,6 +213,35 @@ def test_news_file_holds_the_event_and_only_tracing_settings(tmp_path, session):
     # secrets never go to disk: a worker sends with the keys of the process that started it
     assert "CC_LANGFUSE_SECRET_KEY" not in news["env"] and b"sk-lf-test" not in pathlib.Path(path).read_bytes()
     assert (os.stat(path).st_mode & 0o777) == 0o600 and (os.stat(inbox).st_mode & 0o777) == 0o700
+
+
+_env_text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=30)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    env=st.dictionaries(
+        st.sampled_from(["CC_LANGFUSE_TAGS", "LANGFUSE_HOST", "CLAUDE_PLUGIN_OPTION_X", "TRACE_TO_LANGFUSE", "CI", "GITHUB_SHA", "HOME"]),
+        _env_text,
+    ),
+    event=st.binary(max_size=200),
+    cut=st.integers(min_value=0, max_value=400),
+)
+def test_news_files_round_trip_and_a_damaged_one_never_raises(tmp_path, env, event, cut):
+    """Whatever the settings' values (=, newlines, any text but NUL) and whatever the hook got on
+    stdin, the worker reads back exactly what was written; a file cut anywhere is None or an error
+    for the worker to log, never an exception."""
+    from claude_code_langfuse.inbox import ci_env, settings_env
+
+    path = write_news(str(tmp_path / "inbox"), event, env)
+    news = read_news(path)
+    assert news["env"] == settings_env(env) and news["ci"] == ci_env(env)
+    assert bool(news["event"]) != bool(news.get("error"))
+    data = pathlib.Path(path).read_bytes()
+    pathlib.Path(path).write_bytes(data[:cut])
+    damaged = read_news(path)
+    assert damaged is None or isinstance(damaged["event"], dict)
+    os.unlink(path)
 
 
 def test_lone_surrogate_in_an_event_is_recorded(tmp_path, session):

@@ -1165,6 +1165,8 @@ class Bench:
                                 "ours": [p["ms"] for p in o if p["ms"] is not None and not p["signal"]],
                                 "floor": [p["ms"] for p in f if p["ms"] is not None and not p["signal"]],
                                 "not_timed": [sum(1 for p in x if p["ms"] is None or p["signal"]) for x in (o, f)],
+                                # how each untimed one ended: the signal number, or None (no exit seen)
+                                "untimed_signals": [[p["signal"] for p in x if p["ms"] is None or p["signal"]] for x in (o, f)],
                             }
                         )
                 run_stops = [s for s in stops if s["run"] == rec["n"]]
@@ -1227,6 +1229,7 @@ class Bench:
                         sc[event] = pair_stats([x for s in m_facts for x in s["ours"]], [x for s in m_facts for x in s["floor"]])
                         sc[event]["floor_n"] = sum(len(s["floor"]) for s in m_facts)
                         sc[event]["not_timed"] = [sum(s["not_timed"][0] for s in m_facts), sum(s["not_timed"][1] for s in m_facts)]
+                        sc[event]["untimed_signals"] = [[x for s in m_facts for x in s.get("untimed_signals", [[], []])[i]] for i in (0, 1)]
                 started = [
                     r["workers_started"] for r in info["runs"] if r["scenario"] == scenario and r["measured"] and "workers_started" in r
                 ]

@@ -71,6 +71,7 @@ def main(argv=None) -> int:
                 out.append(f"| {SCENARIO_NAMES[sc]} | {name} | " + " | ".join(cells) + " |")
     untimed = [
         f"{v} / {sc} / {event}: {st['not_timed'][0]} of ours, {st['not_timed'][1]} of the do-nothing hook's"
+        + (f" (signals {st['untimed_signals'][0]} / {st['untimed_signals'][1]}; None = no exit seen)" if st.get("untimed_signals") else "")
         for v in variants
         for sc, scd in r["variants"][v]["summary"].items()
         for event in FACT_EVENTS

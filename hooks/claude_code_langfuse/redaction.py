@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import re
+import threading
 
 # ============================================================================ redaction
 
@@ -100,7 +101,7 @@ _TOKEN_RULES = tuple(
         ("anthropic-key", ("sk-ant-",), r"sk-ant-" + _after(7) + r"[A-Za-z0-9_\-]{16,}"),
         ("langfuse-secret-key", ("sk-lf-",), r"sk-lf-" + _after(6) + r"[A-Za-z0-9_\-]{8,}"),
         ("openai-key", ("sk-",), r"sk-" + _after(3) + r"(?!ant-|lf-)[A-Za-z0-9_\-]{20,}"),
-        ("github-token", ("gh",), r"gh[pousr]_" + _after(4) + r"[A-Za-z0-9]{30,}"),
+        ("github-token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_"), r"gh[pousr]_" + _after(4) + r"[A-Za-z0-9]{30,}"),
         ("github-token", ("github_pat_",), r"github_pat_" + _after(11) + r"[A-Za-z0-9_]{30,}"),
         # GitLab's documented prefixes (personal, deploy, runner, trigger, feed, mail, SCIM, feature
         # flags, OAuth app secret, agent, CI job); routable tokens end in ".<2><7>".
@@ -110,7 +111,7 @@ _TOKEN_RULES = tuple(
             r"gl" + _after(2) + r"(?:pat|dt|rt|ptt|ft|imt|soat|ffct|oas|agent|cbt)-[A-Za-z0-9_\-]{20,}(?:\.[A-Za-z0-9]{2,}){0,2}",
         ),
         ("gitlab-token", ("GR1348941",), r"GR1348941" + _after(9) + r"[A-Za-z0-9_\-]{20,}"),
-        ("slack-token", ("xox",), r"xox[abeoprs]-" + _after(5) + r"[A-Za-z0-9\-]{10,}"),
+        ("slack-token", tuple("xox%s-" % c for c in "abeoprs"), r"xox[abeoprs]-" + _after(5) + r"[A-Za-z0-9\-]{10,}"),
         ("slack-token", ("xapp-",), r"xapp-" + _after(5) + r"[0-9]-[A-Za-z0-9\-]{10,}"),
         ("google-api-key", ("AIza",), r"AIza" + _after(4) + r"[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
         ("stripe-key", ("_live_", "_test_"), r"[sr]k_(?:live|test)_" + _after(8) + r"[0-9A-Za-z]{10,}"),
@@ -184,22 +185,64 @@ def _literal_trie(literals, whole=False):
     return emit(tree)
 
 
-def _trie_key(needle, needles):
-    # What the trie reports for this needle: the shortest needle it starts with.
-    return min((n for n in needles if needle.startswith(n)), key=len)
+# Which token rules can match at all: every rule's regex contains one of its needles, so a rule
+# runs only when one of them occurs in the text. One scan finds them. A regex scan costs a match
+# attempt at every position holding a possible first character, so each needle is found from its
+# rarest character (the "anchor"; lookbehind and lookahead check the rest): attempts at "K", "J",
+# "~", "z"... instead of at most lowercase letters as a scan from the needles' first characters
+# (a trie) would. A needle made only of common characters ("dapi", "ntn_", "_test_") is looked
+# for with `in` instead: one pass at memory speed costs less than an attempt at every "p" or "_".
+# Correct whatever the anchors: a needle is reported exactly when it occurs, overlapping or not.
+# 1.3-1.9x the speed of the trie scan it replaced, on tool output and on prose and code (2026-12-02).
+_RARE_CHARS = "Q~JzYKHBMGUPIRCNAxTSEvwbk9876-yg5"  # rarest first, in code and prose
+_COMMON_CHARS = "432fcmh1.paol_udnsitre"  # then these; any other character counts as common too
 
 
-# One scan over the text says which token rules can match at all: its matches are the
-# needles present (or a shorter needle they start with), and only rules with such a needle run.
+def _anchor_index(needle):
+    rank = {ch: i for i, ch in enumerate(_RARE_CHARS + _COMMON_CHARS)}
+    return min(range(len(needle)), key=lambda i: (rank.get(needle[i], len(rank)), i))
+
+
+def _anchored_needles_re(needles):
+    """A regex whose matches are the anchors of the needles that occur, with
+    {anchor character: ((needle, anchor index), ...)} to tell which needle a match stands for."""
+    groups = {}
+    for needle in sorted(needles):
+        i = _anchor_index(needle)
+        groups.setdefault(needle[i], []).append((needle, i))
+    branches = []
+    for ch, members in sorted(groups.items()):
+        alts = []
+        for needle, i in members:
+            # the anchor is consumed first (so the engine can skip to it), the lookbehind then ends after it
+            behind, ahead = needle[: i + 1] if i else "", needle[i + 1 :]
+            alts.append(("(?<=%s)" % re.escape(behind) if behind else "") + ("(?=%s)" % re.escape(ahead) if ahead else ""))
+        body = "" if "" in alts else "(?:%s)" % "|".join(alts)
+        branches.append(re.escape(ch) + body)
+    return "|".join(branches), {ch: tuple(members) for ch, members in groups.items()}
+
+
+class _NeedleScan:
+    """found(text): which of ``needles`` occur in text (exactly those)."""
+
+    def __init__(self, needles):
+        self.plain = tuple(sorted(n for n in needles if n[_anchor_index(n)] not in _RARE_CHARS))
+        pattern, self.anchors = _anchored_needles_re(set(needles) - set(self.plain))
+        self.regex = _LazyRe(pattern)
+
+    def found(self, text):
+        found = {needle for needle in self.plain if needle in text}
+        anchors = self.anchors
+        for m in self.regex.finditer(text):
+            pos = m.start()
+            for needle, i in anchors[text[pos]]:
+                if pos >= i and text.startswith(needle, pos - i):
+                    found.add(needle)
+        return found
+
+
 _ALL_NEEDLES = frozenset(needle for _, needles, _ in _TOKEN_RULES for needle in needles)
-_TOKEN_TRIGGER_RE = _LazyRe(_literal_trie(_ALL_NEEDLES))
-_TOKEN_RULE_KEYS = tuple(frozenset(_trie_key(n, _ALL_NEEDLES) for n in needles) for _, needles, _ in _TOKEN_RULES)
-# A match consumes its characters, so a needle starting inside it ("xox" then "xapp-" in
-# "xoxapp-") is not reported: a found needle also stands for every needle that can start inside it.
-_TOKEN_OVERLAPS = {
-    a: frozenset(_trie_key(b, _ALL_NEEDLES) for b in _ALL_NEEDLES for k in range(1, len(a)) if a[k:].startswith(b) or b.startswith(a[k:]))
-    for a in {_trie_key(n, _ALL_NEEDLES) for n in _ALL_NEEDLES}
-}
+_TOKEN_SCAN = _NeedleScan(_ALL_NEEDLES)
 
 _SLACK_WEBHOOK_RE = _LazyRe(r"(https://hooks\.slack\.com/(?:services|workflows|triggers)/)([A-Za-z0-9_/\-]{10,512})")
 
@@ -337,7 +380,7 @@ _CLI_NEEDLES = (
     "keytool",
     "jarsigner",
 )
-_CLI_TRIGGER_RE = _LazyRe(_literal_trie(_CLI_NEEDLES))
+_CLI_TRIGGER_RE = _LazyRe(_anchored_needles_re(_CLI_NEEDLES)[0])  # a match: one of them occurs
 _CLI_CMD_RE = _LazyRe(r"(?<![\w./-])%s(?![\w.-])" % _literal_trie(_CLI_COMMANDS, whole=True))
 # Where a command ends: a newline (unless continued with a backslash), a JSON-escaped newline,
 # a pipe, ";" or "&".
@@ -692,6 +735,49 @@ def _ascii_lower(text):
     return low
 
 
+# Results of redact_text, per rule set, shared by the Redactors of one process. The same strings
+# come back: a tool's output is in its own observation and again in the next generation's input,
+# and the worker re-reads a turn that is still open on every event of it (the open turn of 25 MB
+# is redacted again at the next Stop, SubagentStop or SessionEnd). Redaction is a function of the
+# text and the rules, so a result is reused as it is. Bounded (least recently used out): strings
+# that come back are in memory anyway while their record is built.
+_RESULTS_MAX_CHARS = 16 * 1024 * 1024  # texts + redacted copies kept (a string is kept only if it is at most a quarter of this)
+_RESULTS_MAX_ENTRIES = 1 << 16
+
+
+class _ResultCache:
+    __slots__ = ("_entries", "_chars", "_lock")
+
+    def __init__(self):
+        self._entries = {}  # text -> (redacted, count, size); insertion order = least recently used first
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def get(self, text):
+        with self._lock:
+            hit = self._entries.pop(text, None)
+            if hit is not None:
+                self._entries[text] = hit
+        return hit
+
+    def put(self, text, redacted, count):
+        size = len(text) + (0 if redacted is text else len(redacted))
+        if size > _RESULTS_MAX_CHARS // 4:
+            return
+        with self._lock:
+            old = self._entries.pop(text, None)
+            if old is not None:
+                self._chars -= old[2]
+            self._entries[text] = (redacted, count, size)
+            self._chars += size
+            while self._chars > _RESULTS_MAX_CHARS or len(self._entries) > _RESULTS_MAX_ENTRIES:
+                oldest = next(iter(self._entries))
+                self._chars -= self._entries.pop(oldest)[2]
+
+
+_RESULT_CACHES: dict = {}
+
+
 class Redactor:
     """Replaces credentials with ``[REDACTED:<kind>]``. Build once per run and reuse.
 
@@ -720,6 +806,7 @@ class Redactor:
                     "position of every text (CC_LANGFUSE_REDACT_PATTERNS)" % (pattern,)
                 )
             self._extra.append(compiled)
+        self._results = _RESULT_CACHES.setdefault(tuple(c.pattern for c in self._extra), _ResultCache())
         self._plain_rules = (self._pem, self._tokens, self._slack_webhook, self._url_password, self._curl_user, self._cli_password)
         self._lowercase_rules = (
             self._auth_header,
@@ -737,6 +824,14 @@ class Redactor:
         """Return (redacted text, number of secrets replaced)."""
         if not self.enabled or not isinstance(text, str) or not text:
             return text, 0
+        hit = self._results.get(text)
+        if hit is not None:
+            return hit[0], hit[1]
+        redacted, total = self._redact(text)
+        self._results.put(text, redacted, total)
+        return redacted, total
+
+    def _redact(self, text):
         total = 0
         for compiled in self._extra:
             text, n = self._apply_custom(compiled, text)
@@ -864,13 +959,11 @@ class Redactor:
     @staticmethod
     def _tokens(text):
         total = 0
-        first = _TOKEN_TRIGGER_RE.search(text)
-        if first is None:
+        found = _TOKEN_SCAN.found(text)
+        if not found:
             return text, 0
-        found = {m.group() for m in _TOKEN_TRIGGER_RE.finditer(text, first.start())}
-        found.update(*(_TOKEN_OVERLAPS[key] for key in tuple(found)))
-        for (kind, _needles, regex), keys in zip(_TOKEN_RULES, _TOKEN_RULE_KEYS, strict=True):
-            if found.isdisjoint(keys):
+        for kind, needles, regex in _TOKEN_RULES:
+            if found.isdisjoint(needles):
                 continue
             count = 0
 

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import re
-import select
-import signal
 import subprocess
 import sys
 import time
@@ -18,61 +14,16 @@ from pathlib import Path
 import pytest
 from fake_messages_api import FakeMessagesAPI, Script, reply, tool_use
 from fixtures_claude_cli import claude_env, hook_command, write_hook_settings
+from fixtures_pty import DIALOG, READY, Terminal, home_for_interactive
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parent.parent
-ANSI = re.compile(r"\x1b\[[0-9;?<>]*[ -/]*[@-~]|\x1b\][^\x07]*\x07|\x1b[()][0-9A-Za-z]|\x1b[=>]")
-
-
-class Terminal:
-    def __init__(self, argv: list[str], cwd: Path, env: dict):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: Claude Code in the terminal
-            os.chdir(cwd)
-            os.execve(argv[0], argv, env)
-        self.screen = ""
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            ready, _, _ = select.select([self.fd], [], [], 0.2)
-            if ready:
-                try:
-                    self.screen += ANSI.sub("", os.read(self.fd, 65536).decode(errors="replace"))
-                except OSError:
-                    break
-                if re.search(pattern, self.screen):
-                    self.screen = ""
-                    return
-        pytest.fail(f"the terminal never showed {pattern!r}; last output:\n{self.screen[-2000:]}")
-
-    def type(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-        time.sleep(0.3)  # the input box takes keys, then Enter separately
-
-    def close(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGTERM)
-            os.waitpid(self.pid, 0)
-        except OSError:
-            pass
-        os.close(self.fd)
 
 
 def test_an_approval_and_a_rejection_in_the_dialog(claude_cli, tmp_path):
     home, project = tmp_path / "home", tmp_path / "iproj"
-    (home / ".claude").mkdir(parents=True)
     project.mkdir()
-    (home / ".claude.json").write_text(
-        json.dumps(
-            {
-                "hasCompletedOnboarding": True,
-                "theme": "dark",
-                "customApiKeyResponses": {"approved": ["sk-ant-fake-test-key"[-20:]], "rejected": []},
-                "projects": {str(project): {"hasTrustDialogAccepted": True, "hasCompletedProjectOnboarding": True}},
-            }
-        )
-    )
+    home_for_interactive(home, project)
     state = home / ".claude" / "state"
     write_hook_settings(
         home, {e: [hook_command(sys.executable, "-I", REPO / "hooks" / "langfuse_hook.py")] for e in ("Stop", "SessionEnd")}
@@ -88,24 +39,20 @@ def test_an_approval_and_a_rejection_in_the_dialog(claude_cli, tmp_path):
         env = claude_env(home, api.url, {"CC_LANGFUSE_STATE_DIR": str(state), "TERM": "xterm-256color"})
         term = Terminal([claude_cli, "--permission-mode", "default"], project, env)
         try:
-            term.wait_for(r"\? for shortcuts|❯")
+            term.wait_for(READY)
             time.sleep(1)
-            term.type("write f.txt please")
-            term.type("\r")
-            term.wait_for(r"1\. Yes")
+            term.say("write f.txt please")
+            term.wait_for(DIALOG)
             time.sleep(2)  # the user thinks: Claude waits
             term.type("1")  # 1. Yes
             term.wait_for(r"Written")
             time.sleep(1)
-            term.type("now touch y.txt")
-            term.type("\r")
-            term.wait_for(r"1\. Yes")
+            term.say("now touch y.txt")
+            term.wait_for(DIALOG)
             time.sleep(1)
             term.type("\x1b")  # Esc: rejected
             time.sleep(2)
-            term.type("/exit")
-            term.type("\r")
-            time.sleep(2)
+            term.exit()
         finally:
             term.close()
         assert api.unused() == {}

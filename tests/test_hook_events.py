@@ -449,14 +449,20 @@ def test_a_late_subagent_start_moves_the_queued_agent_to_its_launch(session, run
     assert again["observations"][0]["metadata"]["started_at_launch"] is True and again["observations"][0]["start"] < ag["start"]
 
 
-def test_a_late_fact_for_an_unknown_tool_use_id_is_ignored_and_logged_at_debug(session, runner, reads):
+def test_a_late_fact_for_an_unknown_tool_use_id_is_ignored_and_logged_at_debug(session, runner, reads, monkeypatch):
+    """Also the usual case of a fact that comes before its turn is read: neither the transcript nor
+    the whole state is read for it (the session's small queued index says no queued turn holds it)."""
+    from claude_code_langfuse import collect
+
     bash_turn(session)
     runner.run(stop_event(session, "Built."))
     queue = runner.queue()
     reads.clear()
+    states: list = []
+    monkeypatch.setattr(collect, "load_state", lambda paths: states.append(paths) or pytest.fail("the state was read"))
     unknown = fact(session, "PostToolUse", epoch(session.clock.now()), tool_name="Bash", tool_use_id="toolu_nobody", duration_ms=5)
     assert runner.run(unknown) == []
-    assert reads == [] and runner.queue() == queue
+    assert reads == [] and states == [] and runner.queue() == queue
     [line] = [line for line in runner.logs if "toolu_nobody" in line]
     assert line.startswith("DEBUG") and "not read yet, or unknown" in line
     assert not any(line.startswith(("INFO", "WARNING", "ERROR")) for line in runner.logs)

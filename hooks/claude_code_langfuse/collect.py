@@ -458,6 +458,7 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
             )
             return Outcome(True)
         update_state_entry(paths, key, result.entry)
+        note_queued(paths, event, entry, result.entry)
         log.debug(
             "%s %s: %d turn(s) read, %d record(s) queued%s",
             event.name,
@@ -474,31 +475,26 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
 def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Outcome:
     """A fact just filed whose turn was already queued (the fact hooks run async: they can report
     after the Stop, even after the next turn): that turn is read again from its recorded bytes and
-    the observations the fact changes are queued again (same ids, a partial version). Nothing is
-    read when no queued turn can hold it, which is the usual case (the fact came first)."""
+    the observations the fact changes are queued again (same ids, a partial version). Whether a
+    queued turn can hold it is read from the session's small queued index, so the usual case (the
+    fact came first) reads neither the transcript nor the state."""
     paths = Paths(settings.state_dir)
+    queued = facts.load_queued(paths, event.session_id)
+    late = facts.late_turns(raw, facts.load(paths, event.session_id) if queued else {}, event.session_id, queued)
+    if not late.keys:
+        (log.info if late.lost else log.debug)("%s fact of session %s filed, not merged now: %s", event.name, event.session_id, late.why)
+        return Outcome(True)
     lock = FileLock(paths.session_lock(event.session_id), timeout=LOCK_TIMEOUT_S)
     if not lock.acquire():
         log.warning("session %s is busy: the late %s fact is merged when its turn is read again", event.session_id, event.name)
         return Outcome(True)
     try:
-        transcripts = load_state(paths)["transcripts"]
-        key = state_key(event.session_id, event.transcript_path)
-        entry = transcripts.get(key)
-        if entry is None:  # a payload naming another transcript of the session: its newest cursor
-            mine = [(k, e) for k, e in transcripts.items() if e.get("session_id") == event.session_id]
-            key, entry = max(mine, key=lambda ke: ke[1].get("updated_epoch") or 0) if mine else (key, None)
-        if not entry or not entry.get("path"):
-            log.debug("%s fact of session %s filed; no turn of it was read yet", event.name, event.session_id)
+        where = event._replace(transcript_path=queued.get("path") or event.transcript_path)
+        key = state_key(event.session_id, where.transcript_path)
+        entry = load_state(paths)["transcripts"].get(key)
+        if not entry or not os.path.isfile(where.transcript_path):
+            log.info("%s fact of session %s: the cursor of %s is gone; not merged", event.name, event.session_id, where.transcript_path)
             return Outcome(True)
-        data = facts.load(paths, event.session_id)
-        late = facts.late_turns(raw, data, event.session_id, entry.get("sent") or {}, entry.get("spans") or {}, entry.get("agents") or {})
-        if not late.keys:
-            (log.info if late.lost else log.debug)(
-                "%s fact of session %s filed, not merged now: %s", event.name, event.session_id, late.why
-            )
-            return Outcome(True)
-        where = event._replace(transcript_path=entry["path"])
         result = collect_records(where, entry, settings, make_redactor(settings, log), log, late=late.keys)
         try:
             queue_append(paths, result.records)
@@ -509,6 +505,7 @@ def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Out
             )
             return Outcome(True)
         update_state_entry(paths, key, result.entry)
+        note_queued(paths, where, entry, result.entry)
         log.debug(
             "late %s fact of session %s: %d queued turn(s) read again, %d record(s) queued",
             event.name,
@@ -519,6 +516,13 @@ def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Out
         return Outcome(True, len(result.records))
     finally:
         lock.release()
+
+
+def note_queued(paths: Paths, event: HookEvent, before: dict, after: dict) -> None:
+    """Keep the session's queued index (facts.write_queued) in step with its cursor."""
+    if before.get("sent") == after.get("sent") and before.get("spans") == after.get("spans"):
+        return
+    facts.write_queued(paths, event.session_id, event.transcript_path, after.get("sent") or {}, after.get("spans") or {})
 
 
 def skip_while_disabled(event: HookEvent, settings: Settings) -> None:

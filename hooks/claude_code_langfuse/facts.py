@@ -224,33 +224,56 @@ class Late(NamedTuple):
     lost: bool = False  # its turn is no longer tracked: the fact will not show (said at INFO)
 
 
-def late_turns(event: dict, data: dict, session_id: str, sent: dict, spans: dict, agents: dict) -> Late:
+def queued_path(paths: Paths, session_id: str) -> str:
+    return facts_path(paths, session_id)[: -len(".json")] + ".queued.json"
+
+
+def write_queued(paths: Paths, session_id: str, transcript: str, sent: dict, spans: dict) -> None:
+    """The session's queued turns as late_turns needs them (span, observation ids), beside its
+    facts: a fact event reads this small file, not the whole state, to see whether its turn was
+    queued already (the usual answer is no: the fact came first). Derived from the cursor,
+    written by the worker when that changes; a lost write only means a late fact not merged."""
+    turns = {k: dict(spans[k], obs=sorted(sent[k])) for k in sent if isinstance(spans.get(k), dict) and isinstance(sent[k], dict)}
+    path = queued_path(paths, session_id)
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    body = {"session_id": session_id, "path": transcript, "turns": turns}
+    write_atomic(path, json.dumps(body, ensure_ascii=True, separators=(",", ":")).encode("ascii"))
+
+
+def load_queued(paths: Paths, session_id: str) -> dict:
+    data = read_json_file(queued_path(paths, session_id), {})
+    ok = isinstance(data, dict) and data.get("session_id") == session_id and isinstance(data.get("turns"), dict)
+    return data if ok else {}
+
+
+def late_turns(event: dict, data: dict, session_id: str, queued: dict) -> Late:
     """The already-queued turns (keys, newest first) a fact just filed may change, found without
-    reading the transcript: a tool fact by its tool observation id among the queued observation
-    ids (`sent`), SubagentStart by the launch link or the agent observation id, a
-    PermissionRequest by time (and the agent's launching turn for a subagent's request), a
-    SessionStart: the queued turns that began after it. Only turns whose bytes are known
-    (`spans`) are returned."""
+    reading the transcript or the state, from the session's queued index (`write_queued`): a tool
+    fact by its tool observation id among the queued ones, SubagentStart by the agent
+    observation id, a PermissionRequest by time (or, from a subagent, the turn that holds the
+    agent), a SessionStart: the queued turns that began after it (until the next one)."""
     name = event.get("hook_event_name")
-    known = [k for k in reversed(list(sent)) if isinstance(spans.get(k), dict)]
+    spans = {k: v for k, v in (queued.get("turns") or {}).items() if isinstance(v, dict)}
+    known = list(reversed(list(spans)))
     if not known:
         return Late([], "no turn of this session was queued yet: merged when its turn is read")
 
-    def holding(kind: str, natural: str) -> list[str]:
-        return [k for k in known if observation_id(trace_id_for(session_id, k), kind, natural) in (sent.get(k) or {})]
+    def holding(kind: str, natural) -> list[str]:
+        if not isinstance(natural, str) or not natural:
+            return []
+        return [k for k in known if observation_id(trace_id_for(session_id, k), kind, natural) in (spans[k].get("obs") or ())]
 
     def launching(agent_id) -> list[str]:
-        link = agents.get(agent_id) if isinstance(agent_id, str) and agent_id else None
-        return [link["key"]] if isinstance(link, dict) and link.get("key") in known else []
+        return holding("agent", agent_id)
 
     at = _iso(event.get("fact_at"))
     if name in ("PostToolUse", "PostToolUseFailure"):
         tid = event.get("tool_use_id")
-        keys = holding("tool", tid) if isinstance(tid, str) and tid else []
+        keys = holding("tool", tid)
         why = f"tool_use_id {tid!r} is in none of the {len(known)} queued turn(s) tracked (not read yet, or unknown)"
     elif name == "SubagentStart":
         aid = event.get("agent_id")
-        keys = launching(aid) or (holding("agent", aid) if isinstance(aid, str) and aid else [])
+        keys = holding("agent", aid)
         why = f"agent {aid!r} is in none of the {len(known)} queued turn(s) tracked (its launch not read yet, or unknown)"
     elif name == "PermissionRequest":
         keys = launching(event.get("agent_id")) or [k for k in known if _within(at, spans[k], SPAN_SLACK_S)]

@@ -488,6 +488,37 @@ def test_a_fact_older_than_every_tracked_turn_is_left_out_and_said(session, runn
     assert line.startswith("INFO") and "stays as queued" in line
 
 
+def test_a_late_session_start_reaches_the_turns_queued_after_it(session, runner):
+    started = epoch(session.clock.now())
+    session.simple_turn("one", "answer one")
+    [first] = runner.run(stop_event(session, "answer one"))
+    assert "session_source" not in first["trace"]["metadata"]
+    [again] = runner.run(fact(session, "SessionStart", started, source="startup"))
+    assert again["key"] == first["key"] and again["trace"]["metadata"]["session_source"] == "startup"
+    assert [o["id"] for o in again["observations"]] == [root(first)["id"]]  # the root carries the trace metadata
+    assert root(again)["metadata"]["session_source"] == "startup"
+
+
+def test_a_late_fact_for_a_turn_queued_with_the_stops_answer_waits_for_the_next_read(session, runner):
+    """The Stop's last_assistant_message stood in for an answer not on disk yet: reading the turn's
+    old bytes again would lose that answer, so the fact is merged at the turn's next read."""
+    session.prompt("build it")
+    call = tool_use("Bash", {"command": "make"})
+    session.respond(text("Running."), call)
+    result = tool_result_line(session, call, "ok", toolUseResult={"stdout": "ok"})
+    [first] = runner.run(stop_event(session, "All built."))  # the final answer is not on disk
+    assert root(first)["metadata"]["output_source"] == "last_assistant_message"
+    queue = runner.queue()
+    late = fact(session, "PostToolUse", epoch(result["timestamp"]), tool_name="Bash", tool_use_id=call["id"], duration_ms=9)
+    assert runner.run(late) == [] and runner.queue() == queue
+    assert any(line.startswith("DEBUG") and "the Stop event's answer" in line for line in runner.logs)
+    session.respond(text("All built."))
+    [last] = runner.run(session_end_event(session))
+    merged = runner.latest()[first["key"]]
+    assert last["key"] == first["key"] and root(merged)["output"] == "All built."
+    assert tool_obs(merged, "Bash")["metadata"]["duration_ms"] == 9
+
+
 def test_the_same_traces_without_any_fact_and_with_a_corrupt_facts_file(tmp_path):
     """Point 3: the transcript alone is the source of truth. Same session written twice; one with
     facts, one without: the records differ only in the fact-derived metadata."""

@@ -98,7 +98,9 @@ def main(argv=None) -> int:
             + "."
         )
         el = info.get("pyc_elsewhere_in_home")
-        if el and el["files"]:
+        if el and not el["files"]:
+            out.append("No bytecode was written elsewhere in that HOME during the run (no pycache prefix in use).")
+        elif el:
             out.append(
                 f"Bytecode written elsewhere in that HOME during the run: {el['files']} .pyc files, {el['mb']} MB "
                 f"({el['of_the_package']} of them the package's own), under {', '.join(el['folders'])}."

@@ -359,7 +359,7 @@ def test_401_then_200_drain_sends_everything(rig, langfuse_standin):
 def test_500_after_a_success_keeps_the_rest_and_never_resends_what_was_accepted(rig, langfuse_standin):
     t = session_with_turns(rig, 3)
     expected = expected_turns(t)
-    first = next(iter(expected))
+    first = list(expected)[-1]  # the queue is sent newest first
     langfuse_standin.script([200, 500])
     rig.hook(stop_event(t))
     error = rig.wait_failure("retry")
@@ -453,7 +453,8 @@ def test_refused_record_goes_to_dead_letters_rest_goes_through_retry_dead_sends_
     for i in (1, 2):
         t.simple_turn(f"question {i}", f"answer {i}", tool=("Bash", {"command": "ls"}, "ok"))
     expected = expected_turns(t)
-    first = next(iter(expected))
+    # 400: the first request, which is the newest turn (newest first); 413: the turn with the big output
+    first = list(expected)[-1] if refusal == 400 else next(iter(expected))
     if refusal == 400:
         langfuse_standin.script([400])
     else:
@@ -521,7 +522,7 @@ def test_kill_9_after_the_server_accepted_resends_the_same_observations(rig, lan
     langfuse_standin._ingest = accept_then_stall  # type: ignore[method-assign]
     t = session_with_turns(rig, 3)
     expected = expected_turns(t)
-    first = next(iter(expected))
+    first = list(expected)[-1]  # the queue is sent newest first
     rig.hook(stop_event(t), CC_LANGFUSE_TIMEOUT="30")
     wait_for(recorded.is_set, "the server to store the first record")
     pid = _sender_pid(rig)

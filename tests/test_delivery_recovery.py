@@ -261,3 +261,24 @@ def test_no_keys_is_one_log_line_per_event_and_keys_set_later_send_at_once(rig, 
     rig.hook(stop_event(t))  # right away: the keys changed, no wait
     rig.wait_delivered(expected)
     assert_delivered_exactly_once(langfuse_standin, expected)
+
+
+def test_the_turn_just_finished_goes_before_the_backlog(rig, langfuse_standin):
+    """After an outage, the queue is sent newest first: the turn the user just finished is the
+    first trace Langfuse gets, not the last of the backlog (which follows, each turn once)."""
+    from test_delivery import session_with_turns
+
+    langfuse_standin.stop()
+    t = session_with_turns(rig, 12, tag="backlog ")
+    rig.hook(stop_event(t))
+    rig.wait_failure("retry")
+    langfuse_standin.start()
+    retry_gap_passed(rig)
+    t.simple_turn("just now", "the live answer")
+    expected = expected_turns(t)
+    live = list(expected)[-1]
+    rig.hook(stop_event(t))
+    rig.wait_delivered(expected)
+    assert_delivered_exactly_once(langfuse_standin, expected)
+    arrival = list(dict.fromkeys(o.trace_id for o in langfuse_standin.observations()))
+    assert arrival[0] == live and len(arrival) == 13, arrival

@@ -1,4 +1,4 @@
-"""The queue -> Langfuse: oldest first, a record leaves only once accepted; back-off, dead letters and the sender status file."""
+"""The queue -> Langfuse: newest first, a record leaves only once accepted; back-off, dead letters and the sender status file."""
 
 from __future__ import annotations
 
@@ -328,7 +328,12 @@ def merge_versions(records: list[dict]) -> dict:
 
 
 def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> DrainSummary:
-    """Send the queue oldest first; a record leaves the queue only after the server accepted it.
+    """Send the queue newest first; a record leaves the queue only after the server accepted it.
+
+    Newest first: the turn the user just finished reaches Langfuse within seconds even behind a
+    backlog (an outage, or 20 MB of transcript the hook never saw); the backlog follows. Every
+    record is a whole trace (versions of one turn are merged first), so the order changes nothing
+    in what Langfuse ends with.
 
     keep_going() is asked between records: False stops early (the worker is handing over).
     """
@@ -346,7 +351,8 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
         if e.record is not None:
             versions.setdefault(e.record["key"], []).append(e.record)
     # the newest version of every observation of a turn is the one Langfuse must end with
-    order = sorted((merge_versions(v) for v in versions.values()), key=lambda r: r.get("queued_at") or "")
+    merged = [(merge_versions(v), position) for position, v in enumerate(versions.values())]
+    order = [r for r, _ in sorted(merged, key=lambda rp: (rp[0].get("queued_at") or "", rp[1]), reverse=True)]
     if summary.corrupt:
         log.error("moved %d corrupt queue line(s) to %s; the rest of the queue is unaffected", summary.corrupt, paths.dead)
     if not order:

@@ -751,6 +751,15 @@ class Variant:
         # comment naming its event (`... # PostToolUse`), so that the kernel's process events, which see
         # only `/bin/sh -c <command>`, tell the events apart; ours and the do-nothing hook alike
         self.fact_commands: dict[str, tuple[str, str]] = {}
+        # --stdin-floor: a third hook on each fact event, a do-nothing hook that reads its stdin to the
+        # end as ours does (`-c pass` never reads it): separates what ours costs from Claude Code's
+        # delivery of the event
+        self.stdin_floor_command = (
+            hook_command(self.python, "-I", *(["-B"] if self.dash_b else []), "-c", "import sys; sys.stdin.buffer.read()")
+            if self.args.stdin_floor
+            else None
+        )
+        self.fact_stdin_commands: dict[str, str] = {}
         settings_path = self.home / ".claude" / "settings.json"
         if installer:
             settings = json.loads(settings_path.read_text())
@@ -765,6 +774,9 @@ class Variant:
                             h["command"] = self.fact_commands[event][0]
                             # the do-nothing hook on the same event, as async, in the same handler group
                             g["hooks"].append({"type": "command", "command": self.fact_commands[event][1], "async": True})
+                            if self.stdin_floor_command:
+                                self.fact_stdin_commands[event] = f"{self.stdin_floor_command} # {event}"
+                                g["hooks"].append({"type": "command", "command": self.fact_stdin_commands[event], "async": True})
                             break
             for event in EVENTS:
                 groups = settings["hooks"].setdefault(event, [])
@@ -780,6 +792,9 @@ class Variant:
                 for event in installer_async_events(bench.src):
                     self.fact_commands[event] = (f"{self.command} # {event}", f"{self.floor_command} # {event}")
                     hooks[event] = [{"type": "command", "command": c, "async": True} for c in self.fact_commands[event]]
+                    if self.stdin_floor_command:
+                        self.fact_stdin_commands[event] = f"{self.stdin_floor_command} # {event}"
+                        hooks[event].append({"type": "command", "command": self.fact_stdin_commands[event], "async": True})
             write_hook_settings(self.home, hooks)
         self.runs: list[dict] = []
         self.sessions: dict[str, tuple[str, pathlib.Path]] = {}
@@ -1048,6 +1063,8 @@ class Bench:
         for event, (ours, floor) in v.fact_commands.items():
             self.commands[ours] = f"{name}:ours:{event}"
             self.commands[floor] = f"{name}:floor:{event}"
+        for event, cmd in v.fact_stdin_commands.items():
+            self.commands[cmd] = f"{name}:floor-stdin:{event}"
         self.entries[str(v.entry)] = name
         registered = json.loads((v.home / ".claude" / "settings.json").read_text()).get("hooks", {})
         info = {
@@ -1154,6 +1171,7 @@ class Bench:
                     # one that a signal ended (Claude Code's SIGTERM at shutdown) is counted, not timed
                     o = self.watch.lives(f"{v.name}:ours:{event}", rec["t0_ns"], rec["t1_ns"], running=True)
                     f = self.watch.lives(f"{v.name}:floor:{event}", rec["t0_ns"], rec["t1_ns"], running=True)
+                    fs = self.watch.lives(f"{v.name}:floor-stdin:{event}", rec["t0_ns"], rec["t1_ns"]) if v.fact_stdin_commands else []
                     if o or f:
                         facts.append(
                             {
@@ -1167,6 +1185,7 @@ class Bench:
                                 "not_timed": [sum(1 for p in x if p["ms"] is None or p["signal"]) for x in (o, f)],
                                 # how each untimed one ended: the signal number, or None (no exit seen)
                                 "untimed_signals": [[p["signal"] for p in x if p["ms"] is None or p["signal"]] for x in (o, f)],
+                                **({"floor_stdin": [p["ms"] for p in fs if not p["signal"]]} if v.fact_stdin_commands else {}),
                             }
                         )
                 run_stops = [s for s in stops if s["run"] == rec["n"]]
@@ -1229,6 +1248,15 @@ class Bench:
                         sc[event] = pair_stats([x for s in m_facts for x in s["ours"]], [x for s in m_facts for x in s["floor"]])
                         sc[event]["floor_n"] = sum(len(s["floor"]) for s in m_facts)
                         sc[event]["not_timed"] = [sum(s["not_timed"][0] for s in m_facts), sum(s["not_timed"][1] for s in m_facts)]
+                        stdin_floor = [x for s in m_facts for x in s.get("floor_stdin", [])]
+                        if stdin_floor:
+                            mf = median(stdin_floor)
+                            sc[event]["floor_stdin"] = {
+                                "n": len(stdin_floor),
+                                "median": mf,
+                                "ratio_ours_to_it": round(sc[event]["ours_median"] / mf, 2) if mf else None,
+                                "ratio_it_to_floor": round(mf / sc[event]["floor_median"], 2) if sc[event]["floor_median"] else None,
+                            }
                         sc[event]["untimed_signals"] = [[x for s in m_facts for x in s.get("untimed_signals", [[], []])[i]] for i in (0, 1)]
                 started = [
                     r["workers_started"] for r in info["runs"] if r["scenario"] == scenario and r["measured"] and "workers_started" in r
@@ -1472,6 +1500,11 @@ def main(argv=None) -> int:
     parser.add_argument("--fact-bash", type=int, default=3, help="facts: Bash calls that succeed, per run (default 3)")
     parser.add_argument("--fact-fails", type=int, default=2, help="facts: Bash calls that exit 3, per run (default 2)")
     parser.add_argument("--fact-writes", type=int, default=2, help="facts: Writes -p denies (PermissionRequest), per run (default 2)")
+    parser.add_argument(
+        "--stdin-floor",
+        action="store_true",
+        help="also a do-nothing hook that reads its stdin (`-c 'import sys; sys.stdin.buffer.read()'`) on each fact event",
+    )
     parser.add_argument("--fact-agents", type=int, default=2, help="facts: background subagents per run (default 2)")
     parser.add_argument(
         "--python",

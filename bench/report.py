@@ -84,6 +84,30 @@ def main(argv=None) -> int:
         "hook's (registered async in the same handler group); n = processes of ours timed. Not timed (ended by a signal, "
         "e.g. Claude Code's SIGTERM at shutdown, or never seen to exit): " + ("; ".join(untimed) if untimed else "none") + "."
     )
+    stdin_rows = []
+    for sc in scenarios:
+        for event in FACT_EVENTS:
+            sts = [r["variants"][v]["summary"].get(sc, {}).get(event) or {} for v in variants]
+            if not any(st.get("floor_stdin") for st in sts):
+                continue
+            cells = []
+            for st in sts:
+                fs = st.get("floor_stdin")
+                cells.append(
+                    f"{st['ours_median']:g} / {fs['median']:g} ms = **{fs['ratio_ours_to_it']}×** (it: {fs['ratio_it_to_floor']}× `-c pass`)"
+                    if fs
+                    else "–"
+                )
+            stdin_rows.append(f"| {SCENARIO_NAMES[sc]} | {event} | " + " | ".join(cells) + " |")
+    if stdin_rows:
+        out.append("")
+        out.append(
+            "`--stdin-floor`: ours against a do-nothing hook that reads its stdin to the end "
+            "(`-c 'import sys; sys.stdin.buffer.read()'`, async, same group), and that hook against `-c pass`:\n"
+        )
+        out.append("| scenario | event | " + " | ".join(variants) + " |")
+        out.append("|---|---|" + "---|" * len(variants))
+        out += stdin_rows
     ro = [(v, info["readonly"]) for v, info in r["variants"].items() if info.get("readonly")]
     for v, info in ro:
         out.append(

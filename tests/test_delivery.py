@@ -150,6 +150,9 @@ class Rig:
             "CC_LANGFUSE_BASE_URL": standin.base_url,
             "CC_LANGFUSE_USER_ID": "tester",
             "CC_LANGFUSE_TIMEOUT": "2",
+            # the worker exits after a failed send (these tests drive each retry with an event or
+            # `drain`); the worker's own retries are tested with "600", the default
+            "CC_LANGFUSE_RETRY_FOR": "0",
         }
 
     # -- transcripts

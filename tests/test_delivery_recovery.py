@@ -282,3 +282,53 @@ def test_the_turn_just_finished_goes_before_the_backlog(rig, langfuse_standin):
     assert_delivered_exactly_once(langfuse_standin, expected)
     arrival = list(dict.fromkeys(o.trace_id for o in langfuse_standin.observations()))
     assert arrival[0] == live and len(arrival) == 13, arrival
+
+
+# ------------------------------------------------------------------------------ the worker retries by itself
+
+
+def test_a_server_down_at_the_last_stop_gets_the_turn_without_another_event(rig, langfuse_standin):
+    """The session's last Stop meets a server that is restarting; nothing else happens on the
+    machine (no event, no `drain`). The worker stays and retries at the end of its back-off, so
+    the turn arrives seconds after the server is back, not at the next session."""
+    from claude_code_langfuse.delivery import FIRST_BACKOFF_S
+
+    langfuse_standin.stop()
+    t = rig.transcript()
+    t.simple_turn("the last prompt of the day", "done for today")
+    expected = expected_turns(t)
+    rig.hook(stop_event(t), CC_LANGFUSE_RETRY_FOR="600")
+    failed_at = wait_for(lambda: (rig.last_error() or {}).get("kind") == "retry" and rig.last_error(), "the refused connection")
+    time.sleep(2.5)  # longer than the worker's linger: it would have exited by now
+    assert rig.sender_pids(), "the worker exited instead of retrying"
+    st = rig.status(CC_LANGFUSE_RETRY_FOR="600")
+    assert "by the running worker" in st["next_try"]["text"], st["next_try"]
+    langfuse_standin.start()
+    started = time.monotonic()
+    rig.wait_delivered(expected)
+    assert_delivered_exactly_once(langfuse_standin, expected)
+    assert time.monotonic() - started < FIRST_BACKOFF_S + 5, "the retry waited for more than its back-off"
+    wait_for(lambda: not rig.sender_pids(), "the worker to exit once the queue is empty")
+    assert failed_at["kind"] == "retry"
+
+
+def test_the_worker_does_not_wait_to_retry_what_waiting_cannot_mend(rig, langfuse_standin):
+    """Refused keys are the user's to fix: the worker exits (the next event, with new keys, retries)."""
+    langfuse_standin.script([401])
+    t = rig.transcript()
+    t.simple_turn("q", "a")
+    rig.hook(stop_event(t), CC_LANGFUSE_RETRY_FOR="600")
+    rig.wait_failure("auth")
+    wait_for(lambda: not rig.sender_pids(), "the worker to exit after a 401")
+
+
+def test_the_worker_gives_up_retrying_by_itself_after_retry_for(rig, langfuse_standin):
+    """CC_LANGFUSE_RETRY_FOR bounds how long after its last event a worker keeps retrying: with 3 s
+    the first back-off (5 s) is already too far, so it exits and the queue waits for the next event."""
+    langfuse_standin.stop()
+    t = rig.transcript()
+    t.simple_turn("q", "a")
+    rig.hook(stop_event(t), CC_LANGFUSE_RETRY_FOR="3")
+    rig.wait_failure("retry")
+    wait_for(lambda: not rig.sender_pids(), "the worker to exit")
+    assert rig.queued_keys()

@@ -747,6 +747,7 @@ def test_secrets_in_tool_output_never_leave_the_machine(claude_cli, tmp_path):
     standin.stop()  # first queue only, so the queue file itself can be inspected
     try:
         t = Traced(tmp_path, standin)
+        t.env["CC_LANGFUSE_RETRY_FOR"] = "0"  # the worker exits instead of retrying: the queue is inspected, then drained
         (t.project / "creds.env").write_text(
             "AWS_ACCESS_KEY_ID=%s\nANTHROPIC_API_KEY=%s\nGITHUB_TOKEN=%s\nPASSWORD=%s\n" % (aws, anthropic, github, password)
         )
@@ -863,6 +864,7 @@ def test_server_down_session_succeeds_and_drain_delivers_once(claude_cli, tmp_pa
     standin.stop()  # connection refused from now on; start() later reuses the port
     try:
         t = Traced(tmp_path, standin)
+        t.env["CC_LANGFUSE_RETRY_FOR"] = "0"  # `drain` delivers (the worker's own retries: test_delivery_recovery.py)
         first = t.run(
             "first prompt while Langfuse is down",
             [reply(tool_use("Bash", {"command": "echo down"}, id="toolu_down")), reply("It printed down.")],

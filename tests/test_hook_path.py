@@ -154,7 +154,11 @@ def test_a_changed_config_file_hands_over_to_a_new_worker(tmp_path, session):
     from claude_code_langfuse.config import load_settings
     from claude_code_langfuse.files import FileLock
 
-    env = {k: v for k, v in hook_env(tmp_path).items() if not k.startswith("CC_LANGFUSE_") or k == "CC_LANGFUSE_STATE_DIR"}
+    env = {
+        k: v
+        for k, v in hook_env(tmp_path).items()
+        if not k.startswith("CC_LANGFUSE_") or k in ("CC_LANGFUSE_STATE_DIR", "CC_LANGFUSE_RETRY_FOR")
+    }
     config = tmp_path / "home" / ".claude" / "langfuse" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(

@@ -473,7 +473,14 @@ def run_registered_hook(home: Path, cwd: Path, question: str, env: dict | None =
     it (through sh, in the project folder, the event on stdin); returns the queue once the worker is done."""
     t = Transcript(str(home / ".claude" / "projects" / "-project" / f"{uuid.uuid4()}.jsonl"), cwd=str(cwd))
     t.simple_turn(question, "Done.")
-    e = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9"}  # nothing listens
+    # nothing listens; the worker exits after its failed send instead of retrying it
+    e = {
+        "HOME": str(home),
+        "PATH": "/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_RETRY_FOR": "0",
+    }
     r = subprocess.run(
         ["sh", "-c", command or registered(home)],
         input=json.dumps(stop_event(t)).encode(),

@@ -36,7 +36,7 @@ from transcript_factory import Transcript, stop_event, wait_for_worker
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
 
-NUMBER_SETTINGS = ("CC_LANGFUSE_MAX_FIELD_CHARS", "CC_LANGFUSE_TIMEOUT", "CC_LANGFUSE_QUEUE_WARN_MB")
+NUMBER_SETTINGS = ("CC_LANGFUSE_MAX_FIELD_CHARS", "CC_LANGFUSE_TIMEOUT", "CC_LANGFUSE_QUEUE_WARN_MB", "CC_LANGFUSE_RETRY_FOR")
 FLAG_SETTINGS = ("TRACE_TO_LANGFUSE", "CC_LANGFUSE_DEBUG", "CC_LANGFUSE_REDACT")
 TEXT_SETTINGS = (
     "CC_LANGFUSE_PUBLIC_KEY",
@@ -89,6 +89,7 @@ def _check(s, env: dict) -> None:
     assert isinstance(s.max_field_chars, int) and MIN_FIELD_CHARS <= s.max_field_chars <= MAX_FIELD_CHARS
     assert isinstance(s.timeout, float) and math.isfinite(s.timeout) and MIN_TIMEOUT_S <= s.timeout <= MAX_TIMEOUT_S
     assert isinstance(s.queue_warn_bytes, int) and s.queue_warn_bytes >= 1
+    assert isinstance(s.retry_for, float) and (s.retry_for == 0 or 1 <= s.retry_for <= 86400)
     assert s.base_url.startswith(("http://", "https://")) and not s.base_url.endswith("/")
     assert s.state_dir == "" or os.path.isabs(s.state_dir)
     assert s.config_path == "" or os.path.isabs(s.config_path)
@@ -106,6 +107,7 @@ def _check(s, env: dict) -> None:
             "CC_LANGFUSE_MAX_FIELD_CHARS": MIN_FIELD_CHARS <= value <= MAX_FIELD_CHARS,
             "CC_LANGFUSE_TIMEOUT": MIN_TIMEOUT_S <= value <= MAX_TIMEOUT_S,
             "CC_LANGFUSE_QUEUE_WARN_MB": 0 < value <= 1e6,
+            "CC_LANGFUSE_RETRY_FOR": raw.strip() == "0" or 1 <= value <= 86400,
         }[name]
         if not plausible and not (name == "CC_LANGFUSE_QUEUE_WARN_MB" and 0 < value):
             assert name in s.config_error, (name, raw, s.config_error)
@@ -271,6 +273,7 @@ def _env(tmp_path, **extra) -> dict:
         "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-x",
         "CC_LANGFUSE_SECRET_KEY": "sk-lf-x",
         "CC_LANGFUSE_USER_ID": "tester",
+        "CC_LANGFUSE_RETRY_FOR": "0",  # the worker exits after failing to reach the closed port
     }
     env.update(extra)
     return env

@@ -560,7 +560,8 @@ def launch_background_agent(session: Transcript, agent_id: str = "a3f9c2d1e4b5a6
 
 def hook_process_env(tmp_path, **extra) -> dict:
     """The environment of a hook process as Claude Code would start it, with HOME and the state
-    folder under tmp_path and the server URL on a closed port (the worker fails fast, keeps the queue)."""
+    folder under tmp_path and the server URL on a closed port (the worker fails fast, keeps the queue
+    and exits: CC_LANGFUSE_RETRY_FOR=0, or it would stay to retry the closed port by itself)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(tmp_path / "home"),
@@ -570,6 +571,7 @@ def hook_process_env(tmp_path, **extra) -> dict:
         "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
         "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
         "CC_LANGFUSE_USER_ID": "tester",
+        "CC_LANGFUSE_RETRY_FOR": "0",
     }
     env.update(extra)
     return env

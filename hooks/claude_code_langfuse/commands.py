@@ -19,7 +19,7 @@ from .records import THINKING_SUMMARIES_ADVICE
 from .runtime import ENTRY, self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
-from .worker import RETRY_ON_NEWS_S, process_inbox
+from .worker import NO_SELF_RETRY_KINDS, RETRY_ON_NEWS_S, process_inbox
 
 # ============================================================================ status, drain, doctor
 
@@ -90,17 +90,23 @@ def worker_running(paths: Paths) -> bool | None:
 
 
 def next_try(sender: dict, queue_turns: int, running: bool | None) -> dict | None:
-    """When the queue is tried again, as `status` tells it: the worker retries at the first hook
-    event once the last try is RETRY_ON_NEWS_S old (or the back-off is over, if sooner)."""
+    """When the queue is tried again, as `status` tells it: a running worker retries a failure that
+    waiting can mend by itself at the end of the back-off (worker.self_retry_epoch); otherwise the
+    first hook event retries once the last try is RETRY_ON_NEWS_S old (or the back-off is over)."""
     err = sender.get("last_error")
     if not queue_turns:
         return None
+    until = float(sender.get("next_attempt_epoch") or 0)
+    if running and err and err.get("kind") not in NO_SELF_RETRY_KINDS and until > time.time() + 0.5:
+        return {
+            "epoch": until,
+            "text": f"by the running worker at {_age(until).split(' (')[0]} (it retries by itself with back-off), or now: `{self_command()} drain`",
+        }
     if running:
         return {"epoch": time.time(), "text": "now (a worker is running)"}
     if not err:
         return {"epoch": time.time(), "text": f"at the next Claude Code event, or now: `{self_command()} drain`"}
     last = float(sender.get("last_attempt_epoch") or 0)
-    until = float(sender.get("next_attempt_epoch") or 0)
     due = max(time.time(), min(until, last + RETRY_ON_NEWS_S)) if err.get("kind") in ("retry", "auth") else time.time()
     when = "at the next Claude Code event" + (f" from {_age(due).split(' (')[0]} on" if due > time.time() + 0.5 else "")
     return {"epoch": due, "text": f"{when}, or now: `{self_command()} drain`"}

@@ -25,6 +25,7 @@ LOCK_TIMEOUT_S = 3.0
 TRUE_WORDS = {"1", "true", "yes", "on", "enable", "enabled"}
 MIN_FIELD_CHARS, MAX_FIELD_CHARS = 1000, 10_000_000
 DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S = 10.0, 0.5, 300.0
+DEFAULT_RETRY_FOR_S, MAX_RETRY_FOR_S = 600.0, 86400.0
 MAX_QUEUE_WARN_MB = 1_000_000.0
 MAX_TAGS, MAX_TAG_CHARS = 20, 100
 MAX_ENVIRONMENT_CHARS = 40  # Langfuse: lowercase letters, digits, - and _, not starting with "langfuse"
@@ -90,6 +91,7 @@ SETTINGS_DEFAULTS = {
     "redact": True,
     "redact_patterns": (),
     "timeout": DEFAULT_TIMEOUT_S,
+    "retry_for": DEFAULT_RETRY_FOR_S,
     "queue_warn_bytes": DEFAULT_QUEUE_WARN_BYTES,
     "state_dir": "",
     "config_path": "",
@@ -356,6 +358,10 @@ def load_settings(environ: dict | None = None) -> Settings:
         redact=flag("CC_LANGFUSE_REDACT", True),
         redact_patterns=patterns,
         timeout=number("CC_LANGFUSE_TIMEOUT", DEFAULT_TIMEOUT_S, MIN_TIMEOUT_S, MAX_TIMEOUT_S, " s"),
+        # 0 = never: the worker exits after a failed send and the next event or `drain` retries
+        retry_for=0.0
+        if (get("CC_LANGFUSE_RETRY_FOR") or "").strip() == "0"
+        else number("CC_LANGFUSE_RETRY_FOR", DEFAULT_RETRY_FOR_S, 1.0, MAX_RETRY_FOR_S, " s"),
         queue_warn_bytes=max(
             1, int(number("CC_LANGFUSE_QUEUE_WARN_MB", DEFAULT_QUEUE_WARN_BYTES / 1048576, 1e-6, MAX_QUEUE_WARN_MB, " MB") * 1048576)
         ),

@@ -177,6 +177,28 @@ def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
     return had_news and now - last >= RETRY_ON_NEWS_S
 
 
+# Failures that waiting does not mend: keys refused or missing, no SDK (the user must act; a hook
+# event with other keys, or `drain`, tries again). Every other failure is retried by the worker itself.
+NO_SELF_RETRY_KINDS = ("auth", "nokeys", "nosdk")
+
+
+def self_retry_epoch(paths: Paths, last_news: float, retry_for: float) -> float:
+    """When the worker retries a failed send by itself (0: it does not, and exits when idle): at
+    the end of the back-off, if that is within `retry_for` seconds of the last hook event it
+    handled, and the failure is one that waiting can mend (the server down, 5xx, a timeout)."""
+    status = read_json_file(paths.sender_status, {})
+    if not isinstance(status, dict) or retry_for <= 0:
+        return 0.0
+    err = status.get("last_error")
+    if not isinstance(err, dict) or err.get("kind") in NO_SELF_RETRY_KINDS:
+        return 0.0
+    try:
+        until = float(status.get("next_attempt_epoch") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+    return until if until - last_news <= retry_for else 0.0
+
+
 def news_retry_epoch(paths: Paths) -> float:
     """When hook news may retry a failed server (see may_send): RETRY_ON_NEWS_S after the last try,
     or the end of the back-off if that comes first."""
@@ -202,13 +224,16 @@ class DeliveryThread:
         self.settings, self.paths, self.log = settings, paths, log
         self.kick = threading.Event()
         self.busy = self.stopping = self.news = False
-        self.retry_at = 0.0  # hook news came during a back-off: the epoch its retry is due (the worker waits for it)
+        self.retry_at = 0.0  # a retry is due at this epoch (hook news during a back-off, or self_retry_epoch): the worker waits for it
+        self.last_news = time.time()  # a worker starts for news
         self.thread = threading.Thread(target=self._run, name="delivery", daemon=True)
         self.thread.start()
 
     def nudge(self, settings: Settings, news: bool) -> None:
         self.settings = settings
         self.news = self.news or news
+        if news:
+            self.last_news = time.time()
         self.kick.set()
 
     def stop(self) -> None:
@@ -225,7 +250,12 @@ class DeliveryThread:
             # backing off: nothing to do, and not busy (an idle worker exits; a big queue is not
             # even looked at, which took a core with a large backlog behind a dead server)
             if not may_send(self.paths, self.settings, self.news):
-                self.retry_at = news_retry_epoch(self.paths) if self.news and queue_has_records(self.paths, self.log) else 0.0
+                if not queue_has_records(self.paths, self.log):
+                    self.retry_at = 0.0
+                elif self.news:
+                    self.retry_at = news_retry_epoch(self.paths)
+                else:  # the last event's turns failed to send: retry by ourselves, the next event may be hours away
+                    self.retry_at = self_retry_epoch(self.paths, self.last_news, self.settings.retry_for)
                 continue
             self.busy = True
             try:
@@ -263,7 +293,7 @@ def run_worker(settings: Settings, paths: Paths, log, linger: float = LINGER_S, 
             if delivery is not None and (handled or not delivery.busy):
                 delivery.nudge(settings, handled > 0)
             if handled or (delivery is not None and (delivery.busy or delivery.retry_at)):
-                idle_since = time.monotonic()  # a retry that hook news asked for is due within RETRY_ON_NEWS_S
+                idle_since = time.monotonic()  # a retry is due (hook news asked for it, or a failure we retry by ourselves)
             elif not waiting and time.monotonic() - idle_since >= linger:
                 return
             time.sleep(POLL_S)

@@ -19,6 +19,7 @@ def run_cli(home: pathlib.Path, *args: str) -> subprocess.CompletedProcess:
         "HOME": str(home),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_RETRY_FOR": "0",  # the worker does not stay to retry the closed port
         "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-test",
         "CC_LANGFUSE_SECRET_KEY": "sk-lf-test",
         "USER": "tester",
@@ -89,6 +90,20 @@ def test_backfill_queues_every_turn_once_even_when_run_twice(home):
     assert queue(home) == first
 
 
+def test_backfill_indexes_its_turns_for_late_facts(home):
+    """A fact hook event for a backfilled session (it goes on live) finds the queued turns in the
+    session's queued index without reading the transcript, as for turns the live hook queued."""
+    from claude_code_langfuse import facts
+    from claude_code_langfuse.files import Paths
+
+    sessions = make_project(home, "gamma", sessions=2, turns=2)
+    assert run_cli(home, "backfill", "--since", "3650d").returncode == 0
+    paths = Paths(str(home / ".claude" / "state"))
+    for t in sessions:
+        index = facts.load_queued(paths, t.session_id)
+        assert len(index["turns"]) == 2 and all(turn["obs"] for turn in index["turns"].values()), index
+
+
 def test_backfill_gives_the_ids_the_live_hook_gives(home, tmp_path):
     [t] = make_project(home, "alpha", sessions=1, turns=3)
     live = HookRunner(str(tmp_path / "live-state"))
@@ -112,7 +127,13 @@ def test_backfill_over_sessions_the_hook_already_traced_adds_nothing(home):
         input=event,
         capture_output=True,
         timeout=60,
-        env={"HOME": str(home), "PATH": os.environ.get("PATH", ""), "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9", "USER": "tester"},
+        env={
+            "HOME": str(home),
+            "PATH": os.environ.get("PATH", ""),
+            "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+            "CC_LANGFUSE_RETRY_FOR": "0",
+            "USER": "tester",
+        },
     )
     assert p.returncode == 0 and p.stdout == b""
     wait_for_worker(env_state)

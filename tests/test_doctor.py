@@ -24,6 +24,7 @@ def doctor(tmp_path, command: str) -> str:
         "PATH": os.environ.get("PATH", ""),
         "HOME": str(home),
         "CC_LANGFUSE_BASE_URL": "http://127.0.0.1:9",
+        "CC_LANGFUSE_RETRY_FOR": "0",  # the worker does not stay to retry the closed port
         "CC_LANGFUSE_PUBLIC_KEY": "pk-lf-x",
         "CC_LANGFUSE_SECRET_KEY": "sk-lf-x",
         "CC_LANGFUSE_STATE_DIR": str(tmp_path / "state"),

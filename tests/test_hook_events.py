@@ -17,6 +17,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 from claude_code_langfuse import facts
@@ -560,3 +561,25 @@ def test_a_permission_request_for_another_input_is_not_matched(session, runner):
     [rec] = runner.run(stop_event(session, "done"))
     assert "permission_requested_at" not in tool_obs(rec, "Write")["metadata"]
     assert children(rec, root(rec)["id"], "tool")
+
+
+def test_old_facts_files_are_pruned_and_purge_removes_a_sessions_facts(tmp_path):
+    """Facts hold tool names, errors and times per session: they do not pile up for ever, and
+    `purge --session` leaves none of a purged session behind."""
+    from claude_code_langfuse.config import ensure_state_dir
+    from claude_code_langfuse.mute import drop_local
+
+    paths = Paths(str(tmp_path / "state"))
+    ensure_state_dir(paths.dir)
+    folder = tmp_path / "state" / "facts"
+    folder.mkdir()
+    old, new = facts.facts_path(paths, "old-session"), facts.facts_path(paths, "new-session")
+    for p in (old, facts.queued_path(paths, "old-session"), new, facts.queued_path(paths, "new-session")):
+        pathlib.Path(p).write_text("{}")
+    month_ago = time.time() - facts.FACTS_KEPT_S - 60
+    for p in (old, facts.queued_path(paths, "old-session")):
+        os.utime(p, (month_ago, month_ago))
+    assert facts.prune(paths) == 2
+    assert not os.path.exists(old) and os.path.exists(new) and os.path.exists(facts.queued_path(paths, "new-session"))
+    drop_local(paths, "new-session")
+    assert os.listdir(folder) == []

@@ -87,6 +87,7 @@ def env_for(home: pathlib.Path, base_url: str = "http://127.0.0.1:9", **extra: s
         "CC_LANGFUSE_BASE_URL": base_url,
         "CC_LANGFUSE_USER_ID": "tester",
         "CC_LANGFUSE_TIMEOUT": "2",
+        "CC_LANGFUSE_RETRY_FOR": "0",  # the worker does not stay to retry a closed port
     }
     env.update(extra)
     return env

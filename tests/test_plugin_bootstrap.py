@@ -47,6 +47,7 @@ class Plugin:
             "CLAUDE_PLUGIN_ROOT": str(pathlib.Path(HOOK).parent.parent),
             "CLAUDE_PLUGIN_OPTION_PUBLIC_KEY": "pk-lf-plugin",
             "CLAUDE_PLUGIN_OPTION_BASE_URL": "http://127.0.0.1:9",
+            "CC_LANGFUSE_RETRY_FOR": "0",  # the worker does not stay to retry the closed port
             "CC_LANGFUSE_USER_ID": "tester",
             # pip fails at once and for sure: no index, no config file that could name one
             "PIP_NO_INDEX": "1",

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 
-from .collect import collect_records
+from .collect import collect_records, note_queued
 from .config import FALSE_WORDS, LazyLog, Settings, _home, ensure_state_dir
 from .event import HookEvent
 from .files import FileLock, Paths, read_json_file
@@ -199,6 +199,7 @@ def cmd_backfill(settings: Settings, since: str | None, project: str | None, dry
             if not dry_run:
                 dead_append(paths, result.dead, lock_timeout=120)
                 update_state_entry(paths, key, result.entry)
+                note_queued(paths, event, entry, result.entry)  # a late fact for these turns finds them
         except Exception as e:  # one bad file never stops the others
             try:
                 flush_batch()  # the turns read before the error are good: keep them

@@ -14,7 +14,8 @@ the session's already-queued turns it may change (by tool observation id, agent 
 the worker re-reads just those turns' bytes (collect.py).
 
 One file per session: `<state>/facts/<sha256(session)[:16]>.json`, bounded (the newest
-MAX_TOOLS tool facts, MAX_LIST of each list).
+MAX_TOOLS tool facts, MAX_LIST of each list), removed a month after it was last written (`prune`,
+run by the worker) and by `purge --session`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,30 @@ STOP_FAILURE_MATCH_S = 120.0
 def facts_path(paths: Paths, session_id: str) -> str:
     name = hashlib.sha256(session_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return os.path.join(paths.dir, "facts", name + ".json")
+
+
+FACTS_KEPT_S = 30 * 86400  # a session's facts are merged within seconds; a month later nothing reads them
+
+
+def prune(paths: Paths, max_age_s: float = FACTS_KEPT_S, now: float | None = None) -> int:
+    """Remove facts files (and queued indexes) not written for `max_age_s`: one per session would
+    otherwise pile up for ever. Returns how many were removed."""
+    folder = os.path.join(paths.dir, "facts")
+    cutoff = (now if now is not None else _dt.datetime.now(_dt.UTC).timestamp()) - max_age_s
+    removed = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            if name.endswith(".json") and os.stat(path).st_mtime < cutoff:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def load(paths: Paths, session_id: str) -> dict:

@@ -17,6 +17,7 @@ import os
 import sys
 
 from .config import LOCK_TIMEOUT_S, Settings, display_url, ensure_state_dir, load_settings
+from .facts import facts_path, queued_path
 from .files import FileLock, LockTimeout, Paths, read_json_file, write_atomic
 from .inbox import list_news, read_news, remove_news
 from .store import load_state, now_iso, queue_read
@@ -120,7 +121,7 @@ def _record_session(record: dict) -> str:
 
 
 def drop_local(paths: Paths, session_id: str) -> tuple[int, int, int, set]:
-    """Remove the session's waiting hook events, queued records and dead letters.
+    """Remove the session's waiting hook events, queued records, dead letters and filed facts.
     Returns (events, records, dead letters, trace ids seen in them)."""
     from .records import trace_id_for
 
@@ -166,6 +167,11 @@ def drop_local(paths: Paths, session_id: str) -> tuple[int, int, int, set]:
     for entry in load_state(paths)["transcripts"].values():  # the turns this machine read (and may have sent)
         if entry.get("session_id") == session_id:
             trace_ids.update(trace_id_for(session_id, key) for key in (entry.get("emitted") or {}))
+    for path in (facts_path(paths, session_id), queued_path(paths, session_id)):  # tool names, errors, agent ids, times
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
     return events, records, dead, {t for t in trace_ids if isinstance(t, str) and t}
 
 

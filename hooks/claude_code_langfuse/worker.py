@@ -18,6 +18,7 @@ import sys
 import time
 from typing import NamedTuple
 
+from . import facts
 from .collect import process_event
 from .config import Settings, ensure_state_dir, get_logger, load_settings
 from .delivery import drain_queue, key_fingerprint, update_sender_status
@@ -326,6 +327,7 @@ def worker_main(settings: Settings, linger: float = LINGER_S, takeover: bool = F
             update_sender_status(paths, pid=os.getpid(), running_since=now_iso())
             run_worker(settings, paths, log, linger)
             cache_bytecode(log)  # after the news is handled: never delays a turn
+            facts.prune(paths)  # a month-old session's facts are never read again
         except Exception as e:  # a bug of ours: say so where `status` looks; nothing is lost
             log.exception(
                 "the worker stopped on an unexpected error: %s; the events stay in the inbox and the queue is kept; "

@@ -75,3 +75,10 @@ def test_an_approval_and_a_rejection_in_the_dialog(claude_cli, tmp_path):
     assert rules == ["Edit(./*)"]  # the rejected `touch` is never suggested
     interrupted = insights("problems")["tables"][3]["rows"]
     assert [(r["cause"], r["last_tool"]) for r in interrupted] == [("permission rejected", "Bash")]
+    for report, says in (("friction", "Write"), ("problems", "permission rejected")):  # what a user sees (pytest -s shows it)
+        shown = subprocess.run(
+            [sys.executable, "-I", str(REPO / "hooks" / "insights.py"), report, "--since", "1h"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert shown.returncode == 0 and says in shown.stdout, shown.stdout + shown.stderr
+        print(f"\n$ insights {report} --since 1h\n{shown.stdout}")

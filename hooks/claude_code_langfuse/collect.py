@@ -26,7 +26,7 @@ from .records import (
     turn_record,
     turn_settles_later,
 )
-from .redaction import Redactor, record_rev, sanitize_record
+from .redaction import Redactor, encode_record, sanitize_record
 from .store import MAX_EMITTED, UNREADABLE_TURN, dead_append, load_state, now_iso, queue_append, state_key, update_state_entry
 from .subagents import SubagentFinder
 from .transcript import READ_CHUNK, iter_rows
@@ -36,10 +36,6 @@ from .turns import AGENT_TOOL_NAMES, Turn, group_turns, prompt_text
 
 
 MAX_SENT_TURNS = 50  # turns whose observation revisions are kept (older ones are never re-read)
-
-
-def observation_rev(observation: dict) -> str:
-    return hashlib.sha256(json.dumps(observation, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 class CollectResult(NamedTuple):
@@ -117,7 +113,8 @@ def collect_records(
             )
             rec = apply_trace_settings(turn_record(turn, ctx, ev), settings)  # tags, environment, host, CI
             rec = sanitize_record(rec, redactor, settings.max_field_chars, content=settings.content)
-            rev = record_rev(rec)
+            # encoded once: the revs are hashed from the bytes the queue writer appends
+            rec, rev, obs_revs = encode_record(rec)
         except Exception as e:  # one turn that cannot become a record never blocks the turns after it
             skip_unreadable_turn(turn, number, e)
             return
@@ -140,7 +137,7 @@ def collect_records(
             rec["rev"] = rev
             emitted.pop(turn.key, None)
             emitted[turn.key] = rev
-            revs = {o["id"]: observation_rev(o) for o in rec["observations"]}
+            revs = {o["id"]: r for o, r in zip(rec["observations"], obs_revs, strict=True)}
             before = sent.pop(turn.key, None)
             if before is not None:
                 rec["observations"] = [o for o in rec["observations"] if before.get(o["id"]) != revs[o["id"]]]

@@ -10,7 +10,7 @@ import time
 from typing import NamedTuple
 
 from .files import FileLock, Paths, read_json_file, write_all, write_atomic
-from .redaction import record_rev, scrub_surrogates
+from .redaction import EncodedRecord, json_bytes, record_rev, scrub_surrogates
 from .turns import iso_ms
 
 
@@ -60,11 +60,24 @@ def queue_append(paths: Paths, records: list[dict], lock_timeout: float = 2.0) -
     if not records:
         return
     stamp = now_iso()
-    lines = []
-    for r in records:
-        lines.append(json_line(dict(r, queued_at=stamp, rev=r.get("rev") or record_rev(r))))
+    lines = [record_line(r, stamp) for r in records]
     with FileLock(paths.queue_lock, timeout=lock_timeout):
         _append_lines(paths.queue, lines)
+
+
+def record_line(record: dict, stamp: str) -> bytes:
+    """The record's queue line: its fields (keys sorted, compact), its observations (for an
+    EncodedRecord the bytes its rev was hashed from, not encoded again), then queued_at and rev
+    last. queue_read reads it as one JSON object like any other line."""
+    rev = record.get("rev") or record_rev(record)
+    obs = record.get("observations")
+    if not isinstance(obs, list):
+        return json_line(dict(record, queued_at=stamp, rev=rev))
+    encoded = record.encoded if isinstance(record, EncodedRecord) else json_bytes
+    head = json_bytes({k: v for k, v in record.items() if k not in ("observations", "queued_at", "rev")})
+    tail = json_bytes({"queued_at": stamp, "rev": rev})
+    parts = [head[:-1], b"," if len(head) > 2 else b"", b'"observations":[', b",".join(encoded(o) for o in obs), b"],", tail[1:], b"\n"]
+    return b"".join(parts)
 
 
 class QueueEntry(NamedTuple):

@@ -332,3 +332,28 @@ def test_the_worker_gives_up_retrying_by_itself_after_retry_for(rig, langfuse_st
     rig.wait_failure("retry")
     wait_for(lambda: not rig.sender_pids(), "the worker to exit")
     assert rig.queued_keys()
+
+
+def test_a_turn_finished_during_a_long_backlog_drain_does_not_wait_for_the_backlog(rig, langfuse_standin):
+    """The worker is half-way through sending a big backlog (one request per turn, a slow server)
+    when the user finishes another turn: that turn goes next, not after the whole backlog."""
+    from test_delivery import session_with_turns
+
+    langfuse_standin.stop()
+    t = session_with_turns(rig, 60, tag="backlog ")
+    rig.hook(stop_event(t))
+    rig.wait_failure("retry")
+    langfuse_standin.delay = 0.1  # 60 turns: about 6 s of sending
+    langfuse_standin.start()
+    retry_gap_passed(rig)
+    t.simple_turn("first after the outage", "one")
+    rig.hook(stop_event(t))
+    wait_for(lambda: len(langfuse_standin.traces()) >= 10, "the backlog to be under way")
+    t.simple_turn("finished meanwhile", "two")
+    expected = expected_turns(t)
+    newest = list(expected)[-1]
+    rig.hook(stop_event(t))
+    rig.wait_delivered(expected)
+    assert_delivered_exactly_once(langfuse_standin, expected)
+    arrival = list(dict.fromkeys(o.trace_id for o in langfuse_standin.observations()))
+    assert arrival.index(newest) < 40, f"the turn finished meanwhile came {arrival.index(newest) + 1}th of {len(arrival)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -40,6 +41,7 @@ class DrainSummary:
         self.sent = self.dead = self.kept = self.corrupt = 0
         self.stopped_by = ""  # "", "auth", "retry", "nokeys", "nosdk"
         self.detail = ""
+        self.yielded = False  # stopped early for newer records (yield_to_newer): call again at once
 
 
 # ============================================================================ the way to the server
@@ -327,7 +329,17 @@ def merge_versions(records: list[dict]) -> dict:
     return merged
 
 
-def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> DrainSummary:
+YIELD_AFTER_S = 1.0  # a pass sends at least this long before it yields to newer records
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def drain_queue(settings: Settings, log, progress=None, keep_going=None, yield_to_newer: bool = False) -> DrainSummary:
     """Send the queue newest first; a record leaves the queue only after the server accepted it.
 
     Newest first: the turn the user just finished reaches Langfuse within seconds even behind a
@@ -336,9 +348,13 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
     in what Langfuse ends with.
 
     keep_going() is asked between records: False stops early (the worker is handing over).
+    yield_to_newer (the worker): a pass through a long backlog stops early (`yielded`) once a hook
+    appended to the queue, so the caller's next pass sends the turn just finished first instead
+    of after the whole backlog.
     """
     paths = Paths(settings.state_dir)
     summary = DrainSummary()
+    seen_mtime = _mtime_ns(paths.queue)  # before the read: an append after it is a newer record
     entries = queue_read(paths.queue)
     dead: list[dict] = []
     done: dict[str, str] = {}
@@ -379,6 +395,7 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
         queue_remove(paths, done, dead)
         return summary
     last_commit, commit_cost = time.monotonic(), 0.0
+    pass_started = time.monotonic()
     accepted: dict[str, tuple[str, str]] = {}  # what Langfuse took since the last commit: key -> (rev, queued_at)
     try:
         for i, record in enumerate(order):
@@ -406,6 +423,14 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
             if keep_going is not None and i + 1 < len(order) and not keep_going():
                 summary.kept = len(order) - i - 1
                 break
+            if (
+                yield_to_newer
+                and i + 1 < len(order)
+                and time.monotonic() - pass_started >= YIELD_AFTER_S
+                and _mtime_ns(paths.queue) != seen_mtime
+            ):
+                summary.kept, summary.yielded = len(order) - i - 1, True
+                break
             # Rewriting the queue holds the lock hooks append under: with a big backlog, commit
             # rarely enough that hooks wait at most ~5 % of the time (a crash only means resends).
             if time.monotonic() - last_commit > max(1.0, 20 * commit_cost):
@@ -415,6 +440,7 @@ def drain_queue(settings: Settings, log, progress=None, keep_going=None) -> Drai
                 commit_cost = time.monotonic() - t0
                 done, dead, accepted = {}, [], {}
                 last_commit = time.monotonic()
+                seen_mtime = _mtime_ns(paths.queue)  # our own rewrite is not news (an append racing it is caught next time)
     finally:
         try:
             sender.close()

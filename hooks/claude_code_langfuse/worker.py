@@ -264,7 +264,9 @@ class DeliveryThread:
                     self.news, self.retry_at = False, 0.0
                 else:
                     self.news, self.retry_at = False, 0.0
-                    summary = drain_queue(self.settings, self.log, keep_going=lambda: not self.stopping)
+                    summary = drain_queue(self.settings, self.log, keep_going=lambda: not self.stopping, yield_to_newer=True)
+                    if summary.yielded:
+                        self.kick.set()  # the next pass at once: the newer records first
                     if summary.sent or summary.dead or summary.stopped_by:
                         self.log.info(
                             "worker: %d sent, %d dead-lettered, %d kept%s",

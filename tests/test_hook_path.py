@@ -497,3 +497,16 @@ def test_a_worker_backing_off_with_a_big_queue_exits_when_idle_and_never_parses_
     t.start()
     assert done.wait(20), "the worker never went idle"
     assert whole_reads == [], "the queue was parsed whole while backing off"
+
+
+def test_a_news_file_of_the_hook_before_the_upgrade_is_still_read(tmp_path, session):
+    """An upgrade can find news files the previous hook wrote (one JSON object, the event already
+    checked): the new worker reads them like its own."""
+    paths = Paths(str(tmp_path / "state"))
+    ensure_state_dir(paths.dir)
+    os.makedirs(paths.inbox, mode=0o700)
+    session.simple_turn("asked before the upgrade", "answered")
+    old = {"v": 1, "received": time.time() - 60, "event": stop_event(session, "answered"), "env": {}, "ci": {}}
+    pathlib.Path(paths.inbox, f"{time.time_ns():020d}-1.json").write_text(json.dumps(old))
+    assert process_inbox(paths, _log(), base_env=hook_env(tmp_path))[:2] == (1, False)
+    assert [r["trace"]["name"] for r in _queued(paths)] == ["asked before the upgrade"]

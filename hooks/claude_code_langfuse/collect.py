@@ -444,18 +444,13 @@ def process_event(event: HookEvent, settings: Settings, log, final: bool = True)
             return Outcome(False)
         if result.bad_lines:
             log.warning("skipped %d unreadable line(s) in %s", result.bad_lines, event.transcript_path)
-        try:
-            queue_append(paths, result.records)  # durable before the cursor moves
-            dead_append(paths, result.dead)  # so is every turn that had to be skipped
-        except LockTimeout:
+        if not commit(paths, key, event, entry, result):
             log.warning(
                 "the queue was busy (a large backlog being rewritten); the cursor stays, the next run "
                 "queues these %d record(s); nothing is lost",
                 len(result.records),
             )
             return Outcome(True)
-        update_state_entry(paths, key, result.entry)
-        note_queued(paths, event, entry, result.entry)
         log.debug(
             "%s %s: %d turn(s) read, %d record(s) queued%s",
             event.name,
@@ -493,16 +488,11 @@ def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Out
             log.info("%s fact of session %s: the cursor of %s is gone; not merged", event.name, event.session_id, where.transcript_path)
             return Outcome(True)
         result = collect_records(where, entry, settings, make_redactor(settings, log), log, late=late.keys)
-        try:
-            queue_append(paths, result.records)
-            dead_append(paths, result.dead)
-        except LockTimeout:
+        if not commit(paths, key, where, entry, result):
             log.warning(
                 "the queue was busy: the late %s fact of session %s shows when its turn is read again", event.name, event.session_id
             )
             return Outcome(True)
-        update_state_entry(paths, key, result.entry)
-        note_queued(paths, where, entry, result.entry)
         log.debug(
             "late %s fact of session %s: %d queued turn(s) read again, %d record(s) queued",
             event.name,
@@ -513,6 +503,20 @@ def merge_late_fact(event: HookEvent, raw: dict, settings: Settings, log) -> Out
         return Outcome(True, len(result.records))
     finally:
         lock.release()
+
+
+def commit(paths: Paths, key: str, event: HookEvent, before: dict, result: CollectResult) -> bool:
+    """The records (and every turn that had to be skipped) durable in the queue, then the cursor
+    and the session's queued index: never the other way round. False, with nothing moved, when
+    the queue stayed busy (a large backlog being rewritten): the next run reads the same again."""
+    try:
+        queue_append(paths, result.records)
+        dead_append(paths, result.dead)
+    except LockTimeout:
+        return False
+    update_state_entry(paths, key, result.entry)
+    note_queued(paths, event, before, result.entry)
+    return True
 
 
 def note_queued(paths: Paths, event: HookEvent, before: dict, after: dict) -> None:

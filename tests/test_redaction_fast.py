@@ -29,23 +29,11 @@ class StraightRedactor(R.Redactor):
         with mock.patch.object(R, "_CLI_TRIGGER_RE", re.compile("")):  # the trigger always fires
             return self._redact(text, gate=False)  # every rule, however short the text
 
-    @staticmethod
-    def _tokens(text):
+    @classmethod
+    def _tokens(cls, text):
         total = 0
-        for kind, _needles, regex in R._TOKEN_RULES:
-            count = 0
-
-            def repl(m, kind=kind):
-                nonlocal count
-                value = m.group(0)
-                if kind == "openai-key":
-                    body = value[3:]
-                    if not (any(c.isdigit() for c in body) and any(c.isalpha() for c in body)):
-                        return value
-                count += 1
-                return R._marker(kind)
-
-            text = regex.sub(repl, text)
+        for kind, _needles, regex in R._TOKEN_RULES:  # every rule, no needle scan
+            text, count = cls._token_rule(text, kind, regex)
             total += count
         return text, total
 

@@ -976,7 +976,24 @@ class Redactor:
         return "".join(parts), count
 
     @staticmethod
-    def _tokens(text):
+    def _token_rule(text, kind, regex):
+        """One token rule: (text with its matches replaced by the rule's marker, how many)."""
+        count = 0
+
+        def repl(m):
+            nonlocal count
+            value = m.group(0)
+            if kind == "openai-key":
+                body = value[3:]
+                if not (any(c.isdigit() for c in body) and any(c.isalpha() for c in body)):
+                    return value
+            count += 1
+            return _marker(kind)
+
+        return regex.sub(repl, text), count
+
+    @classmethod
+    def _tokens(cls, text):
         total = 0
         found = _TOKEN_SCAN.found(text)
         if not found:
@@ -984,19 +1001,7 @@ class Redactor:
         for kind, needles, regex in _TOKEN_RULES:
             if found.isdisjoint(needles):
                 continue
-            count = 0
-
-            def repl(m, kind=kind):
-                nonlocal count
-                value = m.group(0)
-                if kind == "openai-key":
-                    body = value[3:]
-                    if not (any(c.isdigit() for c in body) and any(c.isalpha() for c in body)):
-                        return value
-                count += 1
-                return _marker(kind)
-
-            text = regex.sub(repl, text)
+            text, count = cls._token_rule(text, kind, regex)
             total += count
         return text, total
 

@@ -19,7 +19,7 @@ from .records import THINKING_SUMMARIES_ADVICE
 from .runtime import ENTRY, self_command
 from .store import UNREADABLE_TURN, _append_lines, load_state, now_iso, queue_read
 from .turns import parse_ts
-from .worker import NO_SELF_RETRY_KINDS, RETRY_ON_NEWS_S, process_inbox
+from .worker import NO_SELF_RETRY_KINDS, news_retry_epoch, process_inbox
 
 # ============================================================================ status, drain, doctor
 
@@ -106,8 +106,7 @@ def next_try(sender: dict, queue_turns: int, running: bool | None) -> dict | Non
         return {"epoch": time.time(), "text": "now (a worker is running)"}
     if not err:
         return {"epoch": time.time(), "text": f"at the next Claude Code event, or now: `{self_command()} drain`"}
-    last = float(sender.get("last_attempt_epoch") or 0)
-    due = max(time.time(), min(until, last + RETRY_ON_NEWS_S)) if err.get("kind") in ("retry", "auth") else time.time()
+    due = news_retry_epoch(sender) if err.get("kind") in ("retry", "auth") else time.time()
     when = "at the next Claude Code event" + (f" from {_age(due).split(' (')[0]} on" if due > time.time() + 0.5 else "")
     return {"epoch": due, "text": f"{when}, or now: `{self_command()} drain`"}
 

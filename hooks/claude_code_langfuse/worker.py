@@ -160,11 +160,14 @@ def queue_has_records(paths: Paths, log=None) -> bool:
         return False
 
 
-def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
-    """Not while backing off, except: the keys changed, or hook news came and the last try is a few seconds old."""
+def sender_status(paths: Paths) -> dict:
+    """The sender status file (back-off, last error), {} when there is none or it is not ours."""
     status = read_json_file(paths.sender_status, {})
-    if not isinstance(status, dict):
-        return True
+    return status if isinstance(status, dict) else {}
+
+
+def may_send(status: dict, settings: Settings, had_news: bool) -> bool:
+    """Not while backing off, except: the keys changed, or hook news came and the last try is a few seconds old."""
     now = time.time()
     try:
         if now >= float(status.get("next_attempt_epoch") or 0):
@@ -183,15 +186,12 @@ def may_send(paths: Paths, settings: Settings, had_news: bool) -> bool:
 NO_SELF_RETRY_KINDS = ("auth", "nokeys", "nosdk")
 
 
-def self_retry_epoch(paths: Paths, last_news: float, retry_for: float) -> float:
+def self_retry_epoch(status: dict, last_news: float, retry_for: float) -> float:
     """When the worker retries a failed send by itself (0: it does not, and exits when idle): at
     the end of the back-off, if that is within `retry_for` seconds of the last hook event it
     handled, and the failure is one that waiting can mend (the server down, 5xx, a timeout)."""
-    status = read_json_file(paths.sender_status, {})
-    if not isinstance(status, dict) or retry_for <= 0:
-        return 0.0
     err = status.get("last_error")
-    if not isinstance(err, dict) or err.get("kind") in NO_SELF_RETRY_KINDS:
+    if retry_for <= 0 or not isinstance(err, dict) or err.get("kind") in NO_SELF_RETRY_KINDS:
         return 0.0
     try:
         until = float(status.get("next_attempt_epoch") or 0)
@@ -200,13 +200,10 @@ def self_retry_epoch(paths: Paths, last_news: float, retry_for: float) -> float:
     return until if until - last_news <= retry_for else 0.0
 
 
-def news_retry_epoch(paths: Paths) -> float:
+def news_retry_epoch(status: dict) -> float:
     """When hook news may retry a failed server (see may_send): RETRY_ON_NEWS_S after the last try,
     or the end of the back-off if that comes first."""
-    status = read_json_file(paths.sender_status, {})
     now = time.time()
-    if not isinstance(status, dict):
-        return now
     try:
         last = float(status.get("last_attempt_epoch") or 0)
         until = float(status.get("next_attempt_epoch") or 0)
@@ -250,13 +247,14 @@ class DeliveryThread:
                 return
             # backing off: nothing to do, and not busy (an idle worker exits; a big queue is not
             # even looked at, which took a core with a large backlog behind a dead server)
-            if not may_send(self.paths, self.settings, self.news):
+            status = sender_status(self.paths)  # read once per round
+            if not may_send(status, self.settings, self.news):
                 if not queue_has_records(self.paths, self.log):
                     self.retry_at = 0.0
                 elif self.news:
-                    self.retry_at = news_retry_epoch(self.paths)
+                    self.retry_at = news_retry_epoch(status)
                 else:  # the last event's turns failed to send: retry by ourselves, the next event may be hours away
-                    self.retry_at = self_retry_epoch(self.paths, self.last_news, self.settings.retry_for)
+                    self.retry_at = self_retry_epoch(status, self.last_news, self.settings.retry_for)
                 continue
             self.busy = True
             try:

@@ -22,6 +22,25 @@ def wait_until_epoch(epoch: float) -> None:
     wait_for(lambda: time.time() >= epoch, "a moment in the future")
 
 
+def backlog_behind_an_outage(rig: Rig, standin, turns: int):
+    """A session of `turns` turns queued while the server was down; the server is back and the
+    retry gap is over. Returns the transcript."""
+    from test_delivery import session_with_turns
+
+    standin.stop()
+    t = session_with_turns(rig, turns, tag="backlog ")
+    rig.hook(stop_event(t))
+    rig.wait_failure("retry")
+    standin.start()
+    retry_gap_passed(rig)
+    return t
+
+
+def arrival_order(standin) -> list[str]:
+    """Trace ids in the order their first span reached the stand-in."""
+    return list(dict.fromkeys(o.trace_id for o in standin.observations()))
+
+
 def retry_gap_passed(rig: Rig) -> None:
     """Wait until hook news may retry (the last attempt is RETRY_ON_NEWS_S old)."""
     from claude_code_langfuse.worker import RETRY_ON_NEWS_S
@@ -266,21 +285,14 @@ def test_no_keys_is_one_log_line_per_event_and_keys_set_later_send_at_once(rig, 
 def test_the_turn_just_finished_goes_before_the_backlog(rig, langfuse_standin):
     """After an outage, the queue is sent newest first: the turn the user just finished is the
     first trace Langfuse gets, not the last of the backlog (which follows, each turn once)."""
-    from test_delivery import session_with_turns
-
-    langfuse_standin.stop()
-    t = session_with_turns(rig, 12, tag="backlog ")
-    rig.hook(stop_event(t))
-    rig.wait_failure("retry")
-    langfuse_standin.start()
-    retry_gap_passed(rig)
+    t = backlog_behind_an_outage(rig, langfuse_standin, 12)
     t.simple_turn("just now", "the live answer")
     expected = expected_turns(t)
     live = list(expected)[-1]
     rig.hook(stop_event(t))
     rig.wait_delivered(expected)
     assert_delivered_exactly_once(langfuse_standin, expected)
-    arrival = list(dict.fromkeys(o.trace_id for o in langfuse_standin.observations()))
+    arrival = arrival_order(langfuse_standin)
     assert arrival[0] == live and len(arrival) == 13, arrival
 
 
@@ -337,15 +349,8 @@ def test_the_worker_gives_up_retrying_by_itself_after_retry_for(rig, langfuse_st
 def test_a_turn_finished_during_a_long_backlog_drain_does_not_wait_for_the_backlog(rig, langfuse_standin):
     """The worker is half-way through sending a big backlog (one request per turn, a slow server)
     when the user finishes another turn: that turn goes next, not after the whole backlog."""
-    from test_delivery import session_with_turns
-
-    langfuse_standin.stop()
-    t = session_with_turns(rig, 60, tag="backlog ")
-    rig.hook(stop_event(t))
-    rig.wait_failure("retry")
     langfuse_standin.delay = 0.1  # 60 turns: about 6 s of sending
-    langfuse_standin.start()
-    retry_gap_passed(rig)
+    t = backlog_behind_an_outage(rig, langfuse_standin, 60)
     t.simple_turn("first after the outage", "one")
     rig.hook(stop_event(t))
     wait_for(lambda: len(langfuse_standin.traces()) >= 10, "the backlog to be under way")
@@ -355,5 +360,5 @@ def test_a_turn_finished_during_a_long_backlog_drain_does_not_wait_for_the_backl
     rig.hook(stop_event(t))
     rig.wait_delivered(expected)
     assert_delivered_exactly_once(langfuse_standin, expected)
-    arrival = list(dict.fromkeys(o.trace_id for o in langfuse_standin.observations()))
+    arrival = arrival_order(langfuse_standin)
     assert arrival.index(newest) < 40, f"the turn finished meanwhile came {arrival.index(newest) + 1}th of {len(arrival)}"

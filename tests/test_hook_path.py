@@ -25,7 +25,7 @@ from claude_code_langfuse.inbox import list_news, read_news, write_news
 from claude_code_langfuse.worker import LAG_WAIT_S, MISSING_WAIT_S, process_inbox
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transcript_factory import Transcript, root, stop_event, text, wait_for_worker
+from transcript_factory import Transcript, capturing_logger, root, stop_event, text, wait_for_worker
 from transcript_factory import hook_process_env as hook_env
 
 HOOK = str(pathlib.Path(__file__).resolve().parent.parent / "hooks" / "langfuse_hook.py")
@@ -65,9 +65,9 @@ def session(tmp_path):
     return Transcript(str(tmp_path / "home" / ".claude" / "projects" / "-home-dev-proj" / "5b469540-beb0-4db7-b5e1-5bf71f36cd69.jsonl"))
 
 
-def imported_by_hook(stdin: bytes, env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
-    """Run the entry as registered, with -X importtime: every module the hook process imported."""
-    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", HOOK], input=stdin, env=env, capture_output=True, timeout=60)
+def _importtime(argv: list[str], stdin: bytes = b"", env: dict | None = None) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run a Python with -X importtime: every module the process imported."""
+    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", *argv], input=stdin, env=env, capture_output=True, timeout=60)
     modules = set()
     for line in proc.stderr.decode().splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -75,6 +75,17 @@ def imported_by_hook(stdin: bytes, env: dict) -> tuple[subprocess.CompletedProce
             if name != "imported package":
                 modules.add(name)
     return proc, modules
+
+
+def imported_by_hook(stdin: bytes, env: dict) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the entry as registered (`<python> -I <path>`): every module the hook process imported."""
+    return _importtime([HOOK], stdin, env)
+
+
+# What the hook process may import beyond what `python -I -c pass` imports anyway: start-up is
+# most of a hook's cost (docs/benchmarks.md), and `json` alone (with the `re`, `enum`, `functools`
+# and `collections` it pulls in) cost a do-nothing hook's worth of time on every event.
+HOOK_EXTRA_MODULES = {"errno", "fcntl", "_sha256", "_sha2", "pwd"}
 
 
 FACT_FIELDS = {  # issue 11: the fact events, each with the field its handler requires
@@ -88,7 +99,7 @@ FACT_FIELDS = {  # issue 11: the fact events, each with the field its handler re
 
 
 @pytest.mark.parametrize("event_name", ["Stop", "SubagentStop", "SessionEnd", *FACT_FIELDS])
-def test_critical_path_imports_no_sdk_no_http_and_no_reader(tmp_path, session, event_name):
+def test_critical_path_imports_no_sdk_no_http_no_reader_and_nothing_a_bare_python_does_not(tmp_path, session, event_name):
     session.simple_turn("one", "answer one")
     event = stop_event(session, "answer one", name=event_name)
     event.update(FACT_FIELDS.get(event_name, {}))
@@ -97,6 +108,9 @@ def test_critical_path_imports_no_sdk_no_http_and_no_reader(tmp_path, session, e
     assert "claude_code_langfuse.hook" in modules, "the importtime listing did not work"
     heavy = sorted(m for m in modules if any(m == f or m.startswith(f + ".") for f in FORBIDDEN))
     assert heavy == [], f"the {event_name} hook process imported {heavy}"
+    bare = _importtime(["-c", "pass"])[1]
+    extra = sorted(m for m in modules - bare - HOOK_EXTRA_MODULES if not m.startswith("claude_code_langfuse"))
+    assert extra == [], f"the {event_name} hook process imported {extra} (json? re? collections? each costs every event)"
     # the worker it woke did the reading
     wait_for_worker(tmp_path / "state")
     queue_file = tmp_path / "state" / "pending_traces.jsonl"
@@ -104,29 +118,6 @@ def test_critical_path_imports_no_sdk_no_http_and_no_reader(tmp_path, session, e
     # a fact event reads no transcript (the next transcript event merges it); the others queue the turn
     expected = [] if event_name in FACT_FIELDS and event_name != "StopFailure" else ["one"]
     assert [json.loads(line)["trace"]["name"] for line in queue] == expected
-
-
-# What the hook process may import beyond what `python -I -c pass` imports anyway: start-up is
-# most of a hook's cost (docs/benchmarks.md), and `json` alone (with the `re`, `enum`, `functools`
-# and `collections` it pulls in) cost a do-nothing hook's worth of time on every event.
-HOOK_EXTRA_MODULES = {"errno", "fcntl", "_sha256", "_sha2", "pwd"}
-
-
-def _bare_python_modules() -> set[str]:
-    proc = subprocess.run([sys.executable, "-I", "-X", "importtime", "-c", "pass"], capture_output=True, timeout=60)
-    return {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines() if line.startswith("import time:") and "|" in line}
-
-
-@pytest.mark.parametrize("event_name", ["Stop", "SessionEnd", "PermissionRequest", "PostToolUse", "SubagentStart"])
-def test_hook_imports_only_the_package_beyond_a_bare_python(tmp_path, session, event_name):
-    session.simple_turn("one", "answer one")
-    event = stop_event(session, "answer one", name=event_name)
-    event.update(FACT_FIELDS.get(event_name, {}))
-    proc, modules = imported_by_hook(json.dumps(event).encode(), hook_env(tmp_path))
-    assert proc.returncode == 0 and proc.stdout == b""
-    extra = sorted(m for m in modules - _bare_python_modules() - HOOK_EXTRA_MODULES if not m.startswith("claude_code_langfuse"))
-    assert extra == [], f"the {event_name} hook process imported {extra} (json? re? collections? each costs every event)"
-    wait_for_worker(tmp_path / "state")
 
 
 def test_hook_stores_the_event_as_received_and_the_worker_drops_a_bad_one(tmp_path, session):
@@ -370,14 +361,7 @@ def test_stop_before_the_transcript_exists_waits_then_reads_it(tmp_path, session
 def test_missing_transcript_is_given_up_after_its_wait_with_a_log_line(tmp_path, session):
     paths = Paths(str(tmp_path / "state"))
     env = hook_env(tmp_path)
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    log = _log()
-    log.addHandler(Capture())
+    log, lines = capturing_logger(f"cc-langfuse-test-missing-{id(paths)}")
     _news(paths, stop_event(session, "x") | {"transcript_path": str(tmp_path / "never.jsonl")}, age=MISSING_WAIT_S + 0.1, env=env)
     assert process_inbox(paths, log, base_env=env)[:2] == (1, False)
     assert list_news(paths.inbox) == [] and any("does not exist" in line for line in lines)
@@ -437,15 +421,7 @@ def test_a_worker_that_fails_unexpectedly_says_so_and_releases_its_lock(tmp_path
     from claude_code_langfuse import config, worker
     from claude_code_langfuse.files import FileLock
 
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    log = logging.getLogger("cc-langfuse-test-worker-crash")
-    log.propagate = False
-    log.addHandler(Capture())
+    log, lines = capturing_logger("cc-langfuse-test-worker-crash")
     monkeypatch.setattr(config, "_LOGGER", log)
     monkeypatch.chdir(tmp_path)
 

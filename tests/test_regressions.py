@@ -19,6 +19,7 @@ from claude_code_langfuse.store import queue_read
 from transcript_factory import (
     HookRunner,
     Transcript,
+    capturing_logger,
     children,
     launch_background_agent,
     observations,
@@ -177,15 +178,7 @@ def test_password_in_the_base_url_stays_out_of_log_and_status(session, runner, t
     session.simple_turn("hello", "Hi!")
     runner.run(stop_event(session, "Hi!"))
     settings = runner.settings._replace(public_key="pk-lf-x", secret_key="sk-lf-y", base_url="http://langfuse:Pr0xyPassw0rd@127.0.0.1:9")
-    lines: list[str] = []
-
-    class Capture(logging.Handler):
-        def emit(self, record):
-            lines.append(record.getMessage())
-
-    log = logging.getLogger("cc-langfuse-review-drain")
-    log.propagate = False
-    log.addHandler(Capture())
+    log, lines = capturing_logger("cc-langfuse-review-drain")
     summary = drain_queue(settings, log)
     assert summary.stopped_by == "retry"
     status = open(runner.paths.sender_status, encoding="utf-8").read()

@@ -558,6 +558,24 @@ def launch_background_agent(session: Transcript, agent_id: str = "a3f9c2d1e4b5a6
     return call, agent, fetch
 
 
+def capturing_logger(name: str, with_level: bool = False):
+    """A logger (all levels) whose lines go only into the returned list: "message", or
+    "LEVEL message" with_level. Returns (logger, lines)."""
+    import logging
+
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(f"{record.levelname} {record.getMessage()}" if with_level else record.getMessage())
+
+    logger = logging.getLogger(name)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(Capture())
+    return logger, lines
+
+
 def hook_process_env(tmp_path, **extra) -> dict:
     """The environment of a hook process as Claude Code would start it, with HOME and the state
     folder under tmp_path and the server URL on a closed port (the worker fails fast, keeps the queue
@@ -615,25 +633,13 @@ class HookRunner:
     """
 
     def __init__(self, state_dir: str, **overrides):
-        import logging
-
         from claude_code_langfuse import files, store
         from claude_code_langfuse.config import Settings
 
         self.store = store
         self.settings = Settings(user_id="tester", state_dir=state_dir, base_url="http://127.0.0.1:9", **overrides)
         self.paths = files.Paths(state_dir)
-        self.logs: list[str] = []
-        runner = self
-
-        class Capture(logging.Handler):
-            def emit(self, record):
-                runner.logs.append(f"{record.levelname} {record.getMessage()}")
-
-        self.logger = logging.getLogger(f"cc-langfuse-test-{id(self)}")
-        self.logger.propagate = False
-        self.logger.setLevel(logging.DEBUG)
-        self.logger.addHandler(Capture())
+        self.logger, self.logs = capturing_logger(f"cc-langfuse-test-{id(self)}", with_level=True)
 
     def run(self, event: dict | bytes, final: bool = True) -> list[dict]:
         """One event; returns the records it appended to the queue."""
